@@ -1,0 +1,152 @@
+"""MRI forward model without sensitivity maps: A = P F per coil, its adjoint, and the data-consistency gradient.
+
+Conventions used throughout irecon:
+
+* **Image channels** are real tensors of shape ``(B, 2C, H, W)`` (2-D) or ``(B, 2C, S, H, W)`` (3-D slab),
+  with *all real parts first, then all imaginary parts*: channel ``c`` is Re of coil ``c`` and channel
+  ``C + c`` is Im of coil ``c`` (the official i-RIM layout, not interleaved). With multiplicity ``m`` the
+  ``C = m * C_data`` coils are ``m`` stacked copies: copy ``j`` is coils ``j*C_data .. (j+1)*C_data - 1``
+  in the real block and likewise in the imaginary block.
+* **k-space** is a complex tensor ``(B, C, [S,] H, W)``, complex64 for float32 images and complex128 for
+  float64 images.
+* **mask** is a real or bool tensor broadcastable to the k-space, typically ``(B, 1, [1,] 1, W)`` with the
+  sampled columns set to 1. It is the diagonal sampling operator ``P`` (real, so ``P^T = P``).
+* **F** is the centred orthonormal 2-D DFT of fastMRI (``fastmri.fft2c``), applied over the last two dims
+  ``(H, W)`` per coil and per slice, so ``F^H = F^{-1}`` and ``||F x|| = ||x||``. There is no FFT along the
+  slice dim.
+* The data-consistency gradient is ``A^H (A x - d)``, the gradient of ``1/2 ||A x - d||^2``
+  (the negative Gaussian log-likelihood gradient with ``sigma = 1``).
+"""
+
+from __future__ import annotations
+
+import fastmri
+import torch
+from fastmri.data.transforms import center_crop
+from torch import Tensor
+
+__all__ = [
+    "adjoint_operator",
+    "center_crop_channels",
+    "channels_to_complex",
+    "complex_to_channels",
+    "data_consistency_gradient",
+    "forward_operator",
+    "root_sum_of_squares_image",
+    "zero_filled",
+]
+
+
+def complex_to_channels(x: Tensor) -> Tensor:
+    """Complex ``(B, C, ...)`` -> real ``(B, 2C, ...)`` as ``[Re c_0..c_{C-1} | Im c_0..c_{C-1}]``."""
+    if not x.is_complex():
+        raise ValueError(f"expected a complex tensor, got dtype {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"expected a tensor (B, C, ...), got shape {tuple(x.shape)}")
+    return torch.cat((x.real, x.imag), dim=1)
+
+
+def channels_to_complex(x: Tensor) -> Tensor:
+    """Real ``(B, 2C, ...)`` in ``[all Re | all Im]`` layout -> complex ``(B, C, ...)``; one copy."""
+    if x.is_complex():
+        raise ValueError(f"expected a real channel tensor, got dtype {x.dtype}")
+    if x.dim() < 2 or x.shape[1] % 2:
+        raise ValueError(f"expected an even number of channels in dim 1, got shape {tuple(x.shape)}")
+    re, im = x.chunk(2, dim=1)
+    return torch.complex(re, im)
+
+
+def _check_spatial(x: Tensor) -> None:
+    if x.dim() < 4:
+        raise ValueError(f"expected (B, C, [S,] H, W), got shape {tuple(x.shape)}")
+
+
+def _fft2c(z: Tensor) -> Tensor:
+    """Centred orthonormal 2-D FFT of a complex tensor over its last two dims."""
+    return torch.view_as_complex(fastmri.fft2c(torch.view_as_real(z)))
+
+
+def _ifft2c(k: Tensor) -> Tensor:
+    """Centred orthonormal inverse 2-D FFT of a complex tensor over its last two dims."""
+    return torch.view_as_complex(fastmri.ifft2c(torch.view_as_real(k)))
+
+
+def _real_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """The mask in the real dtype and device of complex ``like``, so it never promotes the k-space precision."""
+    return mask.to(device=like.device, dtype=like.real.dtype)
+
+
+def _check_kspace(kspace: Tensor) -> None:
+    if not kspace.is_complex():
+        raise ValueError(f"k-space must be a complex tensor, got dtype {kspace.dtype}")
+    _check_spatial(kspace)
+
+
+def forward_operator(image: Tensor, mask: Tensor) -> Tensor:
+    """``A x = P F x``: image channels ``(B, 2C, [S,] H, W)`` -> masked complex k-space ``(B, C, [S,] H, W)``."""
+    z = channels_to_complex(image)
+    _check_spatial(z)
+    k = _fft2c(z)
+    return k * _real_mask(mask, k)
+
+
+def adjoint_operator(kspace: Tensor, mask: Tensor) -> Tensor:
+    """``A^H d = F^H P^T d``: complex k-space ``(B, C, [S,] H, W)`` -> image channels ``(B, 2C, [S,] H, W)``."""
+    _check_kspace(kspace)
+    return complex_to_channels(_ifft2c(kspace * _real_mask(mask, kspace)))
+
+
+def zero_filled(kspace: Tensor, mask: Tensor) -> Tensor:
+    """Zero-filled reconstruction ``A^H d`` as image channels ``(B, 2C, [S,] H, W)``; same as ``adjoint_operator``."""
+    return adjoint_operator(kspace, mask)
+
+
+def data_consistency_gradient(image: Tensor, kspace: Tensor, mask: Tensor) -> Tensor:
+    """``A^H (A x - d)``, the gradient of ``1/2 ||A x - d||^2`` w.r.t. ``x``, as image channels.
+
+    ``image`` is ``(B, 2mC, [S,] H, W)`` and ``kspace`` is ``(B, C, [S,] H, W)`` with an integer
+    multiplicity ``m >= 1``; each of the ``m`` image copies gets its own gradient against the same data.
+    The data are broadcast over the copies, never replicated. Returns a tensor shaped like ``image``.
+    """
+    _check_kspace(kspace)
+    z = channels_to_complex(image)
+    _check_spatial(z)
+    if z.dtype != kspace.dtype:
+        raise ValueError(f"image gives {z.dtype} but k-space is {kspace.dtype}; use matching precision")
+    n_coils, n_data = z.shape[1], kspace.shape[1]
+    if n_coils % n_data:
+        raise ValueError(f"image has {n_coils} coils, not a multiple of the data's {n_data} coils")
+    m = n_coils // n_data
+
+    k = _fft2c(z)
+    p = _real_mask(mask, k)
+    d = kspace
+    if m > 1:
+        k = k.unflatten(1, (m, n_data))
+        d = d.unsqueeze(1)
+        if p.dim() == kspace.dim():
+            p = p.unsqueeze(1)
+    residual = (k * p - d) * p
+    if m > 1:
+        residual = residual.flatten(1, 2)
+    return complex_to_channels(_ifft2c(residual))
+
+
+def root_sum_of_squares_image(image: Tensor) -> Tensor:
+    """Magnitude image ``(B, [S,] H, W)`` from channels: ``sqrt(sum_c |x_c|^2)``.
+
+    With the ``[Re | Im]`` layout this is the 2-norm over dim 1 of the channel tensor itself (what
+    ``fastmri.rss(image, dim=1)`` computes); ``vector_norm`` is used because its gradient is 0, not NaN,
+    at pixels where every coil is exactly zero.
+    """
+    if image.is_complex() or image.dim() < 2 or image.shape[1] % 2:
+        raise ValueError(f"expected real image channels (B, 2C, ...), got {image.dtype} {tuple(image.shape)}")
+    return torch.linalg.vector_norm(image, dim=1)
+
+
+def center_crop_channels(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Centre crop over the last two dims to ``size = (h, w)`` (a view; ``fastmri.data.transforms.center_crop``)."""
+    h, w = size
+    if not (0 < h <= image.shape[-2] and 0 < w <= image.shape[-1]):
+        raise ValueError(f"cannot centre-crop shape {tuple(image.shape)} to {tuple(size)}")
+    return center_crop(image, (h, w))
