@@ -1,0 +1,113 @@
+"""``check_paths`` records every bad file and goes on; ``summary_table`` lists the good ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from rich.console import Console
+
+from irecon.check import CheckResult, check_paths, summary_table
+from irecon.data.volumes import write_header_xml
+from irecon.errors import IreconError
+
+
+def _write(path: Path, coils: int | None = None, with_mask: bool = False) -> Path:
+    """A tiny valid volume: 2 slices of 16x12 k-space, an 8x8 target, or a test-style mask."""
+    shape = (2, 16, 12) if coils is None else (2, coils, 16, 12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as hf:
+        hf["kspace"] = np.ones(shape, dtype=np.complex64)
+        hf["ismrmrd_header"] = write_header_xml((16, 12, 1), (8, 8, 1), center=5, maximum=10)
+        if with_mask:
+            hf["mask"] = np.arange(12) % 2 == 0
+            hf.attrs["acceleration"] = 2
+        else:
+            key = "reconstruction_esc" if coils is None else "reconstruction_rss"
+            hf[key] = np.ones((2, 8, 8), dtype=np.float32)
+            hf.attrs["max"] = 1.0
+        hf.attrs["acquisition"] = "CORPD_FBK"
+    return path
+
+
+def test_good_and_bad_files_are_all_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    single = _write(folder / "a_single.h5")
+    multi = _write(folder / "b_multi.h5", coils=3)
+    test = _write(folder / "c_test.h5", with_mask=True)
+    broken = folder / "d_broken.h5"
+    broken.write_text("not hdf5")
+    nan_file = _write(folder / "e_nan.h5")
+    with h5py.File(nan_file, "r+") as hf:
+        hf["kspace"][1, 0, 0] = np.nan
+    (folder / "notes.txt").write_text("x")
+
+    result = check_paths([folder])
+
+    assert [info.path for info in result.files] == [single, multi, test]
+    assert [info.challenge for info in result.files] == ["singlecoil", "multicoil", "singlecoil"]
+    assert len(result.problems) == 2
+    assert result.problems[0].startswith(f"{broken}: not a readable HDF5 file")
+    assert result.problems[1] == f"{nan_file}: kspace slice 1 contains NaN or Inf values"
+    assert result.notes == [f"skipped {folder / 'notes.txt'}: not an .h5 file"]
+    assert not result.ok
+
+
+def test_value_scan_can_be_skipped(tmp_path: Path) -> None:
+    path = _write(tmp_path / "nan.h5")
+    with h5py.File(path, "r+") as hf:
+        hf["kspace"][0, 0, 0] = np.inf
+    assert check_paths([path], check_values=False).ok
+    assert not check_paths([path]).ok
+
+
+def test_missing_path_among_others_is_a_problem(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.h5")
+    missing = tmp_path / "missing.h5"
+    result = check_paths([missing, good])
+    assert [info.path for info in result.files] == [good]
+    assert result.problems == [f"{missing}: no such file or folder"]
+
+
+def test_nothing_to_check_raises(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(IreconError, match="no such file or folder") as info:
+        check_paths([missing])
+    assert str(info.value) == f"{missing}: no such file or folder"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IreconError, match="nothing to check: .*missing.*empty"):
+        check_paths([missing, tmp_path / "empty"])
+
+
+def test_duplicate_paths_are_checked_once(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.h5")
+    assert len(check_paths([good, tmp_path]).files) == 1
+
+
+def test_summary_table_lists_each_volume(tmp_path: Path) -> None:
+    _write(tmp_path / "a.h5")
+    _write(tmp_path / "b.h5", coils=3)
+    _write(tmp_path / "c.h5", with_mask=True)
+    table = summary_table(check_paths([tmp_path]))
+    assert [c.header for c in table.columns] == [
+        "file",
+        "challenge",
+        "slices",
+        "k-space shape",
+        "coils",
+        "target",
+        "mask",
+        "acquisition",
+    ]
+    assert table.row_count == 3
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "reconstruction_esc 8x8" in text and "reconstruction_rss 8x8" in text
+    assert "yes (R=2)" in text and "16x12" in text and "CORPD_FBK" in text
+
+
+def test_empty_result_table() -> None:
+    assert summary_table(CheckResult()).row_count == 0
