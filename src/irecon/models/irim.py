@@ -1,0 +1,147 @@
+"""The invertible Recurrent Inference Machine (i-RIM), 2-D and 3-D, single- and multi-coil.
+
+State layout (``n_latent`` channels): [image estimate: ``multiplicity`` copies of the zero-filled
+image, all real parts then all imaginary parts | gradient accumulator (same size) | free channels |
+optional one-hot metadata]. The unrolled model is DC, then for each of T steps an invertible stack
+of L layers followed by DC, where DC adds the data-consistency gradient into the accumulator. The
+whole chain runs through the memory-free engine, so training memory does not grow with T or L.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from irecon.invertible.engine import InvertibleOp, invertible_chain, reverse_chain
+from irecon.invertible.layers import DataConsistencyLayer, InvertibleLayer
+from irecon.physics import (
+    center_crop_channels,
+    data_consistency_gradient,
+    root_sum_of_squares_image,
+    zero_filled,
+)
+
+
+def input_scale(image: Tensor, crop: tuple[int, int]) -> Tensor:
+    """Per-sample std of the central crop of an image-channel tensor, + 1e-6, shaped to broadcast.
+
+    The official i-RIM divides its input by this and multiplies its output back.
+    """
+    size = (min(crop[0], image.shape[-2]), min(crop[1], image.shape[-1]))
+    central = center_crop_channels(image, size).flatten(1)
+    std = central.std(dim=1) + 1e-6
+    return std.view(-1, *([1] * (image.dim() - 1)))
+
+
+class OutputHead(nn.Module):
+    """The parametric output: WN 1x1 -> ReLU -> WN 3x3 -> ReLU -> WN transposed 1x1 to one complex image."""
+
+    def __init__(self, channels: int, dims: int) -> None:
+        super().__init__()
+        conv, conv_t = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
+        self.layers = nn.Sequential(
+            weight_norm(conv(channels, channels, 1)),
+            nn.ReLU(),
+            weight_norm(conv(channels, channels, 3, padding=1)),
+            nn.ReLU(),
+            weight_norm(conv_t(channels, 2, 1, bias=False)),
+        )
+
+    def forward(self, state: Tensor) -> Tensor:
+        return self.layers(state)
+
+
+class IRIM(nn.Module):
+    """i-RIM mapping masked k-space (B, coils, [S,] H, W) and mask to magnitude images (B, [S,] H, W)."""
+
+    def __init__(
+        self,
+        *,
+        coils: int = 1,
+        dims: int = 2,
+        n_latent: int = 64,
+        multiplicity: int = 1,
+        steps: int = 8,
+        strides: Sequence[int] = (1, 1, 2, 2, 4, 4, 2, 2, 1, 1),
+        hidden: Sequence[int] = (8, 8, 32, 32, 128, 128, 32, 32, 8, 8),
+        shared_weights: bool = False,
+        parametric_output: bool = True,
+        metadata_channels: int = 0,
+        num_reflections: int = 3,
+        norm_crop: tuple[int, int] = (320, 320),
+        memory_free: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(strides) != len(hidden):
+            raise ValueError(f"strides ({len(strides)}) and hidden ({len(hidden)}) need one value per layer")
+        self.image_channels = 2 * coils * multiplicity
+        if n_latent < 2 * self.image_channels + metadata_channels:
+            raise ValueError(
+                f"n_latent={n_latent} is too small: it needs 2 x {self.image_channels} image/gradient "
+                f"channels plus {metadata_channels} metadata channels"
+            )
+        self.coils, self.dims, self.n_latent = coils, dims, n_latent
+        self.multiplicity, self.metadata_channels = multiplicity, metadata_channels
+        self.norm_crop = tuple(norm_crop)
+        self.memory_free = memory_free
+
+        def make_step() -> nn.ModuleList:
+            return nn.ModuleList(
+                InvertibleLayer(n_latent, k, d, dims, num_reflections) for d, k in zip(strides, hidden)
+            )
+
+        shared = make_step() if shared_weights else None
+        self.steps = nn.ModuleList(shared if shared is not None else make_step() for _ in range(steps))
+        self.data_consistency = DataConsistencyLayer(self.image_channels, data_consistency_gradient)
+        self.head = OutputHead(n_latent, dims) if parametric_output else None
+
+    def ops(self) -> list[InvertibleOp]:
+        """The whole invertible part as one flat chain: DC, then (layers..., DC) per step."""
+        ops: list[InvertibleOp] = [self.data_consistency]
+        for step in self.steps:
+            for layer in step:
+                ops += layer.ops()
+            ops.append(self.data_consistency)
+        return ops
+
+    def initial_state(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(state, scaled k-space, scale): the zero-filled image in its copies, zeros elsewhere."""
+        image = zero_filled(kspace, mask)
+        scale = input_scale(image, self.norm_crop)
+        image = image / scale
+        batch, _, *spatial = image.shape
+        state = image.new_zeros(batch, self.n_latent, *spatial)
+        half, m = self.image_channels // 2, self.multiplicity
+        state[:, :half] = image[:, : self.coils].repeat(1, m, *([1] * len(spatial)))
+        state[:, half : 2 * half] = image[:, self.coils :].repeat(1, m, *([1] * len(spatial)))
+        if self.metadata_channels:
+            if metadata is None:
+                raise ValueError("this model expects metadata")
+            state[:, -self.metadata_channels :] = metadata.view(batch, -1, *([1] * len(spatial)))
+        return state, kspace / scale, scale
+
+    def run_state(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(final state, scaled k-space, scale): the invertible part, memory-free or plain."""
+        state, scaled, scale = self.initial_state(kspace, mask, metadata)
+        state = invertible_chain(state, self.ops(), (scaled, mask), memory_free=self.memory_free, inplace=True)
+        return state, scaled, scale
+
+    def reverse_state(self, state: Tensor, scaled_kspace: Tensor, mask: Tensor) -> Tensor:
+        """Exact inverse of the invertible part (steps visited last to first)."""
+        return reverse_chain(state, self.ops(), (scaled_kspace, mask))
+
+    def estimate(self, state: Tensor, scale: Tensor) -> Tensor:
+        """Complex image channels from the final state, rescaled to the input's units."""
+        if self.head is not None:
+            return self.head(state) * scale
+        half = self.image_channels // 2
+        first_copy = torch.cat([state[:, : self.coils], state[:, half : half + self.coils]], dim=1)
+        return first_copy * scale
+
+    def forward(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> list[Tensor]:
+        state, _, scale = self.run_state(kspace, mask, metadata)
+        return [root_sum_of_squares_image(self.estimate(state, scale))]
+

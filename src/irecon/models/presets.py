@@ -1,0 +1,154 @@
+"""Named model configurations and the one function that builds any model from its config.
+
+A :class:`ModelConfig` holds only plain values, so it is stored in checkpoints as a dict and a
+checkpoint rebuilds its model with no architecture flags. ``docs/presets.md`` gives each preset's
+source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from irecon.errors import IreconError
+from irecon.models.baselines import UNetBaseline, ZeroFilled
+from irecon.models.irim import IRIM
+from irecon.models.rim import RIM
+
+KINDS = ("irim", "rim", "unet", "zero-filled")
+
+PAPER_STRIDES = (1, 1, 2, 2, 4, 4, 2, 2, 1, 1)
+# The appendix lists only 8 widths for 10 layers; completed symmetrically with (8, 8).
+PAPER_HIDDEN = (8, 8, 32, 32, 128, 128, 32, 32, 8, 8)
+CHALLENGE_STRIDES = (1, 1, 2, 2, 4, 8, 8, 4, 2, 2, 1, 1)
+CHALLENGE_HIDDEN = (64, 64, 128, 128, 256, 1024, 1024, 256, 128, 128, 64, 64)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model. i-RIM fields are ignored by the other kinds."""
+
+    kind: str
+    dims: int = 2
+    coils: int = 1
+    steps: int = 8
+    n_latent: int = 64
+    multiplicity: int = 1
+    strides: tuple[int, ...] = PAPER_STRIDES
+    hidden: tuple[int, ...] = PAPER_HIDDEN
+    shared_weights: bool = False
+    parametric_output: bool = True
+    num_reflections: int = 3
+    norm_crop: tuple[int, int] = (320, 320)
+    rim_hidden: int = 64
+    unet_chans: int = 32
+    unet_pools: int = 4
+
+    @property
+    def layers(self) -> int:
+        """Invertible layers per step (i-RIM)."""
+        return len(self.strides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain python values only (lists for tuples), safe for torch.load(weights_only=True)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise IreconError(f"unknown model config fields {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+PRESETS: dict[str, tuple[ModelConfig, str]] = {
+    "paper-2d": (
+        ModelConfig("irim", dims=2),
+        "i-RIM 2D of Putzky & Welling 2019, appendix B: 10 layers/step, d=(1,1,2,2,4,4,2,2,1,1), "
+        "k=(8,8,32,32,128,128,32,32,8,8) (last two completed), no sharing; T=8 and 64 channels assumed",
+    ),
+    "paper-3d": (
+        ModelConfig("irim", dims=3),
+        "i-RIM 3D of appendix B: as paper-2d with 3-D convolutions (no striding along slices)",
+    ),
+    "challenge-singlecoil": (
+        ModelConfig(
+            "irim", steps=8, n_latent=64, multiplicity=4,
+            strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN,
+        ),
+        "official fastMRI-challenge single-coil i-RIM (pputzky/irim_fastMRI README)",
+    ),
+    "challenge-multicoil": (
+        ModelConfig(
+            "irim", coils=15, steps=8, n_latent=96, multiplicity=1,
+            strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN,
+        ),
+        "official fastMRI-challenge multi-coil i-RIM for 15-coil knee data",
+    ),
+    "rim": (ModelConfig("rim", steps=8, rim_hidden=64), "RIM baseline of appendix B (64 hidden, 8 steps)"),
+    "unet": (ModelConfig("unet", unet_chans=32, unet_pools=4), "fastMRI U-Net baseline on the zero-filled magnitude"),
+    "zero-filled": (ModelConfig("zero-filled"), "zero-filled inverse FFT (RSS for multi-coil), no parameters"),
+    "tiny-2d": (
+        ModelConfig("irim", steps=4, n_latent=16, strides=(1, 2, 2, 1), hidden=(12, 24, 24, 12)),
+        "small i-RIM 2D that trains on a CPU in minutes (make demo)",
+    ),
+    "tiny-3d": (
+        ModelConfig("irim", dims=3, steps=3, n_latent=16, strides=(1, 2, 1), hidden=(8, 16, 8)),
+        "small i-RIM 3D for CPU tests and demos",
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The named preset with any field overridden; ``layers=N`` repeats or cuts the per-layer pattern."""
+    if name not in PRESETS:
+        raise IreconError(f"unknown model preset '{name}' (choose from {', '.join(PRESETS)})")
+    config = PRESETS[name][0]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    layers = overrides.pop("layers", None)
+    if layers is not None:
+        if layers < 1:
+            raise IreconError(f"--layers must be at least 1, got {layers}")
+        strides = overrides.get("strides", config.strides)
+        hidden = overrides.get("hidden", config.hidden)
+        overrides["strides"] = tuple(strides[i % len(strides)] for i in range(layers))
+        overrides["hidden"] = tuple(hidden[i % len(hidden)] for i in range(layers))
+    unknown = set(overrides) - {f.name for f in fields(ModelConfig)}
+    if unknown:
+        raise IreconError(f"unknown model option(s) {sorted(unknown)}")
+    return replace(config, **overrides)
+
+
+def build_model(config: ModelConfig, memory_free: bool = True) -> nn.Module:
+    """Instantiate the model a config describes (the same call for every kind)."""
+    try:
+        if config.kind == "irim":
+            return IRIM(
+                coils=config.coils, dims=config.dims, n_latent=config.n_latent,
+                multiplicity=config.multiplicity, steps=config.steps, strides=config.strides,
+                hidden=config.hidden, shared_weights=config.shared_weights,
+                parametric_output=config.parametric_output, num_reflections=config.num_reflections,
+                norm_crop=config.norm_crop, memory_free=memory_free,
+            )
+        if config.kind == "rim":
+            return RIM(coils=config.coils, dims=config.dims, steps=config.steps, hidden=config.rim_hidden,
+                       norm_crop=config.norm_crop)
+        if config.kind == "unet":
+            return UNetBaseline(coils=config.coils, dims=config.dims, chans=config.unet_chans,
+                                num_pool_layers=config.unet_pools)
+        if config.kind == "zero-filled":
+            return ZeroFilled(coils=config.coils, dims=config.dims)
+    except ValueError as err:
+        raise IreconError(f"invalid {config.kind} model: {err}") from None
+    raise IreconError(f"unknown model kind '{config.kind}' (choose from {', '.join(KINDS)})")
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameter count without allocating weights (built on the meta device)."""
+    with torch.device("meta"):
+        model = build_model(config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from irecon.models.irim import IRIM, input_scale
+from irecon.physics import center_crop_channels, zero_filled
+
+
+def _model(dims: int, coils: int = 1, multiplicity: int = 1, memory_free: bool = True, **kw) -> IRIM:
+    torch.manual_seed(0)
+    defaults = dict(steps=3, n_latent=4 * coils * multiplicity + 4, strides=(1, 2), hidden=(5, 6))
+    defaults.update(kw)
+    return IRIM(coils=coils, dims=dims, multiplicity=multiplicity, memory_free=memory_free, **defaults).double()
+
+
+def _data(coils: int, spatial: tuple[int, ...], batch: int = 2):
+    torch.manual_seed(1)
+    mask = (torch.rand(batch, 1, *([1] * (len(spatial) - 1)), spatial[-1]) > 0.5).double()
+    return torch.randn(batch, coils, *spatial, dtype=torch.complex128) * mask, mask
+
+
+@pytest.mark.parametrize("dims,coils,multiplicity", [(2, 1, 1), (2, 3, 2), (3, 2, 1)])
+def test_memory_free_and_plain_agree_on_outputs_and_gradients(dims: int, coils: int, multiplicity: int) -> None:
+    spatial = (13, 11) if dims == 2 else (3, 9, 7)
+    kspace, mask = _data(coils, spatial)
+    results = []
+    for memory_free in (True, False):
+        model = _model(dims, coils, multiplicity, memory_free)
+        output = model(kspace, mask)[-1]
+        output.square().mean().backward()
+        results.append((output.detach(), [p.grad for p in model.parameters()]))
+    (out1, grads1), (out0, grads0) = results
+    assert torch.allclose(out1, out0, rtol=1e-12, atol=0)
+    assert len(grads1) == len(grads0)
+    for a, b in zip(grads1, grads0):
+        assert ((a - b).norm() / b.norm()).item() < 1e-10
+
+
+def test_steps_have_distinct_weights_and_whole_model_reverse_is_exact() -> None:
+    model = _model(2)
+    first = [layer.rotation.vectors for layer in (step[0] for step in model.steps)]
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    kspace, mask = _data(1, (13, 11))
+    with torch.no_grad():
+        x0, scaled, _ = model.initial_state(kspace, mask)
+        state, _, _ = model.run_state(kspace, mask)
+        restored = model.reverse_state(state, scaled, mask)
+    assert (state - x0).abs().max() > 1e-2
+    assert (restored - x0).abs().max() <= 1e-12 * x0.abs().max()
+
+
+def test_shared_weights_reuses_one_step() -> None:
+    model = _model(2, shared_weights=True)
+    assert model.steps[0] is model.steps[1] is model.steps[2]
+
+
+def test_initial_state_layout_and_scale() -> None:
+    coils, multiplicity = 2, 2
+    model = _model(2, coils, multiplicity, norm_crop=(8, 8))
+    kspace, mask = _data(coils, (13, 11))
+    state, scaled, scale = model.initial_state(kspace, mask)
+    image = zero_filled(kspace, mask)
+    expected_scale = center_crop_channels(image, (8, 8)).flatten(1).std(dim=1) + 1e-6
+    assert torch.allclose(scale.flatten(), expected_scale)
+    image = image / scale
+    assert torch.allclose(state[:, 0:2], image[:, 0:2]) and torch.allclose(state[:, 2:4], image[:, 0:2])
+    assert torch.allclose(state[:, 4:6], image[:, 2:4]) and torch.allclose(state[:, 6:8], image[:, 2:4])
+    assert torch.count_nonzero(state[:, 8:]) == 0
+    assert torch.allclose(scaled, kspace / scale)
+
+
+def test_output_is_rescaled_back() -> None:
+    model = _model(2, parametric_output=False, steps=1)
+    kspace, mask = _data(1, (13, 11))
+    with torch.no_grad():
+        small = model(kspace, mask)[-1]
+        large = model(kspace * 1000, mask)[-1]
+    assert torch.allclose(large, small * 1000, rtol=1e-6)
+
+
+def test_input_scale_uses_central_crop() -> None:
+    image = torch.zeros(1, 2, 10, 10, dtype=torch.float64)
+    image[:, :, 4:6, 4:6] = torch.tensor([[1.0, -1.0], [2.0, -2.0]])
+    outer = image.clone()
+    outer[:, :, 0, 0] = 100.0
+    assert torch.equal(input_scale(image, (4, 4)), input_scale(outer, (4, 4)))

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from irecon.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from irecon.errors import IreconError
+from irecon.models.presets import build_model, preset
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
+    config = preset("tiny-2d", steps=2)
+    model = build_model(config)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"model_config": config.to_dict(), "model": model.state_dict()})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    loaded, loaded_config, payload = model_from_checkpoint(path)
+    assert loaded_config == config
+    assert payload["irecon_version"] and payload["torch_version"] == torch.__version__
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(IreconError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(IreconError, match="not a readable irecon checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(IreconError, match="not an irecon checkpoint"):
+        load_checkpoint(other)
+    wrong = tmp_path / "wrong.pt"
+    save_checkpoint(wrong, {"model_config": preset("tiny-2d").to_dict(),
+                            "model": build_model(preset("tiny-2d", steps=1)).state_dict()})
+    with pytest.raises(IreconError, match="weights do not fit"):
+        model_from_checkpoint(wrong)
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model_config": {}, "model": {}, "step": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_checkpoint(path, {"model_config": {}, "model": {}, "bad": Unpicklable()})
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
