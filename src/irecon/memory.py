@@ -1,0 +1,403 @@
+"""Exact peak tensor-memory measurement on CPU and CUDA behind one interface.
+
+The selling point of the invertible RIMs is activation memory that does not grow with depth, so
+benchmarks need exact, repeatable peak numbers on every device:
+
+* CUDA: the caching allocator already counts every tensor byte
+  (``torch.cuda.max_memory_allocated``); :class:`CudaPeakMemoryMeter` is a thin wrapper.
+* CPU: there is no allocator counter, and process RSS is useless once glibc reuses freed memory.
+  :class:`StorageTracker` counts tensor storages itself: a ``TorchDispatchMode`` sees every ATen op
+  run inside the ``with`` block (forward, backward, recomputation, optimiser steps) and records the
+  storages the outputs own; a weakref on each storage object removes its bytes when it dies.
+
+Three details make :class:`StorageTracker` exact (each was found by testing):
+
+1. ``torch.UntypedStorage.resize_`` does not go through dispatch, but memory-free couplings free and
+   refill activations with it, so it is patched while any tracker is active.
+2. Storages are keyed on the identity of their Python object (storages have PyObject preservation:
+   one object per C++ storage, alive exactly as long as the storage), never on ``data_ptr``, which
+   changes when a storage is resized.
+3. An op output that aliases an *untracked* input is not new memory (e.g. ``x.t()`` of a tensor that
+   existed before tracking), so it is not counted.
+
+:func:`peak_memory_meter` picks the right meter for a device; :func:`tensor_bytes` sizes parameters,
+gradients and optimiser state so they can be reported separately from activations.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from irecon.errors import IreconError
+
+__all__ = [
+    "CudaPeakMemoryMeter",
+    "PeakMemoryMeter",
+    "StorageTracker",
+    "peak_memory_meter",
+    "tensor_bytes",
+]
+
+CUDA_METHOD = "torch.cuda.max_memory_allocated (caching allocator, exact bytes)"
+
+
+@runtime_checkable
+class PeakMemoryMeter(Protocol):
+    """Device-agnostic peak-memory meter used by the benchmarks.
+
+    Use as ``with meter: meter.reset_peak_memory_stats(); step(); meter.max_memory_allocated()``.
+    On CUDA the numbers are absolute (everything the allocator holds on the device); on CPU they
+    cover storages created inside the ``with`` block plus whatever was registered with
+    :meth:`track`, so call ``track(model, optimizer, inputs)`` before measuring when absolute
+    numbers are wanted.
+    """
+
+    method: str
+    device: torch.device | None
+
+    def __enter__(self) -> PeakMemoryMeter: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def memory_allocated(self) -> int: ...
+
+    def max_memory_allocated(self) -> int: ...
+
+    def reset_peak_memory_stats(self) -> None: ...
+
+    def track(self, *objs: object) -> None: ...
+
+
+class CudaPeakMemoryMeter:
+    """CUDA meter: the caching allocator's own counters for one device, read after a synchronize."""
+
+    method = CUDA_METHOD
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> CudaPeakMemoryMeter:
+        torch.cuda.synchronize(self.device)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def memory_allocated(self) -> int:
+        """Bytes currently held by tensors on the device."""
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def max_memory_allocated(self) -> int:
+        """Peak bytes held by tensors on the device since the last reset."""
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def reset_peak_memory_stats(self) -> None:
+        """Set the peak to the current allocation."""
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def track(self, *objs: object) -> None:
+        """No-op: the CUDA allocator already counts every tensor on the device."""
+
+
+def peak_memory_meter(device: torch.device | str) -> PeakMemoryMeter:
+    """Return the exact peak-memory meter for ``device``.
+
+    CUDA uses ``torch.cuda.{memory_allocated,max_memory_allocated,reset_peak_memory_stats}``;
+    every other real device (CPU in practice) gets a :class:`StorageTracker` limited to it.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise IreconError(f"device {dev} requested but torch.cuda.is_available() is False")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return CudaPeakMemoryMeter(dev)
+    if dev.type == "meta":
+        raise IreconError("the meta device holds no memory to measure")
+    return StorageTracker(dev)
+
+
+_MISSING = object()
+_patch_lock = threading.Lock()
+_active_trackers: list[StorageTracker] = []
+_saved_resize: Any = _MISSING
+
+
+def _install_resize_patch(tracker: StorageTracker) -> None:
+    """Register ``tracker`` for resizes; the first one patches ``UntypedStorage.resize_``."""
+    global _saved_resize
+    with _patch_lock:
+        if not _active_trackers:
+            _saved_resize = vars(torch.UntypedStorage).get("resize_", _MISSING)
+            original = torch.UntypedStorage.resize_
+
+            @functools.wraps(original)
+            def resize_(storage: torch.UntypedStorage, size: int) -> Any:
+                result = original(storage, size)
+                for active in tuple(_active_trackers):
+                    active._storage_resized(storage)
+                return result
+
+            torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign]
+        _active_trackers.append(tracker)
+
+
+def _remove_resize_patch(tracker: StorageTracker) -> None:
+    """Unregister ``tracker``; restore the original ``resize_`` when no tracker is left."""
+    global _saved_resize
+    with _patch_lock:
+        _active_trackers.remove(tracker)
+        if not _active_trackers:
+            if _saved_resize is _MISSING:
+                del torch.UntypedStorage.resize_
+            else:
+                torch.UntypedStorage.resize_ = _saved_resize  # type: ignore[method-assign]
+            _saved_resize = _MISSING
+
+
+def _flat_tensors(obj: object, out: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Append the tensors in an op's (nested tuple/list/dict) arguments or results to ``out``."""
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            _flat_tensors(item, out)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _flat_tensors(item, out)
+    return out
+
+
+def _storage_of(tensor: torch.Tensor) -> torch.UntypedStorage | None:
+    """The tensor's storage, or None for tensors without one (sparse, wrapper subclasses)."""
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
+def _storage_keys(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> set[int]:
+    """Identities of the storages of an op's tensor arguments."""
+    keys = set()
+    for tensor in _flat_tensors((args, kwargs), []):
+        storage = _storage_of(tensor)
+        if storage is not None:
+            keys.add(id(storage))
+    return keys
+
+
+def _real_storage_nbytes(storage: torch.UntypedStorage) -> int | None:
+    """Bytes of a storage that holds real memory, or None (meta, invalid wrapper storages).
+
+    Only storages without memory have a null data pointer and a nonzero size (meta); wrapper
+    subclasses have storages whose data pointer cannot be read at all.
+    """
+    try:
+        nbytes = storage.nbytes()
+        if storage.data_ptr() == 0 and nbytes > 0:
+            return None
+    except (RuntimeError, NotImplementedError):
+        return None
+    return nbytes
+
+
+def _state_tensors(obj: object, grads: bool, top: bool = True) -> Iterator[torch.Tensor]:
+    """Tensors held by a tensor, module, optimiser, mapping or iterable of these.
+
+    Modules give parameters and buffers (and parameter ``.grad`` if ``grads``); optimisers give
+    their state tensors. Non-tensor leaves inside containers are skipped; an unsupported object at
+    the top level raises ``TypeError``.
+    """
+    if isinstance(obj, torch.Tensor):
+        yield obj
+        if grads and obj.is_leaf and obj.grad is not None:
+            yield obj.grad
+    elif isinstance(obj, torch.nn.Module):
+        yield from _state_tensors(list(obj.parameters()), grads, top=False)
+        yield from obj.buffers()
+    elif isinstance(obj, torch.optim.Optimizer):
+        yield from _state_tensors(list(obj.state.values()), False, top=False)
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from _state_tensors(value, grads, top=False)
+    elif isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
+        for value in obj:
+            yield from _state_tensors(value, grads, top=False)
+    elif top and obj is not None:
+        raise TypeError(f"cannot collect tensors from {type(obj).__name__}")
+
+
+def tensor_bytes(*objs: object, grads: bool = False) -> int:
+    """Total bytes of the distinct storages held by ``objs``.
+
+    Accepts tensors, modules (parameters and buffers, plus parameter gradients if ``grads``),
+    optimisers (state tensors) and containers of these. Shared storages (tied weights, views) are
+    counted once. Used to report parameter, gradient and optimiser-state bytes separately from
+    activation memory.
+    """
+    seen: dict[int, torch.UntypedStorage] = {}
+    for tensor in (t for obj in objs for t in _state_tensors(obj, grads)):
+        storage = _storage_of(tensor)
+        if storage is not None:
+            seen.setdefault(id(storage), storage)
+    return sum(n for n in map(_real_storage_nbytes, seen.values()) if n is not None)
+
+
+class StorageTracker(TorchDispatchMode):
+    """Exact tensor-storage byte counter: the CPU analogue of the ``torch.cuda`` memory counters.
+
+    Inside ``with tracker:`` every ATen op is seen, including backward ops run by the autograd
+    engine (its threads inherit the dispatch mode of the thread that called ``backward``) and
+    recomputation inside custom ``autograd.Function.backward``. New output storages are counted
+    until they die; :meth:`track` registers tensors that existed before. Frees are seen after the
+    block too, so ``memory_allocated`` stays right when results outlive it.
+
+    Not seen: scratch memory a kernel allocates and frees internally, tensors created without
+    dispatch (``torch.from_numpy``), growth of *untracked* tensors (``out=`` / ``resize_`` on a
+    tensor from before the block), ``UntypedStorage.resize_`` calls after the block, and allocator
+    rounding. Storages on other devices than ``device`` (when given) and on ``meta`` are ignored.
+
+    An instance may be entered again after it exits (counts continue) but not while it is active:
+    nested or concurrent entry of the same instance raises ``RuntimeError``. Distinct trackers
+    nest, and each counts everything run inside it.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.device = None if device is None else torch.device(device)
+        scope = "all-device" if self.device is None else self.device.type
+        self.method = f"{scope} storage tracker, exact tensor bytes"
+        self._live: dict[int, list[Any]] = {}
+        self._current = 0
+        self._peak = 0
+        self._active = False
+        self._lock = threading.RLock()
+
+    def memory_allocated(self) -> int:
+        """Bytes of tracked storages that are alive now."""
+        return self._current
+
+    def max_memory_allocated(self) -> int:
+        """Largest :meth:`memory_allocated` seen since creation or the last reset."""
+        return self._peak
+
+    def reset_peak_memory_stats(self) -> None:
+        """Set the peak to the current allocation, like ``torch.cuda.reset_peak_memory_stats``."""
+        with self._lock:
+            self._peak = self._current
+
+    def track(self, *objs: object) -> None:
+        """Count existing tensors, modules (params, buffers, grads) and optimisers (state).
+
+        Makes absolute numbers comparable with CUDA, which counts everything on the device.
+        Storages already tracked are not counted twice.
+        """
+        for tensor in (t for obj in objs for t in _state_tensors(obj, grads=True)):
+            storage = _storage_of(tensor)
+            if storage is not None:
+                self._record(storage)
+
+    def __enter__(self) -> StorageTracker:
+        with self._lock:
+            if self._active:
+                raise RuntimeError(
+                    "StorageTracker is already active; enter a given tracker once at a time "
+                    "(use a second StorageTracker to nest measurements)"
+                )
+            self._active = True
+        _install_resize_patch(self)
+        try:
+            super().__enter__()
+        except BaseException:
+            _remove_resize_patch(self)
+            self._active = False
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            _remove_resize_patch(self)
+            self._active = False
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        outputs = (out,) if isinstance(out, torch.Tensor) else _flat_tensors(out, [])
+        input_keys: set[int] | None = None
+        for tensor in outputs:
+            storage = _storage_of(tensor)
+            if storage is None:
+                continue
+            entry = self._live.get(id(storage))
+            if entry is not None and entry[1]() is storage:
+                if entry[0] != storage.nbytes():
+                    self._storage_resized(storage)
+                continue
+            if input_keys is None:
+                input_keys = _storage_keys(args, kwargs)
+            if id(storage) not in input_keys:
+                self._record(storage)
+        return out
+
+    def _wants(self, storage: torch.UntypedStorage) -> bool:
+        """Whether the storage lives on the tracked device."""
+        if self.device is None:
+            return True
+        dev = storage.device
+        return dev == self.device or (self.device.index is None and dev.type == self.device.type)
+
+    def _bump(self, delta: int) -> None:
+        self._current += delta
+        if self._current > self._peak:
+            self._peak = self._current
+
+    def _record(self, storage: torch.UntypedStorage) -> None:
+        """Start counting ``storage`` (or refresh its size if it is already counted)."""
+        key = id(storage)
+        with self._lock:
+            entry = self._live.get(key)
+            if entry is not None and entry[1]() is storage:
+                self._storage_resized(storage)
+                return
+            nbytes = _real_storage_nbytes(storage)
+            if nbytes is None or not self._wants(storage):
+                return
+            if entry is not None:
+                self._current -= entry[0]
+            ref = weakref.ref(storage, functools.partial(self._storage_freed, key))
+            self._live[key] = [nbytes, ref]
+            self._bump(nbytes)
+
+    def _storage_resized(self, storage: torch.UntypedStorage) -> None:
+        """Account for a size change of a counted storage (ignored for uncounted ones)."""
+        with self._lock:
+            entry = self._live.get(id(storage))
+            if entry is not None and entry[1]() is storage:
+                nbytes = storage.nbytes()
+                self._bump(nbytes - entry[0])
+                entry[0] = nbytes
+
+    def _storage_freed(self, key: int, ref: weakref.ref) -> None:
+        """Weakref callback: the storage died, so its bytes are free."""
+        with self._lock:
+            entry = self._live.get(key)
+            if entry is not None and entry[1] is ref:
+                del self._live[key]
+                self._current -= entry[0]
