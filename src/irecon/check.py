@@ -74,24 +74,24 @@ def summary_table(result: CheckResult) -> Table:
         "file",
         "challenge",
         "slices",
-        "k-space shape",
+        "k-space",
         "coils",
         "target",
         "mask",
         "acquisition",
     ):
-        table.add_column(column, justify="right" if column in ("slices", "coils") else "left")
+        table.add_column(column, justify="right" if column in ("slices", "coils") else "left", no_wrap=True)
     for info in result.files:
         target = "-"
         if info.target_key is not None and info.target_shape is not None:
-            target = f"{info.target_key} {info.target_shape[0]}x{info.target_shape[1]}"
+            target = f"{info.target_key.removeprefix('reconstruction_')} {info.target_shape[0]}x{info.target_shape[1]}"
         mask = "-"
         if info.has_mask:
             acceleration = info.attrs.get("acceleration")
-            mask = "yes" if acceleration is None else f"yes (R={acceleration})"
+            mask = "yes" if acceleration is None else f"R={acceleration}"
         table.add_row(
-            str(info.path),
-            info.challenge,
+            info.path.name,
+            info.challenge.removesuffix("coil"),
             str(info.num_slices),
             f"{info.kspace_shape[0]}x{info.kspace_shape[1]}",
             str(info.num_coils),

@@ -66,39 +66,26 @@ class ModelConfig:
 
 
 PRESETS: dict[str, tuple[ModelConfig, str]] = {
-    "paper-2d": (
-        ModelConfig("irim", dims=2),
-        "i-RIM 2D of Putzky & Welling 2019, appendix B: 10 layers/step, d=(1,1,2,2,4,4,2,2,1,1), "
-        "k=(8,8,32,32,128,128,32,32,8,8) (last two completed), no sharing; T=8 and 64 channels assumed",
-    ),
-    "paper-3d": (
-        ModelConfig("irim", dims=3),
-        "i-RIM 3D of appendix B: as paper-2d with 3-D convolutions (no striding along slices)",
-    ),
+    "paper-2d": (ModelConfig("irim", dims=2), "appendix B; T=8 and 64 channels assumed"),
+    "paper-3d": (ModelConfig("irim", dims=3), "appendix B, 3-D convolutions"),
     "challenge-singlecoil": (
-        ModelConfig(
-            "irim", steps=8, n_latent=64, multiplicity=4,
-            strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN,
-        ),
-        "official fastMRI-challenge single-coil i-RIM (pputzky/irim_fastMRI README)",
+        ModelConfig("irim", n_latent=64, multiplicity=4, strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN),
+        "official fastMRI-challenge model",
     ),
     "challenge-multicoil": (
-        ModelConfig(
-            "irim", coils=15, steps=8, n_latent=96, multiplicity=1,
-            strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN,
-        ),
-        "official fastMRI-challenge multi-coil i-RIM for 15-coil knee data",
+        ModelConfig("irim", coils=15, n_latent=96, strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN),
+        "official fastMRI-challenge model, 15 coils",
     ),
-    "rim": (ModelConfig("rim", steps=8, rim_hidden=64), "RIM baseline of appendix B (64 hidden, 8 steps)"),
-    "unet": (ModelConfig("unet", unet_chans=32, unet_pools=4), "fastMRI U-Net baseline on the zero-filled magnitude"),
-    "zero-filled": (ModelConfig("zero-filled"), "zero-filled inverse FFT (RSS for multi-coil), no parameters"),
+    "rim": (ModelConfig("rim", steps=8, rim_hidden=64), "appendix B RIM baseline"),
+    "unet": (ModelConfig("unet", unet_chans=32, unet_pools=4), "fastMRI U-Net baseline"),
+    "zero-filled": (ModelConfig("zero-filled"), "zero-filled inverse FFT"),
     "tiny-2d": (
         ModelConfig("irim", steps=4, n_latent=16, strides=(1, 2, 2, 1), hidden=(12, 24, 24, 12)),
-        "small i-RIM 2D that trains on a CPU in minutes (make demo)",
+        "CPU demo model (make demo)",
     ),
     "tiny-3d": (
         ModelConfig("irim", dims=3, steps=3, n_latent=16, strides=(1, 2, 1), hidden=(8, 16, 8)),
-        "small i-RIM 3D for CPU tests and demos",
+        "CPU demo model, 3-D",
     ),
 }
 
