@@ -100,5 +100,77 @@ def models() -> None:
     Console().print(table)
 
 
+
+@main.command("bench-memory")
+@click.option("--model", "model_name", default="paper-2d", show_default=True, help="preset to measure")
+@click.option("--steps", multiple=True, type=int, help="time steps T to sweep (repeat the option) [default: 1 2 4]")
+@click.option("--layers", multiple=True, type=int, help="invertible layers per step to sweep (i-RIM)")
+@click.option("--size", type=(int, int), default=(320, 320), show_default=True, metavar="H W")
+@click.option("--slices", type=int, default=8, show_default=True, help="slab depth for 3-D models")
+@click.option("--batches", type=int, default=10, show_default=True, help="mini-batches; the minimum peak is reported")
+@click.option("--device", help="cpu, cuda or cuda:N [default: cuda if available, else cpu]")
+@click.option("--mode", type=click.Choice(["train", "inference", "both"]), default="both", show_default=True)
+@click.option("--compare-plain", is_flag=True, help="also measure plain autograd on the same model")
+@click.option("--with-rim", is_flag=True, help="also measure the RIM baseline at the same step counts")
+@click.option("--timing-batches", type=int, default=3, show_default=True, help="untracked batches timed per setting")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write one record per measurement")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG of peak memory against depth")
+@user_errors
+def bench_memory(model_name: str, steps: tuple[int, ...], layers: tuple[int, ...], mode: str,
+                 json_path: str | None, plot_path: str | None, **options: Any) -> None:
+    """Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes."""
+    from irecon.bench import BenchOptions, plot, ratios, run_bench, write_json
+
+    import torch
+
+    if options["device"] is None:
+        options["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    bench_options = BenchOptions(
+        model=model_name, steps=steps or (1, 2, 4), layers=layers or None,
+        modes=("train", "inference") if mode == "both" else (mode,), **options,
+    )
+    console = Console()
+    table = _bench_table()
+    records = run_bench(bench_options, report=lambda m: console.print(_bench_line(m)))
+    for record in records:
+        table.add_row(*_bench_row(record))
+    console.print(table)
+    console.print(f"method: {records[0].method}; peak = min over {bench_options.batches} mini-batches (batch size 1)")
+    for description, value in ratios(records):
+        console.print(f"{description}: {value:.3f}")
+    if json_path:
+        write_json(json_path, records)
+        console.print(f"wrote {json_path}")
+    if plot_path:
+        plot(plot_path, records)
+        console.print(f"wrote {plot_path}")
+
+
+def _bench_table() -> Table:
+    table = Table(title="peak memory in MiB (weights = parameters + gradients + optimiser state)")
+    for column in ("model", "mode", "engine", "T", "layers", "peak", "activ.", "weights", "s/batch"):
+        table.add_column(column, justify="left" if column in ("model", "mode", "engine") else "right")
+    return table
+
+
+def _bench_row(m: Any) -> list[str]:
+    from irecon.bench import format_bytes
+
+    engine = "free" if m.memory_free else "plain"
+    mode = "infer" if m.mode == "inference" else m.mode
+    if m.skipped:
+        return [m.model, mode, engine, str(m.steps), str(m.layers_total), "skipped", m.skipped, "", ""]
+    return [
+        m.model, mode, engine, str(m.steps), str(m.layers_total), format_bytes(m.peak_bytes),
+        format_bytes(m.activation_bytes), format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes),
+        f"{m.step_seconds:.3f}",
+    ]
+
+
+def _bench_line(m: Any) -> str:
+    row = _bench_row(m)
+    return f"measured {row[0]} {m.mode} {'memory-free' if m.memory_free else 'plain'} T={row[3]} ({row[4]} layers): peak {row[5]} MiB"
+
+
 if __name__ == "__main__":
     main()
