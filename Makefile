@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/python -m irecon.demo
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/engine_speed.py
-	$(BIN)/python benchmarks/official_config.py
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 $(BIN)/python benchmarks/engine.py
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 $(BIN)/python benchmarks/official_config.py
 
 clean:
 	rm -rf $(VENV) demo-output

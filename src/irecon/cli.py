@@ -172,5 +172,14 @@ def _bench_line(m: Any) -> str:
     return f"measured {row[0]} {m.mode} {'memory-free' if m.memory_free else 'plain'} T={row[3]} ({row[4]} layers): peak {row[5]} MiB"
 
 
+def _register_commands() -> None:
+    """Commands whose work and options live in their own module."""
+    from irecon.reconstruct import reconstruct_command
+
+    main.add_command(reconstruct_command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,698 @@
+"""``irecon reconstruct``: reconstruct whole fastMRI volumes with a trained model and score them.
+
+For every input volume the command writes ``OUT_DIR/<input file name>`` holding one float32 dataset
+``reconstruction`` of shape ``(slices, h, w)``, centre-cropped to the header's recon size (320x320
+for knee): the format of ``fastmri.utils.save_reconstructions``, which the fastMRI leaderboard and
+``fastmri.evaluate`` read. Each file is written under a temporary name in ``OUT_DIR`` and renamed.
+
+Masks follow the i-RIM / fastMRI evaluation protocol: a test-style file (one with a ``mask``
+dataset) uses its own mask; any other file gets a mask of ``mask_type``/``acceleration``/
+``center_fraction`` seeded by its file name, so every run and every model sees the same mask
+(``irecon.data.datasets.load_volume``). When a file has a target, the model and zero-filling under
+the same mask are scored with fastMRI's volume metrics (``irecon.metrics.score_volume``).
+
+A problem with one volume (unreadable file, existing output without ``overwrite``, wrong coil
+count, out of GPU memory) fails that volume only: it gets a one-line error, no output file, and the
+others still run; the command then exits with status 1.
+
+JSON report (``--json FILE``), one object::
+
+    {
+      "irecon_version": "0.1.0",
+      "model": {"name": "tiny-2d", "kind": "irim", "dims": 2,
+                "checkpoint": "runs/a/best.pt" | null, "config": {<ModelConfig fields>}},
+      "device": "cuda",
+      "batch_size": 8,
+      "mask": {"mask_type": "random", "acceleration": 4, "center_fraction": 0.08},
+      "volumes": [
+        {"input": "data/file1000000.h5",
+         "output": "out/file1000000.h5" | null,      # null when the volume failed
+         "slices": 35 | null,
+         "mask_source": "file" | "drawn" | null,     # the file's own mask, or drawn from "mask"
+         "sampled_lines": 92 | null, "acceleration": 4.0 | null,  # of the mask actually used
+         "has_target": true,
+         "seconds": 1.93 | null,                     # model inference time for the volume
+         "metrics": {"nmse": 0.011, "psnr": 33.2, "ssim": 0.81} | null,   # null without a target
+         "zero_filled": {"nmse": ..., "psnr": ..., "ssim": ...} | null,   # same mask, same crop
+         "preview": "previews/file1000000.png" | null,
+         "error": null | "data/file1000000.h5: not a readable HDF5 file (...)"}
+      ],
+      "mean": {"scored_volumes": 1,                  # volumes with metrics (target, no error)
+               "metrics": {...} | null, "zero_filled": {...} | null,
+               "seconds": 1.93 | null},              # mean over the volumes that succeeded
+      "failed": 0
+    }
+
+Metrics are per volume exactly as ``fastmri.evaluate`` computes them (NMSE, PSNR and SSIM with the
+target volume's max as data range); the means are plain means over the scored volumes. ``seconds``
+is the wall time of the model on the volume (k-space in host memory to cropped magnitudes in host
+memory); reading, writing, the zero-filled baseline and scoring are not included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import h5py
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import Tensor, nn
+
+from irecon import __version__
+from irecon.checkpoint import model_from_checkpoint
+from irecon.data.datasets import Volume, load_volume
+from irecon.data.masks import MASK_TYPES, MaskSpec
+from irecon.data.volumes import find_volumes
+from irecon.errors import IreconError
+from irecon.inference import crop_to, reconstruct_volume
+from irecon.metrics import Scores, mean_scores, score_volume
+from irecon.models.presets import PRESETS, ModelConfig, build_model, preset
+
+__all__ = [
+    "LoadedModel",
+    "ReconstructOptions",
+    "ReconstructReport",
+    "VolumeResult",
+    "load_model",
+    "reconstruct",
+    "reconstruct_command",
+    "report_table",
+    "resolve_device",
+]
+
+# Models whose channel count is fixed by the coil count they were built for.
+_COIL_BOUND_KINDS = ("irim", "rim")
+# Table width when stdout is a pipe or file, so logs keep every digit.
+_PIPE_WIDTH = 160
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults."""
+
+    inputs: Sequence[str | Path]
+    out_dir: str | Path
+    checkpoint: str | Path | None = None
+    model: str | None = None
+    mask_type: str = "random"
+    acceleration: int = 4
+    center_fraction: float = 0.08
+    batch_size: int = 8
+    device: str | None = None
+    overwrite: bool = False
+    json_path: str | Path | None = None
+    preview_dir: str | Path | None = None
+
+    @property
+    def mask_spec(self) -> MaskSpec:
+        """The mask drawn for files without their own mask."""
+        return MaskSpec(self.mask_type, (self.center_fraction,), (self.acceleration,))
+
+
+@dataclass
+class VolumeResult:
+    """What happened to one input volume; ``error`` is set (and ``output`` None) when it failed."""
+
+    input: Path
+    output: Path | None = None
+    slices: int | None = None
+    mask_source: str | None = None
+    sampled_lines: int | None = None
+    acceleration: float | None = None
+    has_target: bool = False
+    seconds: float | None = None
+    metrics: Scores | None = None
+    zero_filled: Scores | None = None
+    preview: Path | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record of the module docstring."""
+        return {
+            "input": str(self.input),
+            "output": _str_or_none(self.output),
+            "slices": self.slices,
+            "mask_source": self.mask_source,
+            "sampled_lines": self.sampled_lines,
+            "acceleration": self.acceleration,
+            "has_target": self.has_target,
+            "seconds": self.seconds,
+            "metrics": _scores_dict(self.metrics),
+            "zero_filled": _scores_dict(self.zero_filled),
+            "preview": _str_or_none(self.preview),
+            "error": self.error,
+        }
+
+
+@dataclass
+class ReconstructReport:
+    """The outcome of a run: per-volume results, skipped-file notes, and the model that ran."""
+
+    model_name: str
+    config: ModelConfig
+    checkpoint: Path | None
+    device: str
+    batch_size: int
+    mask_spec: MaskSpec
+    volumes: list[VolumeResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[VolumeResult]:
+        return [v for v in self.volumes if v.error is not None]
+
+    @property
+    def succeeded(self) -> list[VolumeResult]:
+        return [v for v in self.volumes if v.error is None]
+
+    @property
+    def scored(self) -> list[VolumeResult]:
+        return [v for v in self.succeeded if v.metrics is not None]
+
+    @property
+    def exit_code(self) -> int:
+        """1 if any volume failed, else 0."""
+        return 1 if self.failed else 0
+
+    def mean_metrics(self) -> Scores | None:
+        scored = self.scored
+        return mean_scores([v.metrics for v in scored]) if scored else None  # type: ignore[misc]
+
+    def mean_zero_filled(self) -> Scores | None:
+        scored = [v for v in self.scored if v.zero_filled is not None]
+        return mean_scores([v.zero_filled for v in scored]) if scored else None  # type: ignore[misc]
+
+    def mean_seconds(self) -> float | None:
+        times = [v.seconds for v in self.succeeded if v.seconds is not None]
+        return float(np.mean(times)) if times else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the module docstring."""
+        return {
+            "irecon_version": __version__,
+            "model": {
+                "name": self.model_name,
+                "kind": self.config.kind,
+                "dims": self.config.dims,
+                "checkpoint": _str_or_none(self.checkpoint),
+                "config": self.config.to_dict(),
+            },
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "mask": {
+                "mask_type": self.mask_spec.mask_type,
+                "acceleration": self.mask_spec.accelerations[0],
+                "center_fraction": self.mask_spec.center_fractions[0],
+            },
+            "volumes": [v.to_dict() for v in self.volumes],
+            "mean": {
+                "scored_volumes": len(self.scored),
+                "metrics": _scores_dict(self.mean_metrics()),
+                "zero_filled": _scores_dict(self.mean_zero_filled()),
+                "seconds": self.mean_seconds(),
+            },
+            "failed": len(self.failed),
+        }
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference, with its config and a name for reports."""
+
+    model: nn.Module
+    config: ModelConfig
+    name: str
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` as a torch device (default: cuda if available, else cpu); unusable ones are errors."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise IreconError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise IreconError(f"--device {name}: CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise IreconError(
+                f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif device.type != "cpu":
+        raise IreconError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
+    return device
+
+
+def load_model(
+    checkpoint: str | Path | None, model_name: str | None, device: torch.device
+) -> LoadedModel:
+    """The model to run: from a checkpoint (which carries its config), or the parameter-free zero-filled.
+
+    A preset named together with a checkpoint must agree with it (see :func:`_agrees`); a preset
+    other than ``zero-filled`` without a checkpoint has no weights and is an error.
+    """
+    if model_name is not None and model_name not in PRESETS:
+        raise IreconError(f"unknown model preset {model_name!r} (choose from {', '.join(PRESETS)})")
+    if checkpoint is None:
+        if model_name is None:
+            raise IreconError(
+                "no model given: pass --checkpoint CKPT (a model trained with irecon train) "
+                "or --model zero-filled"
+            )
+        if model_name != "zero-filled":
+            raise IreconError(
+                f"--model {model_name} needs trained weights: pass --checkpoint CKPT with a "
+                "checkpoint of it (from irecon train); only --model zero-filled runs without one"
+            )
+        config = preset("zero-filled")
+        return LoadedModel(build_model(config).to(device).eval(), config, "zero-filled")
+    model, config, payload = model_from_checkpoint(checkpoint, device)
+    recorded = payload.get("preset")
+    if model_name is not None and not _agrees(model_name, config, recorded):
+        raise IreconError(
+            f"--model {model_name} does not match the checkpoint ({_describe(config, recorded)}); "
+            "a checkpoint carries its own config, so leave out --model",
+            checkpoint,
+        )
+    base = model_name or (recorded if isinstance(recorded, str) else f"{config.kind} {config.dims}-D")
+    return LoadedModel(model.eval(), config, f"{base} from {Path(checkpoint).name}")
+
+
+def reconstruct(options: ReconstructOptions, console: Console | None = None) -> ReconstructReport:
+    """Reconstruct every input volume; see the module docstring for outputs and failure handling.
+
+    With a ``console`` (stderr in the CLI) skip notes and per-volume errors are printed as they
+    happen and a progress bar is shown on a terminal; without one the run is silent. Raises
+    IreconError only for problems with the run as a whole (options, model, folders); problems with
+    one volume are recorded in its :class:`VolumeResult`.
+    """
+    _check_options(options)
+    files, notes = find_volumes(options.inputs)
+    device = resolve_device(options.device)
+    loaded = load_model(options.checkpoint, options.model, device)
+    out_dir = _make_dir(Path(options.out_dir), "--out")
+    preview_dir = None
+    if options.preview_dir is not None:
+        preview_dir = _make_dir(Path(options.preview_dir), "--preview")
+    json_path = None
+    if options.json_path is not None:
+        json_path = _check_json_path(Path(options.json_path), options.overwrite)
+    report = ReconstructReport(
+        model_name=loaded.name, config=loaded.config,
+        checkpoint=None if options.checkpoint is None else Path(options.checkpoint),
+        device=str(device), batch_size=options.batch_size, mask_spec=options.mask_spec, notes=notes,
+    )
+    _say(console, *(f"note: {note}" for note in notes))
+    with _cudnn_benchmark_off(), _progress(console) as progress:
+        run = _Run(options, loaded, device, out_dir, preview_dir, progress)
+        volumes_task = progress.add_task("volumes", total=len(files))
+        for path in files:
+            result = run.volume(path)
+            if result.error is not None:
+                _say(console, f"error: {result.error}")
+            report.volumes.append(result)
+            progress.advance(volumes_task)
+            _free_memory(device)
+    if json_path is not None:
+        _write_json(json_path, report.to_dict())
+    return report
+
+
+def report_table(report: ReconstructReport) -> Table:
+    """A rich table with one row per reconstructed volume and the mean.
+
+    Metric columns (model and zero-filled under the same mask) appear only when some volume has a
+    target; volumes without one show dashes there.
+    """
+    with_metrics = bool(report.scored)
+    table = Table(title=f"{report.model_name} on {report.device}", title_justify="left")
+    table.add_column("volume", overflow="fold")
+    table.add_column("slices", justify="right", no_wrap=True)
+    if with_metrics:
+        for label in ("NMSE", "PSNR", "SSIM", "zf NMSE", "zf PSNR", "zf SSIM"):
+            table.add_column(label, justify="right", no_wrap=True, min_width=6)
+    table.add_column("time (s)", justify="right", no_wrap=True)
+    for result in report.succeeded:
+        row = [result.input.name, str(result.slices)]
+        if with_metrics:
+            row += _score_cells(result.metrics) + _score_cells(result.zero_filled)
+        table.add_row(*row, _fmt(result.seconds, ".3f"))
+    if report.succeeded:
+        mean = [f"mean ({len(report.scored)} scored)" if with_metrics else "mean", ""]
+        if with_metrics:
+            mean += _score_cells(report.mean_metrics()) + _score_cells(report.mean_zero_filled())
+        table.add_section()
+        table.add_row(*mean, _fmt(report.mean_seconds(), ".3f"), style="bold")
+    if report.failed:
+        table.caption = f"{len(report.failed)} volume(s) failed; see the errors above"
+    return table
+
+
+class _Run:
+    """Per-run state and the work done for one volume."""
+
+    def __init__(
+        self, options: ReconstructOptions, loaded: LoadedModel, device: torch.device,
+        out_dir: Path, preview_dir: Path | None, progress: Progress,
+    ) -> None:
+        self.options = options
+        self.loaded = loaded
+        self.device = device
+        self.out_dir = out_dir
+        self.preview_dir = preview_dir
+        self.zero_filled = build_model(preset("zero-filled")).to(device).eval()
+        self.names: dict[str, Path] = {}
+        self.progress = progress
+
+    def volume(self, path: Path) -> VolumeResult:
+        """Reconstruct one volume; any IreconError or GPU OOM becomes this volume's error."""
+        try:
+            return self._volume(path)
+        except IreconError as err:
+            return VolumeResult(input=path, error=str(err))
+        except torch.OutOfMemoryError:
+            return VolumeResult(
+                input=path,
+                error=f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) "
+                "or --device cpu",
+            )
+
+    @torch.inference_mode()
+    def _volume(self, path: Path) -> VolumeResult:
+        output, preview = self._output_paths(path)
+        volume = load_volume(path, self.options.mask_spec)
+        self._check_coils(volume)
+        start = time.perf_counter()
+        images = self._run_model(volume)
+        result = _describe_volume(path, volume, time.perf_counter() - start)
+        # Scored on the written crop; it differs from the target's size only when the k-space image
+        # is smaller than the recon size (fastMRI's FLAIR 203 case).
+        target = None if volume.target is None else crop_to(volume.target, tuple(images.shape[-2:]))
+        needs_zero_filled = target is not None or preview is not None
+        zero_filled = self._zero_filled(volume, images) if needs_zero_filled else None
+        if target is not None:
+            result.metrics = score_volume(target.numpy(), images.numpy())
+            result.zero_filled = score_volume(target.numpy(), zero_filled.numpy())
+        _write_reconstruction(output, images.numpy())
+        result.output = output
+        if preview is not None:
+            _write_preview(preview, path.name, images, zero_filled, target, result)
+            result.preview = preview
+        return result
+
+    def _output_paths(self, path: Path) -> tuple[Path, Path | None]:
+        """Output (and preview) paths for ``path``, refused when they clash or exist."""
+        output = self.out_dir / path.name
+        first = self.names.setdefault(path.name, path)
+        if first != path:
+            raise IreconError(
+                f"another input has the same file name ({first}); outputs are named after the "
+                "input file, so reconstruct them into different --out folders",
+                path,
+            )
+        if output.resolve() == path.resolve():
+            raise IreconError("the output would replace this input file; choose another --out", path)
+        _refuse_existing(output, self.options.overwrite)
+        preview = None
+        if self.preview_dir is not None:
+            preview = self.preview_dir / f"{path.stem}.png"
+            _refuse_existing(preview, self.options.overwrite)
+        return output, preview
+
+    def _check_coils(self, volume: Volume) -> None:
+        config = self.loaded.config
+        coils = volume.kspace.shape[1]
+        if config.kind in _COIL_BOUND_KINDS and coils != config.coils:
+            raise IreconError(
+                f"file has {coils} coil(s) but the model was built for {config.coils}",
+                volume.info.path,
+            )
+
+    def _run_model(self, volume: Volume) -> Tensor:
+        """(S, h, w) magnitudes: 2-D models in batches of ``batch_size`` slices, 3-D models at once."""
+        model, slices = self.loaded.model, volume.kspace.shape[0]
+        task = self.progress.add_task(f"  {volume.info.path.name}", total=slices)
+        try:
+            if getattr(model, "dims", 2) == 3:
+                images = reconstruct_volume(model, volume, device=self.device)
+                self.progress.advance(task, slices)
+                return images
+            parts = []
+            for begin in range(0, slices, self.options.batch_size):
+                chunk = volume._replace(kspace=volume.kspace[begin : begin + self.options.batch_size])
+                size = chunk.kspace.shape[0]
+                parts.append(reconstruct_volume(model, chunk, batch_size=size, device=self.device))
+                self.progress.advance(task, size)
+            return torch.cat(parts)
+        finally:
+            self.progress.remove_task(task)
+
+    def _zero_filled(self, volume: Volume, images: Tensor) -> Tensor:
+        """Zero-filled magnitudes under the volume's mask (the model's own output if it is zero-filled)."""
+        if self.loaded.config.kind == "zero-filled":
+            return images
+        return reconstruct_volume(
+            self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device
+        )
+
+
+def _describe_volume(path: Path, volume: Volume, seconds: float) -> VolumeResult:
+    sampled = int(volume.mask.sum().item())
+    width = volume.mask.shape[-1]
+    return VolumeResult(
+        input=path,
+        slices=int(volume.kspace.shape[0]),
+        mask_source="file" if volume.info.has_mask else "drawn",
+        sampled_lines=sampled,
+        acceleration=width / sampled if sampled else None,
+        has_target=volume.target is not None,
+        seconds=seconds,
+    )
+
+
+def _agrees(model_name: str, config: ModelConfig, recorded: Any) -> bool:
+    """Whether ``--model`` names the checkpoint's model.
+
+    A checkpoint that records its preset must name the same one. Otherwise the kind and the
+    dimensionality must match the preset's: training may override the other fields (steps,
+    layers, widths), so they cannot be compared.
+    """
+    if isinstance(recorded, str):
+        return recorded == model_name
+    reference = preset(model_name)
+    return (config.kind, config.dims) == (reference.kind, reference.dims)
+
+
+def _describe(config: ModelConfig, recorded: Any) -> str:
+    text = f"{config.kind}, {config.dims}-D"
+    return f"preset {recorded}: {text}" if isinstance(recorded, str) else text
+
+
+def _check_options(options: ReconstructOptions) -> None:
+    if options.mask_type not in MASK_TYPES:
+        raise IreconError(f"unknown mask type {options.mask_type!r} (choose from {', '.join(MASK_TYPES)})")
+    options.mask_spec.validate()
+    batch = options.batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise IreconError(f"--batch-size must be a whole number >= 1, got {batch!r}")
+
+
+def _make_dir(path: Path, option: str) -> Path:
+    if path.exists() and not path.is_dir():
+        raise IreconError(f"{option} exists and is not a folder", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise IreconError(f"cannot create {option} folder ({err.strerror or err})", path) from None
+    return path
+
+
+def _check_json_path(path: Path, overwrite: bool) -> Path:
+    if path.is_dir():
+        raise IreconError("--json names a folder; give a file name", path)
+    if not path.parent.is_dir():
+        raise IreconError("the folder for --json does not exist", path)
+    _refuse_existing(path, overwrite)
+    return path
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise IreconError("output file exists; pass --overwrite to replace it", path)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` for the caller to create; renamed over ``path`` on
+    success, removed on failure. Files are created normally, so they get the usual permissions."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise IreconError(f"cannot write output ({err.strerror or err})", path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_reconstruction(path: Path, images: np.ndarray) -> None:
+    """``fastmri.utils.save_reconstructions`` format: one dataset ``reconstruction``, float32."""
+    with _atomic_file(path) as tmp, h5py.File(tmp, "w-") as hf:
+        hf.create_dataset("reconstruction", data=np.ascontiguousarray(images, dtype=np.float32))
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    with _atomic_file(path) as tmp, open(tmp, "x", encoding="utf-8") as handle:
+        handle.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _write_preview(
+    path: Path, name: str, images: Tensor, zero_filled: Tensor | None, target: Tensor | None,
+    result: VolumeResult,
+) -> None:
+    """PNG of the middle slice: zero-filled | reconstruction [| target | |error|], metrics in the title."""
+    from matplotlib.figure import Figure  # imported here: only --preview needs matplotlib
+
+    index = images.shape[0] // 2
+    recon = images[index].numpy()
+    panels = [("zero-filled", zero_filled[index].numpy() if zero_filled is not None else None),
+              ("reconstruction", recon)]
+    if target is not None:
+        truth = target[index].numpy()
+        panels += [("target", truth), ("|error|", np.abs(recon - truth))]
+    panels = [(label, image) for label, image in panels if image is not None]
+    top = float(target.max()) if target is not None else float(recon.max())
+    figure = Figure(figsize=(3 * len(panels), 3.6), layout="constrained")
+    for axis, (label, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        is_error = label == "|error|"
+        axis.imshow(image, cmap="magma" if is_error else "gray", vmin=0, vmax=None if is_error else top)
+        axis.set_title(label)
+        axis.set_axis_off()
+    figure.suptitle(_preview_title(name, index, images.shape[0], result), fontsize=9)
+    with _atomic_file(path) as tmp, open(tmp, "xb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+
+
+def _preview_title(name: str, index: int, slices: int, result: VolumeResult) -> str:
+    title = f"{name}, slice {index + 1} of {slices}"
+    if result.metrics is not None and result.zero_filled is not None:
+        title += f"\nmodel: {_scores_text(result.metrics)}\nzero-filled: {_scores_text(result.zero_filled)}"
+    return title
+
+
+def _scores_text(scores: Scores) -> str:
+    return f"NMSE {scores.nmse:.4f}  PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}"
+
+
+def _score_cells(scores: Scores | None) -> list[str]:
+    if scores is None:
+        return ["-", "-", "-"]
+    return [f"{scores.nmse:.4f}", f"{scores.psnr:.2f}", f"{scores.ssim:.4f}"]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _scores_dict(scores: Scores | None) -> dict[str, float] | None:
+    return None if scores is None else scores.as_dict()
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _say(console: Console | None, *lines: str) -> None:
+    """Print whole lines verbatim (no markup, no wrapping), if there is a console."""
+    if console is not None:
+        for line in lines:
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _progress(console: Console | None) -> Progress:
+    """A progress bar over volumes and slices, shown only on a terminal."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=console is None or not console.is_terminal,
+    )
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark_off() -> Iterator[None]:
+    """cuDNN autotuning keeps workspaces per input size, and volume sizes vary (digest §g.1)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _free_memory(device: torch.device) -> None:
+    """Release what the last volume left behind before the next, possibly larger, one."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@click.command("reconstruct")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
+@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="CKPT",
+              help="Trained model (from irecon train); carries its config.")
+@click.option("--model", "model_name", type=click.Choice(list(PRESETS)),
+              help="Preset; only zero-filled runs without --checkpoint. With one it must match it.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
+              help="Folder for the reconstructions (created if missing).")
+@click.option("--mask-type", type=click.Choice(MASK_TYPES), default="random", show_default=True,
+              help="Mask for files without their own mask (seeded by file name).")
+@click.option("--acceleration", type=int, default=4, show_default=True, help="Of the drawn mask.")
+@click.option("--center-fraction", type=float, default=0.08, show_default=True,
+              help="Fully sampled centre of the drawn mask.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Slices per forward pass of a 2-D model (3-D models take the whole volume).")
+@click.option("--device", default=None, metavar="DEVICE",
+              help="cpu, cuda or cuda:N  [default: cuda if available, else cpu]")
+@click.option("--overwrite", is_flag=True, help="Replace existing output, preview and JSON files.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write per-volume records and the mean as JSON.")
+@click.option("--preview", "preview_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder for one PNG per volume: the middle slice with metrics.")
+def reconstruct_command(**params: Any) -> None:
+    """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
+
+    Volumes with a target are scored (NMSE, PSNR, SSIM as fastmri.evaluate) against zero-filling
+    under the same mask. A failed volume gets a one-line error and no output; the exit status is 1
+    if any volume failed.
+    """
+    from irecon.cli import user_errors  # imported here: cli.py imports this module to register it
+
+    user_errors(_run_command)(**params)
+
+
+def _run_command(inputs: tuple[Path, ...], model_name: str | None, **params: Any) -> None:
+    options = ReconstructOptions(inputs=inputs, model=model_name, **params)
+    report = reconstruct(options, console=Console(stderr=True))
+    out = Console()
+    if not out.is_terminal:
+        out.width = max(out.width, _PIPE_WIDTH)
+    out.print(report_table(report))
+    if options.json_path is not None:
+        click.echo(f"wrote {options.json_path}")
+    click.get_current_context().exit(report.exit_code)
+
