@@ -83,3 +83,15 @@ def test_input_scale_uses_central_crop() -> None:
     outer = image.clone()
     outer[:, :, 0, 0] = 100.0
     assert torch.equal(input_scale(image, (4, 4)), input_scale(outer, (4, 4)))
+
+
+def test_one_hot_metadata_fills_the_last_channels() -> None:
+    model = _model(2, metadata_channels=3, n_latent=12)
+    kspace, mask = _data(1, (13, 11))
+    metadata = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    state, _, _ = model.initial_state(kspace, mask, metadata)
+    assert torch.equal(state[:, -3:, 4, 5], metadata)
+    assert torch.count_nonzero(state[:, 4:-3]) == 0
+    assert model(kspace, mask, metadata)[-1].shape == (2, 13, 11)
+    with pytest.raises(ValueError, match="expects metadata"):
+        model(kspace, mask)
