@@ -175,7 +175,9 @@ def _bench_line(m: Any) -> str:
 def _register_commands() -> None:
     """Commands whose work and options live in their own module."""
     from irecon.reconstruct import reconstruct_command
+    from irecon.train import train_command
 
+    main.add_command(train_command)
     main.add_command(reconstruct_command)
 
 
