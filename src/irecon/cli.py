@@ -28,6 +28,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _console() -> Console:
+    """A rich console; wide enough for the tables when the output goes to a file or a pipe."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="irecon")
 def main() -> None:
@@ -76,7 +81,7 @@ def check(paths: tuple[str, ...], no_values: bool) -> None:
     for problem in result.problems:
         click.echo(f"error: {problem}", err=True)
     if result.files:
-        Console().print(summary_table(result))
+        _console().print(summary_table(result))
     click.echo(f"{len(result.files)} valid volume(s), {len(result.problems)} problem(s)")
     sys.exit(0 if result.ok else 1)
 
@@ -97,7 +102,7 @@ def models() -> None:
             str(config.layers) if irim else "-",
             f"{count_parameters(config):,}",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 
@@ -129,7 +134,7 @@ def bench_memory(model_name: str, steps: tuple[int, ...], layers: tuple[int, ...
         model=model_name, steps=steps or (1, 2, 4), layers=layers or None,
         modes=("train", "inference") if mode == "both" else (mode,), **options,
     )
-    console = Console()
+    console = _console()
     table = _bench_table()
     records = run_bench(bench_options, report=lambda m: console.print(_bench_line(m)))
     for record in records:
