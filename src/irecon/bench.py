@@ -11,7 +11,6 @@ from the activation part (peak minus everything allocated before the mini-batch)
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from irecon.atomic import atomic_write
 from irecon.errors import IreconError
 from irecon.memory import PeakMemoryMeter, peak_memory_meter, tensor_bytes
 from irecon.models.presets import ModelConfig, build_model, preset
@@ -281,10 +281,8 @@ def ratios(records: list[Measurement]) -> list[tuple[str, float]]:
 
 def write_json(path: str | Path, records: list[Measurement]) -> None:
     """All records as a JSON list, written to a temporary file and renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps([asdict(m) for m in records], indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps([asdict(m) for m in records], indent=2) + "\n")
 
 
 def plot(path: str | Path, records: list[Measurement]) -> None:
@@ -315,11 +313,9 @@ def plot(path: str | Path, records: list[Measurement]) -> None:
     method = records[0].method if records else ""
     fig.suptitle(f"irecon bench-memory ({method})", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def format_bytes(value: int | None) -> str:

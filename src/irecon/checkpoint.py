@@ -7,8 +7,6 @@ from the file alone; training adds optimiser, scheduler, RNG and progress entrie
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import torch
 from torch import nn
 
 from irecon import __version__
+from irecon.atomic import atomic_write
 from irecon.errors import IreconError
 from irecon.models.presets import ModelConfig, build_model
 
@@ -27,16 +26,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """
     path = Path(path)
     payload = {**payload, "irecon_version": __version__, "torch_version": str(torch.__version__)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -54,8 +54,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
-import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +70,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from irecon import __version__
+from irecon.atomic import atomic_write
 from irecon.checkpoint import model_from_checkpoint
 from irecon.data.datasets import Volume, load_volume
 from irecon.data.masks import MASK_TYPES, MaskSpec
@@ -537,18 +536,12 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def _atomic_file(path: Path) -> Iterator[Path]:
-    """A fresh temporary path beside ``path`` for the caller to create; renamed over ``path`` on
-    success, removed on failure. Files are created normally, so they get the usual permissions."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    """atomic_write, with a failed write (disk full, permissions) as a one-line user error."""
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            yield tmp
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise IreconError(f"cannot write output ({err.strerror or err})", path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_reconstruction(path: Path, images: np.ndarray) -> None:

@@ -31,7 +31,6 @@ import resource
 import shlex
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -59,6 +58,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from irecon.atomic import atomic_write
 from irecon.checkpoint import load_checkpoint, save_checkpoint
 from irecon.data.datasets import MRIDataset, load_volume
 from irecon.data.masks import MASK_TYPES, MaskSpec
@@ -899,17 +899,8 @@ def _format_bytes(count: int) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

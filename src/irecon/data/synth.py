@@ -24,8 +24,6 @@ single- and multi-coil files of one name show the same object.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from irecon.atomic import atomic_write
 from irecon.errors import IreconError
 
 CHALLENGES = ("singlecoil", "multicoil")
@@ -99,7 +98,7 @@ def synthesize(
     if not overwrite:
         for name in names:
             if (out / name).exists():
-                raise IreconError("file exists; pass overwrite to replace it", out / name)
+                raise IreconError("file exists; pass --overwrite to replace it", out / name)
     from irecon.data.volumes import write_header_xml  # imported here: it loads fastmri.data (seconds)
 
     width = kspace_hw[1]
@@ -474,30 +473,8 @@ def _target(kspace: np.ndarray, recon_hw: tuple[int, int]) -> np.ndarray:
 
 
 def _write_atomic(path: Path, datasets: dict[str, Any], attrs: dict[str, Any], overwrite: bool) -> None:
-    """Write an HDF5 file under a temporary name next to ``path``, then move it into place.
-
-    Without ``overwrite`` the move is a hard link, which fails rather than replace a file that
-    appeared meanwhile (a plain rename after a check where links are unsupported). The temporary
-    file is removed whatever happens.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with h5py.File(tmp, "w") as hf:
-            for key, value in datasets.items():
-                hf.create_dataset(key, data=value, track_times=False)
-            hf.attrs.update(attrs)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError as exc:
-                raise IreconError("file exists; pass overwrite to replace it", path) from exc
-            except OSError:
-                if path.exists():
-                    raise IreconError("file exists; pass overwrite to replace it", path) from None
-                os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write an HDF5 file under a temporary name next to ``path``, then move it into place."""
+    with atomic_write(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as hf:
+        for key, value in datasets.items():
+            hf.create_dataset(key, data=value, track_times=False)
+        hf.attrs.update(attrs)
