@@ -174,7 +174,8 @@ def _bench_row(m: Any) -> list[str]:
 
 def _bench_line(m: Any) -> str:
     row = _bench_row(m)
-    return f"measured {row[0]} {m.mode} {'memory-free' if m.memory_free else 'plain'} T={row[3]} ({row[4]} layers): peak {row[5]} MiB"
+    result = f"skipped ({m.skipped})" if m.skipped else f"peak {row[5]} MiB"
+    return f"measured {row[0]} {m.mode} {'memory-free' if m.memory_free else 'plain'} T={row[3]} ({row[4]} layers): {result}"
 
 
 def _register_commands() -> None:

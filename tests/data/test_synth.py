@@ -242,14 +242,6 @@ def test_no_temporary_files_left_behind(tmp_path: Path, monkeypatch: pytest.Monk
     assert list((tmp_path / "broken").iterdir()) == []
 
 
-def test_numpy_fft_matches_fastmri() -> None:
-    rng = np.random.default_rng(0)
-    data = (rng.standard_normal((2, 10, 9)) + 1j * rng.standard_normal((2, 10, 9))).astype(np.complex64)
-    expected = torch.view_as_complex(fastmri.fft2c(torch.view_as_real(torch.from_numpy(data)))).numpy()
-    np.testing.assert_allclose(synth.fft2c(data), expected, atol=1e-5)
-    np.testing.assert_allclose(synth.ifft2c(synth.fft2c(data)), data, atol=1e-5)
-
-
 def test_does_not_touch_the_global_rng(tmp_path: Path) -> None:
     state = np.random.get_state()[1].copy()
     synthesize(tmp_path, split="test", **SMALL)

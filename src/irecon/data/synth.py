@@ -28,8 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import fastmri
 import h5py
 import numpy as np
+import torch
+from fastmri.data.transforms import center_crop
 
 from irecon.atomic import atomic_write
 from irecon.errors import IreconError
@@ -223,23 +226,14 @@ def _sample_mask(mask_func: Any, kspace_hw: tuple[int, int], name: str) -> tuple
     return mask.numpy().reshape(-1).astype(bool), int(num_low)
 
 
-def fft2c(data: np.ndarray) -> np.ndarray:
-    """Centred orthonormal 2-D FFT over the last two axes (the convention of ``fastmri.fft2c``)."""
-    axes = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(data, axes=axes), norm="ortho"), axes=axes)
+def _fft2c(image: np.ndarray) -> np.ndarray:
+    """fastmri.fft2c (centred, orthonormal, last two axes) on a complex numpy array."""
+    return torch.view_as_complex(fastmri.fft2c(torch.view_as_real(torch.from_numpy(image)))).numpy()
 
 
-def ifft2c(data: np.ndarray) -> np.ndarray:
-    """Centred orthonormal 2-D inverse FFT over the last two axes (the convention of ``fastmri.ifft2c``)."""
-    axes = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(data, axes=axes), norm="ortho"), axes=axes)
-
-
-def center_crop(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Crop the last two axes to ``shape`` with the offsets of ``fastmri.data.transforms.center_crop``."""
-    top = (data.shape[-2] - shape[0]) // 2
-    left = (data.shape[-1] - shape[1]) // 2
-    return data[..., top : top + shape[0], left : left + shape[1]]
+def _ifft2c(kspace: np.ndarray) -> np.ndarray:
+    """fastmri.ifft2c on a complex numpy array."""
+    return torch.view_as_complex(fastmri.ifft2c(torch.view_as_real(torch.from_numpy(kspace)))).numpy()
 
 
 def _grid(recon_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -451,7 +445,7 @@ def _kspace(
     fov = np.zeros((coils, h, w), dtype=np.complex64)
     for k in range(slices):
         fov[:, top : top + rh, left : left + rw] = image[k] if maps is None else maps[k] * image[k]
-        kspace[k] = fft2c(fov)
+        kspace[k] = _fft2c(np.ascontiguousarray(fov))
     sigma = noise * math.sqrt(float(np.mean(np.abs(kspace) ** 2)))
     if sigma > 0:
         for k in range(slices):
@@ -464,7 +458,7 @@ def _target(kspace: np.ndarray, recon_hw: tuple[int, int]) -> np.ndarray:
     """fastMRI target from stored k-space: centre-cropped magnitude (single-coil) or RSS over coils."""
     target = np.empty((kspace.shape[0], *recon_hw), dtype=np.float32)
     for k in range(kspace.shape[0]):
-        coil_images = center_crop(ifft2c(kspace[k]), recon_hw)
+        coil_images = center_crop(_ifft2c(np.ascontiguousarray(kspace[k])), recon_hw)
         if kspace.ndim == 3:
             target[k] = np.abs(coil_images)
         else:
