@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from irecon.atomic import atomic_write
+from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.memory import PeakMemoryMeter, peak_memory_meter, tensor_bytes
 from irecon.models.presets import ModelConfig, build_model, preset
@@ -63,7 +64,7 @@ class BenchOptions:
     size: tuple[int, int] = (320, 320)
     slices: int = 8
     batches: int = 10
-    device: str = "cpu"
+    device: str | None = None
     modes: Sequence[str] = ("train", "inference")
     compare_plain: bool = False
     with_rim: bool = False
@@ -249,8 +250,7 @@ def _validate(options: BenchOptions) -> None:
         raise IreconError("--steps needs one or more values >= 1")
     if min(options.size) < 8:
         raise IreconError(f"--size {options.size[0]} {options.size[1]} is too small (at least 8 x 8)")
-    if options.device.startswith("cuda") and not torch.cuda.is_available():
-        raise IreconError(f"--device {options.device}: no CUDA device is available")
+    options.device = str(resolve_device(options.device))
     if preset(options.model).kind == "zero-filled":
         raise IreconError("zero-filled has no memory to measure: choose an i-RIM, RIM or U-Net preset")
     for mode in options.modes:

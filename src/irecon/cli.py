@@ -126,10 +126,6 @@ def bench_memory(model_name: str, steps: tuple[int, ...], layers: tuple[int, ...
     """Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes."""
     from irecon.bench import BenchOptions, plot, ratios, run_bench, write_json
 
-    import torch
-
-    if options["device"] is None:
-        options["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     bench_options = BenchOptions(
         model=model_name, steps=steps or (1, 2, 4), layers=layers or None,
         modes=("train", "inference") if mode == "both" else (mode,), **options,

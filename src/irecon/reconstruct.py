@@ -75,6 +75,7 @@ from irecon.checkpoint import model_from_checkpoint
 from irecon.data.datasets import Volume, load_volume
 from irecon.data.masks import MASK_TYPES, MaskSpec
 from irecon.data.volumes import find_volumes
+from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.inference import crop_to, reconstruct_volume
 from irecon.metrics import Scores, mean_scores, score_volume
@@ -89,7 +90,6 @@ __all__ = [
     "reconstruct",
     "reconstruct_command",
     "report_table",
-    "resolve_device",
 ]
 
 # Models whose channel count is fixed by the coil count they were built for.
@@ -234,26 +234,6 @@ class LoadedModel:
     model: nn.Module
     config: ModelConfig
     name: str
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``name`` as a torch device (default: cuda if available, else cpu); unusable ones are errors."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise IreconError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise IreconError(f"--device {name}: CUDA is not available here; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise IreconError(
-                f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)"
-            )
-    elif device.type != "cpu":
-        raise IreconError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
-    return device
 
 
 def load_model(

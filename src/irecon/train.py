@@ -63,6 +63,7 @@ from irecon.checkpoint import load_checkpoint, save_checkpoint
 from irecon.data.datasets import MRIDataset, load_volume
 from irecon.data.masks import MASK_TYPES, MaskSpec
 from irecon.data.volumes import VolumeInfo, find_volumes
+from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.inference import crop_to, reconstruct_volume
 from irecon.metrics import Scores, score_volume
@@ -218,7 +219,7 @@ class _Plan:
 def _prepare(options: TrainOptions, world: "_World") -> _Plan:
     """Check every option and read every header; raise IreconError before anything is written."""
     _check_options(options)
-    device = _resolve_device(options.device, world)
+    device = resolve_device(options.device, world.local_rank if world.size > 1 else None)
     dims = _base_config(options).dims
     slab = _resolve_slab(options.slab, dims)
     train_files, _ = find_volumes([options.train_dir])
@@ -278,26 +279,6 @@ def _resolve_slab(slab: int | None, dims: int) -> int:
     if slab < 2:
         raise IreconError(f"--slab must be at least 2 for a 3-D preset, got {slab}")
     return slab
-
-
-def _resolve_device(name: str | None, world: "_World") -> torch.device:
-    """``name`` as a torch device (default cuda if available); under DDP on CUDA, cuda:LOCAL_RANK."""
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise IreconError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise IreconError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise IreconError(f"--device {name}: CUDA is not available here; use --device cpu")
-        index = world.local_rank if world.size > 1 else (device.index or 0)
-        if index >= torch.cuda.device_count():
-            raise IreconError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
-        device = torch.device("cuda", index)
-    return device
 
 
 def _check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None:
