@@ -32,14 +32,15 @@ import fastmri
 import h5py
 import numpy as np
 import torch
+from fastmri.data.subsample import create_mask_for_mask_type
 from fastmri.data.transforms import center_crop
 
 from irecon.atomic import atomic_write
+from irecon.data.masks import MASK_TYPES
+from irecon.data.volumes import CHALLENGES, write_header_xml
 from irecon.errors import IreconError
 
-CHALLENGES = ("singlecoil", "multicoil")
 SPLITS = ("train", "val", "test")
-MASK_TYPES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
 ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
 MIN_SIZE = 8
 
@@ -102,7 +103,6 @@ def synthesize(
         for name in names:
             if (out / name).exists():
                 raise IreconError("file exists; pass --overwrite to replace it", out / name)
-    from irecon.data.volumes import write_header_xml  # imported here: it loads fastmri.data (seconds)
 
     width = kspace_hw[1]
     header = write_header_xml((*kspace_hw, 1), (*recon_hw, 1), center=width // 2, maximum=width - 1)
@@ -205,8 +205,6 @@ def _size_pair(label: str, size: Sequence[int]) -> tuple[int, int]:
 
 def _mask_func(mask_type: str, center_fraction: float, acceleration: int, kspace_hw: tuple[int, int]) -> Any:
     """Build the fastMRI mask function and try it once, so an impossible combination fails before writing."""
-    from fastmri.data.subsample import create_mask_for_mask_type
-
     func = create_mask_for_mask_type(mask_type, [float(center_fraction)], [int(acceleration)])
     try:
         mask, _ = func((kspace_hw[0], kspace_hw[1], 2), seed=0)
