@@ -85,13 +85,26 @@ def test_input_scale_uses_central_crop() -> None:
     assert torch.equal(input_scale(image, (4, 4)), input_scale(outer, (4, 4)))
 
 
-def test_one_hot_metadata_fills_the_last_channels() -> None:
-    model = _model(2, metadata_channels=3, n_latent=12)
+def test_metadata_channels_are_refused() -> None:
+    assert _model(2, metadata_channels=0).n_latent == 8
+    with pytest.raises(ValueError, match="metadata channels are not supported"):
+        _model(2, metadata_channels=3, n_latent=12)
+
+
+@pytest.mark.parametrize("pattern", ["full+mask", "full*mask"])
+def test_mask_gradients_match_plain_autograd(pattern: str) -> None:
+    """A learned mask: it enters the data both directly and through the k-space."""
     kspace, mask = _data(1, (13, 11))
-    metadata = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    state, _, _ = model.initial_state(kspace, mask, metadata)
-    assert torch.equal(state[:, -3:, 4, 5], metadata)
-    assert torch.count_nonzero(state[:, 4:-3]) == 0
-    assert model(kspace, mask, metadata)[-1].shape == (2, 13, 11)
-    with pytest.raises(ValueError, match="expects metadata"):
-        model(kspace, mask)
+    full = kspace + torch.randn_like(kspace)
+    results = []
+    for memory_free in (True, False):
+        model = _model(2, memory_free=memory_free)
+        learned = mask.clone().requires_grad_()
+        data = full + learned if pattern == "full+mask" else full * learned
+        model(data, learned)[-1].square().mean().backward()
+        results.append((learned.grad, [p.grad for p in model.parameters()]))
+    (mask1, grads1), (mask0, grads0) = results
+    assert mask0.abs().max() > 0
+    assert ((mask1 - mask0).norm() / mask0.norm()).item() < 1e-10
+    for a, b in zip(grads1, grads0):
+        assert ((a - b).norm() / b.norm()).item() < 1e-10

@@ -3,7 +3,8 @@
 G: strided "patchify" conv (kernel = stride = d) -> ReLU -> 3x3 (3x3x3) conv -> ReLU -> transposed
 conv back to the input size -> GLU, all weight-normed. In 3-D the stride is (1, d, d): slices are
 never downsampled. Because y1 = x1, G evaluated at the output gives both the inverse and the
-vector-Jacobian product, so the memory-free backward evaluates G once per layer.
+vector-Jacobian product, so the memory-free backward evaluates G once per layer (on detached
+aliases of its weights, so hooks on them run only when the engine returns their gradients).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from irecon.invertible.engine import Grads, InvertibleOp, detached_alias, grads_or_none
+from irecon.invertible.engine import Grads, InvertibleOp, call_with_aliases, detached_alias, grads_or_none
 
 
 class ResidualBlock(nn.Module):
@@ -76,7 +77,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
         with torch.enable_grad():
             x1 = detached_alias(y1).requires_grad_()
-            pre = self.block.pre_gate(x1)
+            pre, aliases = call_with_aliases(self.block, self.op_parameters, self.block.pre_gate, x1)
         with torch.no_grad():
             # Turn G's pre-gate buffer [a | b] into its own gradient [dL/da | dL/db] in place:
             # G = a * s with s = sigmoid(b); dL/da = g2 * s, dL/db = g2 * a * s * (1 - s).
@@ -89,7 +90,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             gates.mul_(values).mul_(g2)
             values.copy_(grad_values)
             del grad_values
-        grads = grads_or_none(pre, (x1, *self.op_parameters), buf)
+        grads = grads_or_none(pre, (x1, *aliases), buf)
         with torch.no_grad():
             g1.add_(grads[0])
         return grads[1:], ()

@@ -4,33 +4,73 @@ A chain is a flat list of :class:`InvertibleOp`. With ``memory_free=False`` it r
 autograd (the reference). With ``memory_free=True`` every op works in place on one state buffer,
 nothing but the chain's output is kept, and the backward pass walks the ops from last to first:
 each op turns the output back into its input and the output gradient into the input gradient,
-both in place, and returns its own parameter gradients at once (so peak memory does not grow with
-depth, and DDP's per-parameter hooks see them like any other gradient).
+both in place, and returns its own parameter and data gradients at once. Those go back to autograd
+like any other function's input gradients, so peak memory does not grow with depth, gradients flow
+on into whatever graph produced the data, and tensor hooks and DDP's per-parameter hooks run
+exactly once per backward.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch import Tensor, nn
 
 Grads = tuple[Tensor | None, ...]
+
+SECOND_ORDER_MESSAGE = (
+    "memory-free training supports first-order gradients only (no create_graph=True, double "
+    "backward or gradient penalties); use plain autograd for this: --no-memory-free on the "
+    "command line, memory_free=False in Python"
+)
+
+
+class _Bound(nn.Module):
+    """Calls ``fn`` while its owner is a submodule, so functional_call can swap the owner's parameters."""
+
+    def __init__(self, owner: nn.Module, fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.owner = owner
+        self.fn = fn
+
+    def forward(self, *args: Any) -> Tensor:
+        return self.fn(*args)
+
+
+def call_with_aliases(
+    owner: nn.Module, params: Sequence[Tensor], fn: Callable[..., Tensor], *args: Any
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(fn(*args), aliases): ``fn`` run with each of ``params`` in ``owner`` replaced by a detached alias.
+
+    Differentiating the result w.r.t. the aliases gives the parameter gradients without touching
+    the parameters themselves, so their hooks run only when the engine hands the gradients to
+    autograd. Every one of ``params`` must be registered in ``owner`` (weight-norm originals too).
+    """
+    names = {id(p): name for name, p in owner.named_parameters()}
+    missing = [i for i, p in enumerate(params) if id(p) not in names]
+    if missing:
+        raise ValueError(f"op parameters {missing} are not registered in {type(owner).__name__}")
+    aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
+    swapped = {"owner." + names[id(p)]: a for p, a in zip(params, aliases)}
+    return torch.func.functional_call(_Bound(owner, fn), swapped, args), aliases
 
 
 class InvertibleOp(ABC):
     """One exactly invertible map x -> y of a state tensor (B, C, [S,] H, W).
 
-    ``data`` is a tuple of extra tensors (k-space, mask) that some ops read and none change.
+    ``data`` is a tuple of extra tensors (k-space, mask) that some ops read and none change. A new
+    op needs ``op_parameters``, ``transform``, ``transform_`` and ``invert_``; ``backward_`` has a
+    default (invert, then one vector-Jacobian product of ``transform``) that ops may fuse.
     """
 
     @property
     @abstractmethod
     def op_parameters(self) -> tuple[Tensor, ...]:
-        """The parameters the op's output depends on (gradients are returned in this order)."""
+        """The leaf parameters the op's output depends on (gradients are returned in this order)."""
 
     @abstractmethod
     def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
@@ -44,13 +84,32 @@ class InvertibleOp(ABC):
     def invert_(self, y: Tensor, data: Sequence[Tensor]) -> None:
         """y <- f^-1(y) in place, without autograd."""
 
-    @abstractmethod
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """In place: y <- x = f^-1(y) and grad_y <- dL/dx; return (parameter grads, data grads).
 
-        Gradients are None for tensors that do not require grad; ops that never read the data may
-        return an empty tuple for it.
+        ``data`` hold no autograd history; gradients are wanted for those that require grad and
+        are None for the rest (ops that never read the data may return an empty tuple for it).
+        Parameter hooks must not run here. The default inverts ``y`` and then differentiates
+        ``transform`` once at the recovered x, the parameters swapped for detached aliases
+        (an op with parameters that require grad must then be the nn.Module holding them).
         """
+        self.invert_(y, data)
+        params = self.op_parameters
+        with torch.enable_grad():
+            x = y.detach().requires_grad_()
+            if isinstance(self, nn.Module):
+                out, aliases = call_with_aliases(self, params, self.transform, x, tuple(data))
+            elif any(p.requires_grad for p in params):
+                raise TypeError(f"{type(self).__name__} must be an nn.Module or override backward_")
+            else:
+                out, aliases = self.transform(x, data), params
+        grads = grads_or_none(out, (x, *aliases, *data), grad_y)
+        with torch.no_grad():
+            if grads[0] is None:
+                grad_y.zero_()
+            else:
+                grad_y.copy_(grads[0])
+        return grads[1 : 1 + len(params)], grads[1 + len(params) :]
 
 
 def detached_alias(t: Tensor) -> Tensor:
@@ -68,9 +127,9 @@ def detached_alias(t: Tensor) -> Tensor:
 def grads_or_none(
     outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor
 ) -> tuple[Tensor | None, ...]:
-    """torch.autograd.grad over the inputs that require grad; None for the others."""
+    """torch.autograd.grad over the inputs that require grad; None for the others and unused ones."""
     wanted = [t for t in inputs if t.requires_grad]
-    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs) if wanted else ())
+    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True) if wanted else ())
     return tuple(next(found) if t.requires_grad else None for t in inputs)
 
 
@@ -82,48 +141,69 @@ class _Tape:
     grad: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One op's place in its chain, handed to the autograd function as a single argument."""
+
+    op: InvertibleOp
+    tape: _Tape
+    is_first: bool
+    is_last: bool
+    keep_output: bool
+    num_data: int
+
+
 def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
     return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
 class _InvertToLearn(torch.autograd.Function):
-    """Applies one op in place; its backward reconstructs the op's input from the tape."""
+    """Applies one op in place; its backward reconstructs the op's input from the tape.
+
+    Data and parameters are saved with save_for_backward (references, no copies), so changing
+    one in place before backward raises as it does under plain autograd.
+    """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, x: Tensor, op: InvertibleOp, tape: _Tape, is_first: bool, is_last: bool,
-        num_data: int, *tensors: Tensor,
-    ) -> Tensor:
-        data = tensors[:num_data]
-        op.transform_(x, data)
+    def forward(ctx, x: Tensor, step: _Step, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        step.op.transform_(x, tensors[: step.num_data])
         ctx.mark_dirty(x)
-        if is_last:
-            ctx.save_for_backward(x)
-        ctx.op, ctx.tape, ctx.data = op, tape, data
-        ctx.is_first, ctx.is_last = is_first, is_last
+        ctx.save_for_backward(*tensors, *((x,) if step.is_last else ()))
+        ctx.kept = x.detach().clone() if step.keep_output and not step.is_last else None
+        ctx.step = step
         ctx.autocast = _autocast_state(x.device.type)
         return x
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        tape: _Tape = ctx.tape
-        if ctx.is_last:
-            (y,) = ctx.saved_tensors
-            tape.state = y.detach().clone(memory_format=torch.contiguous_format)
+        if torch.is_grad_enabled():
+            raise RuntimeError(SECOND_ORDER_MESSAGE)
+        step: _Step = ctx.step
+        tape = step.tape
+        saved = ctx.saved_tensors
+        if step.is_last:
+            tape.state = saved[-1].detach().clone(memory_format=torch.contiguous_format)
             tape.grad = torch.empty_like(tape.state).copy_(grad_y)
         elif tape.grad is None or tape.state is None:
             raise RuntimeError("memory-free backward reached an op before the chain's last op")
-        elif grad_y.data_ptr() != tape.grad.data_ptr():
-            tape.grad.copy_(grad_y)
+        else:
+            if grad_y.data_ptr() != tape.grad.data_ptr():
+                tape.grad.copy_(grad_y)
+            if ctx.kept is not None:
+                tape.state.copy_(ctx.kept)
+        wants = ctx.needs_input_grad[2:]
+        data = tuple(
+            d.detach().requires_grad_() if want else d.detach()
+            for d, want in zip(saved[: step.num_data], wants)
+        )
         enabled, dtype = ctx.autocast
         with torch.autocast(tape.state.device.type, dtype=dtype, enabled=enabled):
-            param_grads, data_grads = ctx.op.backward_(tape.state, tape.grad, ctx.data)
-        data_grads = data_grads or (None,) * len(ctx.data)
+            param_grads, data_grads = step.op.backward_(tape.state, tape.grad, data)
+        data_grads = data_grads or (None,) * step.num_data
         grad_x = tape.grad
-        if ctx.is_first:
+        if step.is_first:
             tape.state = tape.grad = None
-        return (grad_x, None, None, None, None, None, *data_grads, *param_grads)
+        return (grad_x, None, *data_grads, *param_grads)
 
 
 def _needs_grad(x: Tensor, ops: Sequence[InvertibleOp], data: Sequence[Tensor]) -> bool:
@@ -141,13 +221,16 @@ def invertible_chain(
     *,
     memory_free: bool = True,
     inplace: bool = False,
+    keep: Collection[int] = (),
 ) -> Tensor:
     """Run ``ops`` on ``x`` in order.
 
     memory_free=False: plain autograd (every intermediate state is kept for backward).
     memory_free=True: only the output is kept; backward recomputes each op's input from its output.
-    inplace=True lets the chain overwrite ``x`` (the caller gives up the tensor); otherwise ``x`` is
-    never changed.
+    ``keep`` (memory-free only) lists ops whose exact output is also kept, one state copy each;
+    backward restarts its reconstruction from those, so float round-off does not build up past
+    them. inplace=True lets the chain overwrite ``x`` (the caller gives up the tensor); otherwise
+    ``x`` is never changed.
     """
     data = tuple(data)
     if not memory_free:
@@ -163,8 +246,10 @@ def invertible_chain(
     h = x if inplace and not (x.is_leaf and x.requires_grad) else x.clone()
     tape = _Tape()
     last = len(ops) - 1
+    kept = {i % len(ops) for i in keep} if ops else set()
     for i, op in enumerate(ops):
-        h = _InvertToLearn.apply(h, op, tape, i == 0, i == last, len(data), *data, *op.op_parameters)
+        step = _Step(op, tape, i == 0, i == last, i in kept, len(data))
+        h = _InvertToLearn.apply(h, step, *data, *op.op_parameters)
     return h
 
 

@@ -1,10 +1,10 @@
 """The invertible Recurrent Inference Machine (i-RIM), 2-D and 3-D, single- and multi-coil.
 
 State layout (``n_latent`` channels): [image estimate: ``multiplicity`` copies of the zero-filled
-image, all real parts then all imaginary parts | gradient accumulator (same size) | free channels |
-optional one-hot metadata]. The unrolled model is DC, then for each of T steps an invertible stack
-of L layers followed by DC, where DC adds the data-consistency gradient into the accumulator. The
-whole chain runs through the memory-free engine, so training memory does not grow with T or L.
+image, all real parts then all imaginary parts | gradient accumulator (same size) | free channels].
+The unrolled model is DC, then for each of T steps an invertible stack of L layers followed by DC,
+where DC adds the data-consistency gradient into the accumulator. The whole chain runs through the
+memory-free engine, so training memory does not grow with T or L.
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ class OutputHead(nn.Module):
 
 
 class IRIM(nn.Module):
-    """i-RIM mapping masked k-space (B, coils, [S,] H, W) and mask to magnitude images (B, [S,] H, W)."""
+    """i-RIM mapping masked k-space (B, coils, [S,] H, W) and mask to magnitude images (B, [S,] H, W).
+
+    ``metadata_channels`` is accepted only as 0, the value older model configs carry.
+    """
 
     def __init__(
         self,
@@ -69,22 +72,23 @@ class IRIM(nn.Module):
         hidden: Sequence[int] = (8, 8, 32, 32, 128, 128, 32, 32, 8, 8),
         shared_weights: bool = False,
         parametric_output: bool = True,
-        metadata_channels: int = 0,
         num_reflections: int = 3,
         norm_crop: tuple[int, int] = (320, 320),
         memory_free: bool = True,
+        metadata_channels: int = 0,
     ) -> None:
         super().__init__()
+        if metadata_channels:
+            raise ValueError(f"metadata channels are not supported (got metadata_channels={metadata_channels})")
         if len(strides) != len(hidden):
             raise ValueError(f"strides ({len(strides)}) and hidden ({len(hidden)}) need one value per layer")
         self.image_channels = 2 * coils * multiplicity
-        if n_latent < 2 * self.image_channels + metadata_channels:
+        if n_latent < 2 * self.image_channels:
             raise ValueError(
-                f"n_latent={n_latent} is too small: it needs 2 x {self.image_channels} image/gradient "
-                f"channels plus {metadata_channels} metadata channels"
+                f"n_latent={n_latent} is too small: it needs 2 x {self.image_channels} image/gradient channels"
             )
         self.coils, self.dims, self.n_latent = coils, dims, n_latent
-        self.multiplicity, self.metadata_channels = multiplicity, metadata_channels
+        self.multiplicity = multiplicity
         self.norm_crop = tuple(norm_crop)
         self.memory_free = memory_free
 
@@ -107,7 +111,7 @@ class IRIM(nn.Module):
             ops.append(self.data_consistency)
         return ops
 
-    def initial_state(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def initial_state(self, kspace: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(state, scaled k-space, scale): the zero-filled image in its copies, zeros elsewhere."""
         image = zero_filled(kspace, mask)
         scale = input_scale(image, self.norm_crop)
@@ -117,15 +121,11 @@ class IRIM(nn.Module):
         half, m = self.image_channels // 2, self.multiplicity
         state[:, :half] = image[:, : self.coils].repeat(1, m, *([1] * len(spatial)))
         state[:, half : 2 * half] = image[:, self.coils :].repeat(1, m, *([1] * len(spatial)))
-        if self.metadata_channels:
-            if metadata is None:
-                raise ValueError("this model expects metadata")
-            state[:, -self.metadata_channels :] = metadata.view(batch, -1, *([1] * len(spatial)))
         return state, kspace / scale, scale
 
-    def run_state(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def run_state(self, kspace: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(final state, scaled k-space, scale): the invertible part, memory-free or plain."""
-        state, scaled, scale = self.initial_state(kspace, mask, metadata)
+        state, scaled, scale = self.initial_state(kspace, mask)
         state = invertible_chain(state, self.ops(), (scaled, mask), memory_free=self.memory_free, inplace=True)
         return state, scaled, scale
 
@@ -141,7 +141,7 @@ class IRIM(nn.Module):
         first_copy = torch.cat([state[:, : self.coils], state[:, half : half + self.coils]], dim=1)
         return first_copy * scale
 
-    def forward(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> list[Tensor]:
-        state, _, scale = self.run_state(kspace, mask, metadata)
+    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
+        state, _, scale = self.run_state(kspace, mask)
         return [root_sum_of_squares_image(self.estimate(state, scale))]
 

@@ -1,0 +1,101 @@
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+from irecon.invertible.coupling import AdditiveCoupling
+from irecon.invertible.engine import InvertibleOp
+from irecon.invertible.householder import HouseholderConv
+from irecon.invertible.layers import DataConsistencyLayer
+from irecon.physics import data_consistency_gradient
+
+from .contract import ChannelAffine, check_op_contract
+
+Case = tuple[InvertibleOp, Tensor, tuple[Tensor, ...]]
+
+
+def _data(coils: int, spatial: tuple[int, ...], batch: int = 2) -> tuple[Tensor, Tensor]:
+    """Random complex k-space and a 0/1 column mask broadcastable to it, float64."""
+    mask = (torch.rand(batch, 1, *([1] * (len(spatial) - 1)), spatial[-1]) > 0.4).double()
+    return torch.randn(batch, coils, *spatial, dtype=torch.complex128) * mask, mask
+
+
+def householder(transpose: bool) -> Case:
+    op = HouseholderConv(6).double().op(transpose)
+    return op, torch.randn(2, 6, 5, 4, dtype=torch.float64), _data(1, (5, 4))
+
+
+def coupling_2d() -> Case:
+    op = AdditiveCoupling(7, hidden=5, stride=2).double()  # odd split 3 | 4
+    return op, torch.randn(2, 7, 9, 11, dtype=torch.float64), _data(1, (9, 11))
+
+
+def coupling_3d() -> Case:
+    op = AdditiveCoupling(6, hidden=4, stride=2, dims=3).double()
+    return op, torch.randn(1, 6, 3, 8, 6, dtype=torch.float64), _data(1, (3, 8, 6), batch=1)
+
+
+def data_consistency(coils: int, multiplicity: int, spatial: tuple[int, ...]) -> Callable[[], Case]:
+    def make() -> Case:
+        image_channels = 2 * coils * multiplicity
+        op = DataConsistencyLayer(image_channels, data_consistency_gradient)
+        x = torch.randn(2, 2 * image_channels + 3, *spatial, dtype=torch.float64)
+        return op, x, _data(coils, spatial)
+
+    return make
+
+
+def channel_affine() -> Case:
+    return ChannelAffine(5).double(), torch.randn(2, 5, 6, 7, dtype=torch.float64), _data(1, (6, 7))
+
+
+CASES = {
+    "householder": lambda: householder(False),
+    "householder-transpose": lambda: householder(True),
+    "coupling-2d": coupling_2d,
+    "coupling-3d": coupling_3d,
+    "dc-single-coil": data_consistency(1, 1, (9, 8)),
+    "dc-multi-coil": data_consistency(3, 2, (9, 8)),
+    "dc-3d": data_consistency(2, 1, (3, 8, 6)),
+    "default-backward": channel_affine,
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_op_keeps_the_contract(name: str) -> None:
+    torch.manual_seed(0)
+    op, x, data = CASES[name]()
+    check_op_contract(op, x, data)
+
+
+def test_data_consistency_gradient_flows_into_both_data_tensors() -> None:
+    torch.manual_seed(0)
+    op, x, data = data_consistency(1, 1, (9, 8))()
+    state = op.transform(x, data)
+    data = tuple(d.clone().requires_grad_() for d in data)
+    _, data_grads = op.backward_(state.clone(), torch.randn_like(state), data)
+    assert all(g is not None and g.abs().max() > 0 for g in data_grads)
+
+
+def test_default_backward_needs_a_module_for_parameters() -> None:
+    class Shift(InvertibleOp):
+        def __init__(self) -> None:
+            self.offset = torch.ones((), dtype=torch.float64, requires_grad=True)
+
+        @property
+        def op_parameters(self) -> tuple[Tensor, ...]:
+            return (self.offset,)
+
+        def transform(self, x: Tensor, data: tuple[Tensor, ...]) -> Tensor:
+            return x + self.offset
+
+        def transform_(self, x: Tensor, data: tuple[Tensor, ...]) -> None:
+            x.add_(self.offset.detach())
+
+        def invert_(self, y: Tensor, data: tuple[Tensor, ...]) -> None:
+            y.sub_(self.offset.detach())
+
+    y = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="nn.Module or override backward_"):
+        Shift().backward_(y, torch.ones_like(y), ())
