@@ -1,4 +1,4 @@
-"""``check_paths`` records every bad file and goes on; ``summary_table`` lists the good ones."""
+"""``check_paths`` records every bad file and goes on."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from rich.console import Console
 
-from irecon.check import CheckResult, check_paths, summary_table
+from irecon.check import check_paths
 from irecon.data.volumes import write_header_xml
 from irecon.errors import IreconError
 
@@ -84,30 +83,3 @@ def test_nothing_to_check_raises(tmp_path: Path) -> None:
 def test_duplicate_paths_are_checked_once(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.h5")
     assert len(check_paths([good, tmp_path]).files) == 1
-
-
-def test_summary_table_lists_each_volume(tmp_path: Path) -> None:
-    _write(tmp_path / "a.h5")
-    _write(tmp_path / "b.h5", coils=3)
-    _write(tmp_path / "c.h5", with_mask=True)
-    table = summary_table(check_paths([tmp_path]))
-    assert [c.header for c in table.columns] == [
-        "file",
-        "challenge",
-        "slices",
-        "k-space",
-        "coils",
-        "target",
-        "mask",
-        "acquisition",
-    ]
-    assert table.row_count == 3
-    console = Console(width=200, record=True)
-    console.print(table)
-    text = console.export_text()
-    assert "esc 8x8" in text and "rss 8x8" in text
-    assert "R=2" in text and "16x12" in text and "CORPD_FBK" in text
-
-
-def test_empty_result_table() -> None:
-    assert summary_table(CheckResult()).row_count == 0

@@ -9,7 +9,8 @@ from fastmri.data.transforms import center_crop
 
 from irecon.physics import (
     adjoint_operator,
-    center_crop_channels,
+    center_crop as irecon_center_crop,
+    common_crop,
     channels_to_complex,
     complex_to_channels,
     data_consistency_gradient,
@@ -230,13 +231,21 @@ def test_root_sum_of_squares() -> None:
     assert torch.isfinite(grad).all()
 
 
-def test_center_crop_channels() -> None:
+def test_center_crop_is_fastmris_crop_clipped_to_the_image() -> None:
     gen = torch.Generator().manual_seed(10)
     x = random_image(gen, 3, S)
     for size in [(7, 9), (3, 5), (4, 4), (1, 1)]:
-        got = center_crop_channels(x, size)
+        got = irecon_center_crop(x, size)
         assert got.shape == (B, 6, S) + size
         assert torch.equal(got, center_crop(x, size))
-    assert torch.equal(center_crop_channels(x, (3, 5)), x[..., 2:5, 2:7])
+    assert torch.equal(irecon_center_crop(x, (3, 5)), x[..., 2:5, 2:7])
+    assert torch.equal(irecon_center_crop(x, (8, 90)), x)
     with pytest.raises(ValueError):
-        center_crop_channels(x, (8, 9))
+        irecon_center_crop(x, (0, 9))
+
+
+def test_common_crop_crops_both_images_to_their_common_size() -> None:
+    prediction, target = torch.rand(2, 6, 9), torch.rand(2, 8, 5)
+    a, b = common_crop(prediction, target)
+    assert a.shape == b.shape == (2, 6, 5)
+    assert torch.equal(a, prediction[:, :, 2:7]) and torch.equal(b, target[:, 1:7])

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import click
 import fastmri
 import h5py
 import numpy as np
@@ -27,13 +26,9 @@ from irecon.data.masks import MaskSpec
 from irecon.data.synth import synthesize
 from irecon.errors import IreconError
 from irecon.models.presets import build_model, preset
-from irecon.reconstruct import (
-    ReconstructOptions,
-    ReconstructReport,
-    reconstruct,
-    reconstruct_command,
-    report_table,
-)
+from irecon.cli import main
+from irecon.cli.reconstruct import report_table
+from irecon.reconstruct import ReconstructOptions, ReconstructReport, reconstruct
 
 SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3, "volumes": 2}
 RECON_SHAPE = (3, 16, 16)
@@ -87,15 +82,13 @@ def run(inputs: list[Path], out: Path, **options: object) -> ReconstructReport:
 
 
 def invoke(*args: object) -> Result:
-    """Run the click command the way ``irecon reconstruct`` does, in a group of its own."""
-    group = click.Group()
-    group.add_command(reconstruct_command)
-    return CliRunner().invoke(group, ["reconstruct", *map(str, args)])
+    """Run ``irecon reconstruct`` through the real ``main`` group."""
+    return CliRunner().invoke(main, ["reconstruct", *map(str, args)])
 
 
 def read_output(path: Path) -> np.ndarray:
     with h5py.File(path, "r") as hf:
-        assert list(hf.keys()) == ["reconstruction"]
+        assert set(hf.keys()) == {"reconstruction", "ismrmrd_header"}
         data = hf["reconstruction"][()]
     assert data.dtype == np.float32
     return data

@@ -1,6 +1,6 @@
 """One rank of the DDP test: ``torchrun --nproc-per-node 2 train_ddp_worker.py TRAIN VAL RUN_DIR WEIGHTS_DIR``.
 
-Trains the tiny model with :func:`irecon.train.train` (which joins the gloo process group from the
+Trains the tiny model with :func:`irecon.training.loop.train` (which joins the gloo process group from the
 torchrun environment) and saves this rank's final weights to ``WEIGHTS_DIR/rank{RANK}.pt``.
 """
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from irecon.train import TrainOptions, train
+from irecon.training.loop import train
+from irecon.training.options import TrainOptions
 
 
 def main(train_dir: str, val_dir: str, run_dir: str, weights_dir: str) -> None:

@@ -10,7 +10,6 @@ from the activation part (peak minus everything allocated before the mini-batch)
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -20,11 +19,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from irecon.atomic import atomic_write
 from irecon.device import resolve_device
 from irecon.errors import IreconError
+from irecon.files import check_writable_file
+from irecon.files import write_json as write_json_file
+from irecon.losses import mean_mse
 from irecon.memory import PeakMemoryMeter, peak_memory_meter, tensor_bytes
 from irecon.models.presets import ModelConfig, build_model, preset
+from irecon.plots import memory_sweep, save_png
 
 MIB = 2**20
 
@@ -70,6 +72,8 @@ class BenchOptions:
     with_rim: bool = False
     timing_batches: int = 3
     memory_limit: int | None = None
+    json_path: str | Path | None = None
+    plot_path: str | Path | None = None
 
 
 def measure_peaks(meter: PeakMemoryMeter, batch: Callable[[], None], batches: int) -> tuple[list[int], int]:
@@ -95,11 +99,6 @@ def synthetic_inputs(config: ModelConfig, size: tuple[int, int], slices: int, de
     kspace = torch.randn(1, config.coils, *spatial, dtype=torch.complex64, generator=generator) * mask
     target = torch.rand(1, *spatial, generator=generator)
     return kspace.to(device), mask.to(device), target.to(device)
-
-
-def _loss(estimates: list[Tensor], target: Tensor) -> Tensor:
-    """Mean squared error averaged over the returned estimates (one for i-RIM, every step for the RIM)."""
-    return sum(torch.nn.functional.mse_loss(e, target) for e in estimates) / len(estimates)
 
 
 def _sync(device: str) -> None:
@@ -141,7 +140,7 @@ def measure(
     def train_batch() -> None:
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=False)
-        _loss(model(kspace, mask), target).backward()
+        mean_mse(model(kspace, mask), target).backward()
 
     def inference_batch() -> None:
         with torch.no_grad():
@@ -201,7 +200,10 @@ def _predicted_plain_bytes(done: list[Measurement], config: ModelConfig) -> floa
 
 
 def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lambda m: None) -> list[Measurement]:
-    """Measure every depth, mode and engine setting the options ask for."""
+    """Measure every depth, mode and engine setting the options ask for; then write --json and --plot.
+
+    The output files are checked before the first measurement, so a bad path fails at once.
+    """
     _validate(options)
     records: list[Measurement] = []
     for name, config in _configs(options):
@@ -217,6 +219,10 @@ def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lam
                     record = _measure_or_oom(config, name, mode, memory_free, options)
                 records.append(record)
                 report(record)
+    if options.json_path is not None:
+        write_json(options.json_path, records)
+    if options.plot_path is not None:
+        save_png(memory_sweep(records), options.plot_path, dpi=110)
     return records
 
 
@@ -250,7 +256,14 @@ def _validate(options: BenchOptions) -> None:
         raise IreconError("--steps needs one or more values >= 1")
     if min(options.size) < 8:
         raise IreconError(f"--size {options.size[0]} {options.size[1]} is too small (at least 8 x 8)")
+    if options.timing_batches < 1:
+        raise IreconError(f"--timing-batches must be at least 1, got {options.timing_batches}")
+    if options.layers is not None and min(options.layers) < 1:
+        raise IreconError("--layers needs values >= 1")
     options.device = str(resolve_device(options.device))
+    for path in (options.json_path, options.plot_path):
+        if path is not None:
+            check_writable_file(path)
     if preset(options.model).kind == "zero-filled":
         raise IreconError("zero-filled has no memory to measure: choose an i-RIM, RIM or U-Net preset")
     for mode in options.modes:
@@ -280,42 +293,8 @@ def ratios(records: list[Measurement]) -> list[tuple[str, float]]:
 
 
 def write_json(path: str | Path, records: list[Measurement]) -> None:
-    """All records as a JSON list, written to a temporary file and renamed."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps([asdict(m) for m in records], indent=2) + "\n")
-
-
-def plot(path: str | Path, records: list[Measurement]) -> None:
-    """Training and inference peak memory against depth, memory-free vs plain (and the RIM)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    modes = sorted({m.mode for m in records}, reverse=True)
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.2), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        series: dict[str, list[tuple[int, float]]] = {}
-        for m in records:
-            if m.mode != mode or m.peak_bytes is None:
-                continue
-            label = "RIM (plain autograd)" if m.model == "rim" else f"{m.model} " + (
-                "memory-free" if m.memory_free else "plain autograd")
-            series.setdefault(label, []).append((m.steps, m.peak_bytes / MIB))
-        for label, points in series.items():
-            xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, marker="o", label=label)
-        ax.set_xlabel("time steps T (i-RIM: T x layers coupling layers)")
-        ax.set_ylabel("peak memory (MiB)")
-        ax.set_title(f"{mode}: min over batches of peak allocated")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    method = records[0].method if records else ""
-    fig.suptitle(f"irecon bench-memory ({method})", fontsize=9)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    """All records as a JSON list (NaN/Inf as null), written atomically."""
+    write_json_file(path, [asdict(m) for m in records])
 
 
 def format_bytes(value: int | None) -> str:

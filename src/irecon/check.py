@@ -10,8 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
-
 from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.errors import IreconError
 
@@ -65,38 +63,3 @@ def check_paths(paths: Iterable[str | Path], check_values: bool = True) -> Check
             raise IreconError("nothing to check: " + "; ".join(str(e) for e in errors))
         raise IreconError("nothing to check: no files or folders given")
     return result
-
-
-def summary_table(result: CheckResult) -> Table:
-    """A rich table with one row per valid volume, for ``irecon check`` to print."""
-    table = Table(title=f"{len(result.files)} valid volume(s)")
-    for column in (
-        "file",
-        "challenge",
-        "slices",
-        "k-space",
-        "coils",
-        "target",
-        "mask",
-        "acquisition",
-    ):
-        table.add_column(column, justify="right" if column in ("slices", "coils") else "left", no_wrap=True)
-    for info in result.files:
-        target = "-"
-        if info.target_key is not None and info.target_shape is not None:
-            target = f"{info.target_key.removeprefix('reconstruction_')} {info.target_shape[0]}x{info.target_shape[1]}"
-        mask = "-"
-        if info.has_mask:
-            acceleration = info.attrs.get("acceleration")
-            mask = "yes" if acceleration is None else f"R={acceleration}"
-        table.add_row(
-            info.path.name,
-            info.challenge.removesuffix("coil"),
-            str(info.num_slices),
-            f"{info.kspace_shape[0]}x{info.kspace_shape[1]}",
-            str(info.num_coils),
-            target,
-            mask,
-            str(info.attrs.get("acquisition", "-")),
-        )
-    return table

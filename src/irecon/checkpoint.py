@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from irecon import __version__
-from irecon.atomic import atomic_write
+from irecon.files import atomic_write
 from irecon.errors import IreconError
 from irecon.models.presets import ModelConfig, build_model
 

@@ -1,38 +1,62 @@
-"""Run any irecon model over a whole volume and return its magnitude images at the target size."""
+"""Run any irecon model over whole volumes: magnitude images at the recon size, and their scores."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from fastmri.data.transforms import center_crop
 from torch import Tensor, nn
 
-from irecon.data.datasets import Volume
+from irecon.data.datasets import Volume, load_volume
+from irecon.data.masks import MaskSpec
+from irecon.data.volumes import VolumeInfo
+from irecon.metrics import Scores, score_volume
+from irecon.physics import center_crop, common_crop
 
-
-def crop_to(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Centre crop over the last two dims; sizes larger than the image are clipped to it."""
-    size = (min(size[0], image.shape[-2]), min(size[1], image.shape[-1]))
-    return center_crop(image, size)
+VAL_BATCH = 8  # slices per forward pass of a 2-D model when scoring whole volumes
 
 
 @torch.inference_mode()
 def reconstruct_volume(
-    model: nn.Module, volume: Volume, *, batch_size: int = 8, device: str | torch.device = "cpu",
-    crop_size: tuple[int, int] | None = None,
+    model: nn.Module, volume: Volume, *, batch_size: int = VAL_BATCH, device: str | torch.device = "cpu",
 ) -> Tensor:
-    """(slices, h, w) float32 magnitude images on the CPU.
+    """(slices, h, w) float32 magnitude images on the CPU, centre-cropped to the header's recon size.
 
     2-D models see the slices in batches of ``batch_size``; 3-D models see the whole volume at once.
-    The output is centre-cropped to ``crop_size`` (default: the volume's recon size from its header).
     """
-    crop = crop_size or volume.info.crop_size
+    crop = volume.info.crop_size
     mask = volume.mask.to(device)
     if getattr(model, "dims", 2) == 3:
         kspace = volume.kspace.to(device).transpose(0, 1).unsqueeze(0)
         images = model(kspace, mask.unsqueeze(0))[-1][0]
-        return crop_to(images, crop).float().cpu()
+        return center_crop(images, crop).float().cpu()
     parts = []
     for start in range(0, volume.kspace.shape[0], batch_size):
         kspace = volume.kspace[start : start + batch_size].to(device)
-        parts.append(crop_to(model(kspace, mask)[-1], crop).float().cpu())
+        parts.append(center_crop(model(kspace, mask)[-1], crop).float().cpu())
     return torch.cat(parts)
+
+
+def score_prediction(prediction: Tensor, target: Tensor) -> Scores:
+    """fastMRI's volume scores of ``prediction`` on the region it shares with ``target``."""
+    prediction, target = common_crop(prediction, target)
+    return score_volume(target.numpy(), prediction.numpy())
+
+
+def score_model(
+    model: nn.Module, volumes: Sequence[VolumeInfo], mask_spec: MaskSpec, device: torch.device
+) -> list[Scores]:
+    """NMSE/PSNR/SSIM per volume of the model's reconstructions under file-name-seeded masks."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for info in volumes:
+            volume = load_volume(info.path, mask_spec, info)
+            if volume.target is None:
+                raise ValueError(f"{info.path} has no target to score against")
+            images = reconstruct_volume(model, volume, device=device)
+            scores.append(score_prediction(images, volume.target))
+    finally:
+        model.train(was_training)
+    return scores

@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import fastmri
 import torch
-from fastmri.data.transforms import center_crop
+from fastmri.data.transforms import center_crop as _fastmri_center_crop
 from torch import Tensor
 
 __all__ = [
     "adjoint_operator",
+    "center_crop",
     "center_crop_channels",
+    "common_crop",
     "channels_to_complex",
     "complex_to_channels",
     "data_consistency_gradient",
+    "fft2c",
     "forward_operator",
+    "ifft2c",
     "root_sum_of_squares_image",
     "zero_filled",
 ]
@@ -61,13 +65,13 @@ def _check_spatial(x: Tensor) -> None:
         raise ValueError(f"expected (B, C, [S,] H, W), got shape {tuple(x.shape)}")
 
 
-def _fft2c(z: Tensor) -> Tensor:
-    """Centred orthonormal 2-D FFT of a complex tensor over its last two dims."""
+def fft2c(z: Tensor) -> Tensor:
+    """Centred orthonormal 2-D FFT (``fastmri.fft2c``) of a complex tensor over its last two dims."""
     return torch.view_as_complex(fastmri.fft2c(torch.view_as_real(z)))
 
 
-def _ifft2c(k: Tensor) -> Tensor:
-    """Centred orthonormal inverse 2-D FFT of a complex tensor over its last two dims."""
+def ifft2c(k: Tensor) -> Tensor:
+    """Centred orthonormal inverse 2-D FFT (``fastmri.ifft2c``) of a complex tensor over its last two dims."""
     return torch.view_as_complex(fastmri.ifft2c(torch.view_as_real(k)))
 
 
@@ -86,14 +90,14 @@ def forward_operator(image: Tensor, mask: Tensor) -> Tensor:
     """``A x = P F x``: image channels ``(B, 2C, [S,] H, W)`` -> masked complex k-space ``(B, C, [S,] H, W)``."""
     z = channels_to_complex(image)
     _check_spatial(z)
-    k = _fft2c(z)
+    k = fft2c(z)
     return k * _real_mask(mask, k)
 
 
 def adjoint_operator(kspace: Tensor, mask: Tensor) -> Tensor:
     """``A^H d = F^H P^T d``: complex k-space ``(B, C, [S,] H, W)`` -> image channels ``(B, 2C, [S,] H, W)``."""
     _check_kspace(kspace)
-    return complex_to_channels(_ifft2c(kspace * _real_mask(mask, kspace)))
+    return complex_to_channels(ifft2c(kspace * _real_mask(mask, kspace)))
 
 
 def zero_filled(kspace: Tensor, mask: Tensor) -> Tensor:
@@ -118,7 +122,7 @@ def data_consistency_gradient(image: Tensor, kspace: Tensor, mask: Tensor) -> Te
         raise ValueError(f"image has {n_coils} coils, not a multiple of the data's {n_data} coils")
     m = n_coils // n_data
 
-    k = _fft2c(z)
+    k = fft2c(z)
     p = _real_mask(mask, k)
     d = kspace
     if m > 1:
@@ -129,7 +133,7 @@ def data_consistency_gradient(image: Tensor, kspace: Tensor, mask: Tensor) -> Te
     residual = (k * p - d) * p
     if m > 1:
         residual = residual.flatten(1, 2)
-    return complex_to_channels(_ifft2c(residual))
+    return complex_to_channels(ifft2c(residual))
 
 
 def root_sum_of_squares_image(image: Tensor) -> Tensor:
@@ -144,9 +148,24 @@ def root_sum_of_squares_image(image: Tensor) -> Tensor:
     return torch.linalg.vector_norm(image, dim=1)
 
 
-def center_crop_channels(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Centre crop over the last two dims to ``size = (h, w)`` (a view; ``fastmri.data.transforms.center_crop``)."""
-    h, w = size
-    if not (0 < h <= image.shape[-2] and 0 < w <= image.shape[-1]):
+def center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Centre crop over the last two dims to ``size = (h, w)``, each clipped to the image (a view).
+
+    The one crop rule of irecon (``fastmri.data.transforms.center_crop`` underneath): outputs are
+    cropped to the header's recon size, training estimates to their target's size.
+    """
+    if min(size) < 1:
         raise ValueError(f"cannot centre-crop shape {tuple(image.shape)} to {tuple(size)}")
-    return center_crop(image, (h, w))
+    return _fastmri_center_crop(image, (min(size[0], image.shape[-2]), min(size[1], image.shape[-1])))
+
+
+center_crop_channels = center_crop
+
+
+def common_crop(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Both images centre-cropped to their common size, the region on which a prediction is scored.
+
+    The two sizes differ only when the k-space image is smaller than the header's recon size.
+    """
+    size = (min(prediction.shape[-2], target.shape[-2]), min(prediction.shape[-1], target.shape[-1]))
+    return center_crop(prediction, size), center_crop(target, size)

@@ -53,49 +53,38 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import h5py
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from torch import Tensor, nn
 
 from irecon import __version__
-from irecon.atomic import atomic_write
 from irecon.checkpoint import model_from_checkpoint
 from irecon.data.datasets import Volume, load_volume
 from irecon.data.masks import MASK_TYPES, MaskSpec
 from irecon.data.volumes import find_volumes
 from irecon.device import resolve_device
 from irecon.errors import IreconError
-from irecon.inference import crop_to, reconstruct_volume
-from irecon.metrics import Scores, mean_scores, score_volume
+from irecon.files import EXISTS_MESSAGE, atomic_write, check_writable_file, check_writable_folder, write_json
+from irecon.inference import reconstruct_volume, score_prediction
+from irecon.metrics import Scores, mean_scores
 from irecon.models.presets import PRESETS, ModelConfig, build_model, preset
+from irecon.physics import common_crop
+from irecon.plots import preview as preview_figure
+from irecon.plots import save_png
 
-__all__ = [
-    "LoadedModel",
-    "ReconstructOptions",
-    "ReconstructReport",
-    "VolumeResult",
-    "load_model",
-    "reconstruct",
-    "reconstruct_command",
-    "report_table",
-]
+__all__ = ["LoadedModel", "ReconstructOptions", "ReconstructReport", "VolumeResult", "load_model", "reconstruct"]
 
 # Models whose channel count is fixed by the coil count they were built for.
 _COIL_BOUND_KINDS = ("irim", "rim")
-# Table width when stdout is a pipe or file, so logs keep every digit.
-_PIPE_WIDTH = 160
 
 
 @dataclass(frozen=True)
@@ -283,13 +272,11 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     files, notes = find_volumes(options.inputs)
     device = resolve_device(options.device)
     loaded = load_model(options.checkpoint, options.model, device)
-    out_dir = _make_dir(Path(options.out_dir), "--out")
-    preview_dir = None
-    if options.preview_dir is not None:
-        preview_dir = _make_dir(Path(options.preview_dir), "--preview")
     json_path = None
     if options.json_path is not None:
-        json_path = _check_json_path(Path(options.json_path), options.overwrite)
+        json_path = check_writable_file(options.json_path, overwrite=options.overwrite)
+    out_dir = check_writable_folder(options.out_dir)
+    preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
     report = ReconstructReport(
         model_name=loaded.name, config=loaded.config,
         checkpoint=None if options.checkpoint is None else Path(options.checkpoint),
@@ -307,38 +294,8 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
             progress.advance(volumes_task)
             _free_memory(device)
     if json_path is not None:
-        _write_json(json_path, report.to_dict())
+        write_json(json_path, report.to_dict())
     return report
-
-
-def report_table(report: ReconstructReport) -> Table:
-    """A rich table with one row per reconstructed volume and the mean.
-
-    Metric columns (model and zero-filled under the same mask) appear only when some volume has a
-    target; volumes without one show dashes there.
-    """
-    with_metrics = bool(report.scored)
-    table = Table(title=f"{report.model_name} on {report.device}", title_justify="left")
-    table.add_column("volume", overflow="fold")
-    table.add_column("slices", justify="right", no_wrap=True)
-    if with_metrics:
-        for label in ("NMSE", "PSNR", "SSIM", "zf NMSE", "zf PSNR", "zf SSIM"):
-            table.add_column(label, justify="right", no_wrap=True, min_width=6)
-    table.add_column("time (s)", justify="right", no_wrap=True)
-    for result in report.succeeded:
-        row = [result.input.name, str(result.slices)]
-        if with_metrics:
-            row += _score_cells(result.metrics) + _score_cells(result.zero_filled)
-        table.add_row(*row, _fmt(result.seconds, ".3f"))
-    if report.succeeded:
-        mean = [f"mean ({len(report.scored)} scored)" if with_metrics else "mean", ""]
-        if with_metrics:
-            mean += _score_cells(report.mean_metrics()) + _score_cells(report.mean_zero_filled())
-        table.add_section()
-        table.add_row(*mean, _fmt(report.mean_seconds(), ".3f"), style="bold")
-    if report.failed:
-        table.caption = f"{len(report.failed)} volume(s) failed; see the errors above"
-    return table
 
 
 class _Run:
@@ -378,15 +335,14 @@ class _Run:
         start = time.perf_counter()
         images = self._run_model(volume)
         result = _describe_volume(path, volume, time.perf_counter() - start)
-        # Scored on the written crop; it differs from the target's size only when the k-space image
-        # is smaller than the recon size (fastMRI's FLAIR 203 case).
-        target = None if volume.target is None else crop_to(volume.target, tuple(images.shape[-2:]))
-        needs_zero_filled = target is not None or preview is not None
+        needs_zero_filled = volume.target is not None or preview is not None
         zero_filled = self._zero_filled(volume, images) if needs_zero_filled else None
-        if target is not None:
-            result.metrics = score_volume(target.numpy(), images.numpy())
-            result.zero_filled = score_volume(target.numpy(), zero_filled.numpy())
-        _write_reconstruction(output, images.numpy())
+        target = None
+        if volume.target is not None:
+            images_scored, target = common_crop(images, volume.target)
+            result.metrics = score_prediction(images_scored, target)
+            result.zero_filled = score_prediction(zero_filled, target)
+        _write_reconstruction(output, images.numpy(), path, self.loaded, self.options)
         result.output = output
         if preview is not None:
             _write_preview(preview, path.name, images, zero_filled, target, result)
@@ -490,49 +446,26 @@ def _check_options(options: ReconstructOptions) -> None:
         raise IreconError(f"--batch-size must be a whole number >= 1, got {batch!r}")
 
 
-def _make_dir(path: Path, option: str) -> Path:
-    if path.exists() and not path.is_dir():
-        raise IreconError(f"{option} exists and is not a folder", path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise IreconError(f"cannot create {option} folder ({err.strerror or err})", path) from None
-    return path
-
-
-def _check_json_path(path: Path, overwrite: bool) -> Path:
-    if path.is_dir():
-        raise IreconError("--json names a folder; give a file name", path)
-    if not path.parent.is_dir():
-        raise IreconError("the folder for --json does not exist", path)
-    _refuse_existing(path, overwrite)
-    return path
-
-
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
-        raise IreconError("output file exists; pass --overwrite to replace it", path)
+        raise IreconError(EXISTS_MESSAGE, path)
 
 
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """atomic_write, with a failed write (disk full, permissions) as a one-line user error."""
-    try:
-        with atomic_write(path) as tmp:
-            yield tmp
-    except OSError as err:
-        raise IreconError(f"cannot write output ({err.strerror or err})", path) from None
-
-
-def _write_reconstruction(path: Path, images: np.ndarray) -> None:
-    """``fastmri.utils.save_reconstructions`` format: one dataset ``reconstruction``, float32."""
-    with _atomic_file(path) as tmp, h5py.File(tmp, "w-") as hf:
+def _write_reconstruction(
+    path: Path, images: np.ndarray, source: Path, loaded: LoadedModel, options: ReconstructOptions
+) -> None:
+    """``fastmri.utils.save_reconstructions`` format (one float32 dataset ``reconstruction``), plus the
+    input's ``ismrmrd_header`` and attrs naming the model, checkpoint and mask, for later export."""
+    with h5py.File(source, "r") as hf:
+        header = hf["ismrmrd_header"][()] if "ismrmrd_header" in hf else None
+    with atomic_write(path, overwrite=options.overwrite) as tmp, h5py.File(tmp, "w-") as hf:
         hf.create_dataset("reconstruction", data=np.ascontiguousarray(images, dtype=np.float32))
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    with _atomic_file(path) as tmp, open(tmp, "x", encoding="utf-8") as handle:
-        handle.write(json.dumps(payload, indent=2) + "\n")
+        if header is not None:
+            hf.create_dataset("ismrmrd_header", data=header)
+        hf.attrs["model"] = loaded.name
+        hf.attrs["checkpoint"] = "" if options.checkpoint is None else str(options.checkpoint)
+        hf.attrs["mask_type"] = options.mask_type
+        hf.attrs["acceleration"] = options.acceleration
 
 
 def _write_preview(
@@ -540,9 +473,10 @@ def _write_preview(
     result: VolumeResult,
 ) -> None:
     """PNG of the middle slice: zero-filled | reconstruction [| target | |error|], metrics in the title."""
-    from matplotlib.figure import Figure  # imported here: only --preview needs matplotlib
-
     index = images.shape[0] // 2
+    if target is not None:
+        images, target = common_crop(images, target)
+        zero_filled = None if zero_filled is None else common_crop(zero_filled, target)[0]
     recon = images[index].numpy()
     panels = [("zero-filled", zero_filled[index].numpy() if zero_filled is not None else None),
               ("reconstruction", recon)]
@@ -551,15 +485,8 @@ def _write_preview(
         panels += [("target", truth), ("|error|", np.abs(recon - truth))]
     panels = [(label, image) for label, image in panels if image is not None]
     top = float(target.max()) if target is not None else float(recon.max())
-    figure = Figure(figsize=(3 * len(panels), 3.6), layout="constrained")
-    for axis, (label, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
-        is_error = label == "|error|"
-        axis.imshow(image, cmap="magma" if is_error else "gray", vmin=0, vmax=None if is_error else top)
-        axis.set_title(label)
-        axis.set_axis_off()
-    figure.suptitle(_preview_title(name, index, images.shape[0], result), fontsize=9)
-    with _atomic_file(path) as tmp, open(tmp, "xb") as handle:
-        figure.savefig(handle, format="png", dpi=100)
+    figure = preview_figure(panels, _preview_title(name, index, images.shape[0], result), top)
+    save_png(figure, path, overwrite=True)
 
 
 def _preview_title(name: str, index: int, slices: int, result: VolumeResult) -> str:
@@ -571,16 +498,6 @@ def _preview_title(name: str, index: int, slices: int, result: VolumeResult) -> 
 
 def _scores_text(scores: Scores) -> str:
     return f"NMSE {scores.nmse:.4f}  PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}"
-
-
-def _score_cells(scores: Scores | None) -> list[str]:
-    if scores is None:
-        return ["-", "-", "-"]
-    return [f"{scores.nmse:.4f}", f"{scores.psnr:.2f}", f"{scores.ssim:.4f}"]
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _scores_dict(scores: Scores | None) -> dict[str, float] | None:
@@ -622,50 +539,3 @@ def _free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-@click.command("reconstruct")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
-@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="CKPT",
-              help="Trained model (from irecon train); carries its config.")
-@click.option("--model", "model_name", type=click.Choice(list(PRESETS)),
-              help="Preset; only zero-filled runs without --checkpoint. With one it must match it.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
-              help="Folder for the reconstructions (created if missing).")
-@click.option("--mask-type", type=click.Choice(MASK_TYPES), default="random", show_default=True,
-              help="Mask for files without their own mask (seeded by file name).")
-@click.option("--acceleration", type=int, default=4, show_default=True, help="Of the drawn mask.")
-@click.option("--center-fraction", type=float, default=0.08, show_default=True,
-              help="Fully sampled centre of the drawn mask.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Slices per forward pass of a 2-D model (3-D models take the whole volume).")
-@click.option("--device", default=None, metavar="DEVICE",
-              help="cpu, cuda or cuda:N  [default: cuda if available, else cpu]")
-@click.option("--overwrite", is_flag=True, help="Replace existing output, preview and JSON files.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), metavar="FILE",
-              help="Write per-volume records and the mean as JSON.")
-@click.option("--preview", "preview_dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder for one PNG per volume: the middle slice with metrics.")
-def reconstruct_command(**params: Any) -> None:
-    """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
-
-    Volumes with a target are scored (NMSE, PSNR, SSIM as fastmri.evaluate) against zero-filling
-    under the same mask. A failed volume gets a one-line error and no output; the exit status is 1
-    if any volume failed.
-    """
-    from irecon.cli import user_errors  # imported here: cli.py imports this module to register it
-
-    user_errors(_run_command)(**params)
-
-
-def _run_command(inputs: tuple[Path, ...], model_name: str | None, **params: Any) -> None:
-    options = ReconstructOptions(inputs=inputs, model=model_name, **params)
-    report = reconstruct(options, console=Console(stderr=True))
-    out = Console()
-    if not out.is_terminal:
-        out.width = max(out.width, _PIPE_WIDTH)
-    out.print(report_table(report))
-    if options.json_path is not None:
-        click.echo(f"wrote {options.json_path}")
-    click.get_current_context().exit(report.exit_code)
-

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from fastmri.data.subsample import create_mask_for_mask_type
 
 from irecon.errors import IreconError
 
@@ -92,6 +91,8 @@ def make_mask(
     if spec.mask_type in _FRACTION_TYPES:
         for fraction, acceleration in zip(spec.center_fractions, spec.accelerations):
             _check_fraction_budget(spec.mask_type, fraction, acceleration, num_cols)
+    from fastmri.data.subsample import create_mask_for_mask_type  # imported here: it loads torch
+
     mask_func = create_mask_for_mask_type(
         spec.mask_type, list(spec.center_fractions), list(spec.accelerations)
     )

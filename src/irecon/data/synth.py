@@ -28,17 +28,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import fastmri
 import h5py
 import numpy as np
 import torch
-from fastmri.data.subsample import create_mask_for_mask_type
-from fastmri.data.transforms import center_crop
 
-from irecon.atomic import atomic_write
-from irecon.data.masks import MASK_TYPES
+from irecon.files import atomic_write
+from irecon.data.masks import MASK_TYPES, MaskSpec, make_mask, seed_for_file
 from irecon.data.volumes import CHALLENGES, write_header_xml
 from irecon.errors import IreconError
+from irecon.physics import center_crop, fft2c, ifft2c
 
 SPLITS = ("train", "val", "test")
 ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
@@ -106,7 +104,7 @@ def synthesize(
 
     width = kspace_hw[1]
     header = write_header_xml((*kspace_hw, 1), (*recon_hw, 1), center=width // 2, maximum=width - 1)
-    mask_func = _mask_func(mask_type, center_fraction, acceleration, kspace_hw) if split == "test" else None
+    mask_spec = _mask_spec(mask_type, center_fraction, acceleration, kspace_hw) if split == "test" else None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -127,13 +125,13 @@ def synthesize(
             "acquisition": acquisition,
             "patient_id": f"synth-{split}-{seed}-{index:03d}",
         }
-        if mask_func is None:
+        if mask_spec is None:
             target = _target(kspace, recon_hw)
             datasets["reconstruction_esc" if challenge == "singlecoil" else "reconstruction_rss"] = target
             attrs["max"] = float(target.max())
             attrs["norm"] = float(np.linalg.norm(target))
         else:
-            mask, num_low = _sample_mask(mask_func, kspace_hw, name)
+            mask, num_low = _sample_mask(mask_spec, kspace_hw, name)
             kspace *= mask
             datasets["mask"] = mask
             attrs["acceleration"] = int(acceleration)
@@ -203,35 +201,24 @@ def _size_pair(label: str, size: Sequence[int]) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _mask_func(mask_type: str, center_fraction: float, acceleration: int, kspace_hw: tuple[int, int]) -> Any:
-    """Build the fastMRI mask function and try it once, so an impossible combination fails before writing."""
-    func = create_mask_for_mask_type(mask_type, [float(center_fraction)], [int(acceleration)])
-    try:
-        mask, _ = func((kspace_hw[0], kspace_hw[1], 2), seed=0)
-    except (ValueError, ZeroDivisionError, IndexError) as exc:
-        raise IreconError(
-            f"{mask_type} mask with center fraction {center_fraction} and acceleration {acceleration} "
-            f"fails for {kspace_hw[1]} columns: {exc}"
-        ) from exc
-    if not bool(mask.sum() > 0):
+def _mask_spec(mask_type: str, center_fraction: float, acceleration: int, kspace_hw: tuple[int, int]) -> MaskSpec:
+    """The test-split mask spec, tried once so an impossible combination fails before anything is written."""
+    spec = MaskSpec(mask_type, (float(center_fraction),), (int(acceleration),))
+    mask, _ = make_mask(spec, kspace_hw[1], seed=0)
+    if not mask.any():
         raise IreconError(f"{mask_type} mask samples no k-space line")
-    return func
+    return spec
 
 
-def _sample_mask(mask_func: Any, kspace_hw: tuple[int, int], name: str) -> tuple[np.ndarray, int]:
+def _sample_mask(spec: MaskSpec, kspace_hw: tuple[int, int], name: str) -> tuple[np.ndarray, int]:
     """The volume's 1-D bool mask, seeded by the file name as fastMRI's transforms seed theirs."""
-    mask, num_low = mask_func((kspace_hw[0], kspace_hw[1], 2), seed=tuple(map(ord, name)))
-    return mask.numpy().reshape(-1).astype(bool), int(num_low)
+    mask, num_low = make_mask(spec, kspace_hw[1], seed_for_file(name))
+    return mask.astype(bool), num_low
 
 
 def _fft2c(image: np.ndarray) -> np.ndarray:
-    """fastmri.fft2c (centred, orthonormal, last two axes) on a complex numpy array."""
-    return torch.view_as_complex(fastmri.fft2c(torch.view_as_real(torch.from_numpy(image)))).numpy()
-
-
-def _ifft2c(kspace: np.ndarray) -> np.ndarray:
-    """fastmri.ifft2c on a complex numpy array."""
-    return torch.view_as_complex(fastmri.ifft2c(torch.view_as_real(torch.from_numpy(kspace)))).numpy()
+    """The centred orthonormal 2-D FFT of irecon.physics on a complex numpy array."""
+    return fft2c(torch.from_numpy(image)).numpy()
 
 
 def _grid(recon_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -456,7 +443,7 @@ def _target(kspace: np.ndarray, recon_hw: tuple[int, int]) -> np.ndarray:
     """fastMRI target from stored k-space: centre-cropped magnitude (single-coil) or RSS over coils."""
     target = np.empty((kspace.shape[0], *recon_hw), dtype=np.float32)
     for k in range(kspace.shape[0]):
-        coil_images = center_crop(_ifft2c(np.ascontiguousarray(kspace[k])), recon_hw)
+        coil_images = center_crop(ifft2c(torch.from_numpy(np.ascontiguousarray(kspace[k]))), recon_hw).numpy()
         if kspace.ndim == 3:
             target[k] = np.abs(coil_images)
         else:

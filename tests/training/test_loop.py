@@ -1,94 +1,47 @@
-"""Training: files written, exact resume, signals, best checkpoint, DDP, input checks, RIM and bf16.
-
-Everything runs on tiny synthetic volumes (3 slices of 32x24 k-space, 16x16 targets) and a 1-step,
-2-layer i-RIM, single-threaded: a shared 2-core machine makes threaded tiny convolutions slow.
-"""
+"""Training runs: files written, exact resume, signals, best checkpoint, DDP, RIM, bf16 and bad steps."""
 
 from __future__ import annotations
 
 import io
 import os
-import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner
 from rich.console import Console
 
-import irecon.train as train_module
+import irecon.training.loop as loop
 from irecon.checkpoint import model_from_checkpoint
 from irecon.data.masks import MaskSpec
-from irecon.data.synth import synthesize
 from irecon.data.volumes import read_volume_info
 from irecon.errors import IreconError
+from irecon.inference import score_model
+from irecon.losses import ImageLoss
 from irecon.metrics import Scores, mean_scores
+from irecon.models.baselines import ZeroFilled
 from irecon.models.presets import build_model, preset
-from irecon.train import TrainOptions, score_model, train, train_command
+from irecon.training.loop import Outcome, train
+from irecon.training.plan import build_seeded
+from tests.train_helpers import ROOT, assert_same_weights, load, make_options, subprocess_env, write_checkpoint_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3}
 CHECKPOINT_KEYS = {
     "model_config", "model", "preset", "optimizer", "scheduler", "epoch", "epoch_position", "global_step",
     "epoch_loss", "rng", "options", "best_ssim", "best_epoch", "history", "zero_filled", "train_files",
     "world_size", "irecon_version", "torch_version",
 }
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    synthesize(root / "train", split="train", volumes=2, seed=1, **SIZES)
-    synthesize(root / "val", split="val", volumes=2, seed=2, **SIZES)
-    return root
-
-
-def make_options(data: Path, out: Path, **overrides: Any) -> TrainOptions:
-    values: dict[str, Any] = dict(epochs=1, batch_size=2, steps=1, layers=2, device="cpu")
-    values.update(overrides)
-    model = values.pop("model", "tiny-2d")
-    return TrainOptions(data / "train", data / "val", model, out, **values)
-
-
-def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [str(data / "train"), "--val", str(data / "val"), "--model", "tiny-2d", "--out", str(out),
-            "--steps", "1", "--layers", "2", "--device", "cpu", "--batch-size", "2", *extra]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    env.pop("WORLD_SIZE", None)
-    return env
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_one_epoch_writes_checkpoints_and_reports(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shown = io.StringIO()
     result = train(make_options(data, out), console=Console(file=shown, width=100))
-    assert result.exit_code == 0 and result.stopped == "completed"
+    assert result.exit_code == 0 and result.stopped is Outcome.COMPLETED
     epoch_line = next(x for x in shown.getvalue().splitlines() if x.startswith("epoch 1/1"))
     assert "val NMSE" in epoch_line and "zero-filled SSIM" in epoch_line and epoch_line.endswith("[best]")
     assert result.epochs_done == 1 and result.global_step == 3  # 6 slices in batches of 2
@@ -137,7 +90,7 @@ def test_resume_after_max_steps_reproduces_the_uninterrupted_run_exactly(
 ) -> None:
     out = tmp_path / "split"
     first = train(make_options(data, out, epochs=2, checkpoint_every=2, max_steps=max_steps))
-    assert first.stopped == "max_steps" and first.exit_code == 0
+    assert first.stopped is Outcome.MAX_STEPS and first.exit_code == 0
     stopped = load(out / "last.pt")
     assert (stopped["epoch"], stopped["epoch_position"], stopped["global_step"]) == (*where, max_steps)
     assert len(stopped["history"]) == 1  # a stop at an epoch's last step still validates that epoch
@@ -154,7 +107,7 @@ def test_resume_after_max_steps_reproduces_the_uninterrupted_run_exactly(
 def test_resume_after_a_signal_at_the_end_of_an_epoch_is_exact(
     data: Path, tmp_path: Path, whole_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = train_module._Trainer._step
+    step = loop.Trainer._step
     calls = []
 
     def step_then_signal(self: Any, batch: Any) -> tuple[float, int]:
@@ -164,10 +117,10 @@ def test_resume_after_a_signal_at_the_end_of_an_epoch_is_exact(
             os.kill(os.getpid(), signal.SIGTERM)
         return result
 
-    monkeypatch.setattr(train_module._Trainer, "_step", step_then_signal)
+    monkeypatch.setattr(loop.Trainer, "_step", step_then_signal)
     out = tmp_path / "run"
     stopped = train(make_options(data, out, epochs=2, checkpoint_every=2))
-    assert (stopped.stopped, stopped.exit_code, stopped.history) == ("SIGTERM", 143, [])
+    assert (stopped.stopped, stopped.exit_code, stopped.history) == (Outcome.SIGTERM, 143, [])
     payload = load(out / "last.pt")
     assert (payload["epoch"], payload["epoch_position"], payload["global_step"]) == (0, 3, 3)
     monkeypatch.undo()
@@ -180,41 +133,17 @@ def test_lr_halves_every_lr_step_epochs(data: Path, tmp_path: Path) -> None:
     assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.005, 0.0025])
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_writes_last_checkpoint_exits_and_resumes(data: Path, tmp_path: Path, signum: int, status: int) -> None:
-    out = tmp_path / "run"
-    args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "irecon.cli", "train", *args], env=subprocess_env(), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (out / "last.pt").exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.1)
-    process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == status, stderr
-    assert "Traceback" not in stderr
-    line = next(x for x in stdout.splitlines() if x.startswith("interrupted at epoch"))
-    payload = load(out / "last.pt")
-    assert f"step {payload['global_step']};" in line
-    command = shlex.split(line.split("resume with: ", 1)[1])
-    assert command[:2] == ["irecon", "train"] and command[-1] == "--resume"
-
-    resumed = CliRunner().invoke(train_command, [*command[2:], "--max-steps", str(payload["global_step"] + 1)])
-    assert resumed.exit_code == 0, resumed.output
-    after = load(out / "last.pt")
-    assert after["global_step"] == payload["global_step"] + 1
-
-
 def test_best_checkpoint_is_the_epoch_with_the_highest_ssim(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The official code's "best" is always the last epoch; here epoch 2 must win.
     ssims = iter([0.5, 0.9, 0.7])
-    monkeypatch.setattr(train_module, "validate_model", lambda *args: [Scores(0.1, 20.0, next(ssims))])
+    real = loop.score_model
+
+    def fake_scores(model: Any, *args: Any) -> list[Scores]:
+        return real(model, *args) if isinstance(model, ZeroFilled) else [Scores(0.1, 20.0, next(ssims))]
+
+    monkeypatch.setattr(loop, "score_model", fake_scores)
     out = tmp_path / "run"
     result = train(make_options(data, out, epochs=3, batch_size=3))
     assert (result.best_epoch, result.best_ssim) == (2, 0.9)
@@ -247,72 +176,6 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(data: Path, tmp_path: 
     assert payload["zero_filled"] == pytest.approx(expected.as_dict())
 
 
-def write_checkpoint_dir(tmp_path: Path) -> Path:
-    out = tmp_path / "existing"
-    out.mkdir()
-    (out / "last.pt").write_bytes(b"earlier run")
-    return out
-
-
-@pytest.mark.parametrize(
-    ("case", "message"),
-    [
-        ("missing train dir", "no such file or folder"),
-        ("val without h5", "folder has no .h5 files"),
-        ("zero-filled", "no parameters to train"),
-        ("slab with 2-D", "needs a 3-D preset"),
-        ("impossible mask", "center fraction 0.3 with acceleration 4"),
-        ("mask pairs", "2 center fractions 0.08,0.04 but 1 accelerations 4"),
-        ("sizes differ", "needs --train-resolution H W"),
-        ("existing run dir", "pass --resume to continue it or --overwrite"),
-        ("resume without run", "no last.pt to resume from"),
-        ("resume and overwrite", "contradict"),
-        ("bad epochs", "--epochs must be at least 1"),
-    ],
-)
-def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Path, case: str, message: str) -> None:
-    out = tmp_path / "run"
-    args = cli_args(data, out)
-    if case == "missing train dir":
-        args[0] = str(tmp_path / "nowhere")
-    elif case == "val without h5":
-        (tmp_path / "empty").mkdir()
-        args[2] = str(tmp_path / "empty")
-    elif case == "zero-filled":
-        args[4] = "zero-filled"
-    elif case == "slab with 2-D":
-        args += ["--slab", "4"]
-    elif case == "impossible mask":
-        args += ["--center-fractions", "0.3", "--accelerations", "4"]
-    elif case == "mask pairs":
-        args += ["--accelerations", "4"]
-    elif case == "sizes differ":
-        mixed = tmp_path / "mixed"
-        synthesize(mixed, split="train", volumes=1, seed=5, **SIZES)
-        synthesize(mixed, split="train", volumes=1, seed=6, slices=3, kspace_size=(40, 24), recon_size=(16, 16))
-        args[0] = str(mixed)
-    elif case == "existing run dir":
-        out = write_checkpoint_dir(tmp_path)
-        args[6] = str(out)
-    elif case == "resume without run":
-        args += ["--resume"]
-    elif case == "resume and overwrite":
-        args += ["--resume", "--overwrite"]
-    elif case == "bad epochs":
-        args += ["--epochs", "0"]
-    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
-    result = CliRunner().invoke(train_command, args)
-    assert result.exit_code == 1, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
-    assert message in result.output
-    assert "Traceback" not in result.output
-    if before is None:
-        assert not out.exists()
-    else:
-        assert sorted(p.name for p in out.iterdir()) == before
-        assert (out / "last.pt").read_bytes() == b"earlier run"
-
-
 def test_overwrite_starts_afresh(data: Path, tmp_path: Path) -> None:
     out = write_checkpoint_dir(tmp_path)
     result = train(make_options(data, out, overwrite=True, max_steps=1))
@@ -321,37 +184,16 @@ def test_overwrite_starts_afresh(data: Path, tmp_path: Path) -> None:
     assert not (out / "best.pt").exists()
 
 
-def test_cli_takes_several_accelerations_and_resolution(monkeypatch: pytest.MonkeyPatch, data: Path) -> None:
-    seen: list[TrainOptions] = []
-
-    def fake_train(options: TrainOptions) -> None:
-        seen.append(options)
-        raise IreconError("stop here")
-
-    monkeypatch.setattr(train_module, "train", fake_train)
-    args = [*cli_args(data, data / "run"), "--accelerations", "4", "8", "--center-fractions", "0.08", "0.04",
-            "--train-resolution", "32", "24", "--amp", "bf16", "--no-memory-free", "--shared-weights"]
-    result = CliRunner().invoke(train_command, args)
-    assert result.exit_code == 1 and "stop here" in result.output
-    options = seen[0]
-    assert options.accelerations == (4, 8) and options.center_fractions == (0.08, 0.04)
-    assert options.train_resolution == (32, 24) and options.amp == "bf16"
-    assert options.memory_free is False and options.shared_weights is True
-    command = train_module.resume_command(options)
-    assert "--train-resolution 32 24 --device cpu --amp bf16 --no-memory-free" in command
-    assert "--accelerations" not in command and command.endswith("--shared-weights --resume")
-
-
 def test_rim_loss_is_the_mean_over_its_steps(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     losses: list[float] = []
-    forward = train_module.ImageLoss.forward
+    forward = ImageLoss.forward
 
     def spy(self: Any, estimate: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor) -> torch.Tensor:
         value = forward(self, estimate, target, max_value)
         losses.append(float(value.detach()))
         return value
 
-    monkeypatch.setattr(train_module.ImageLoss, "forward", spy)
+    monkeypatch.setattr(ImageLoss, "forward", spy)
     out = tmp_path / "run"
     result = train(make_options(data, out, model="rim", steps=3, layers=None, max_steps=1))
     assert result.global_step == 1 and len(losses) == 3
@@ -365,7 +207,7 @@ def test_bf16_autocast_runs_a_step_on_cpu(data: Path, tmp_path: Path) -> None:
     assert result.global_step == 1
     weights = load(out / "last.pt")["model"]
     assert all(w.dtype != torch.bfloat16 and torch.isfinite(w).all() for w in weights.values())
-    initial = train_module._build(result.config, make_options(data, out))
+    initial = build_seeded(result.config, make_options(data, out))
     assert not all(torch.equal(weights[k], v) for k, v in initial.state_dict().items())
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from irecon.atomic import atomic_write
+from irecon.files import atomic_write
 from irecon.errors import IreconError
 
 

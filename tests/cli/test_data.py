@@ -1,21 +1,39 @@
+"""``irecon synth``, ``check`` and ``models`` through the real ``main`` group."""
+
+from __future__ import annotations
+
 from pathlib import Path
 
+import h5py
+import numpy as np
 from click.testing import CliRunner
 
-from irecon import __version__
 from irecon.cli import main
+from irecon.data.volumes import write_header_xml
 
 TINY = ["--kspace-size", "32", "24", "--recon-size", "16", "16", "--slices", "2"]
 
 
-def _run(*args: str):
-    return CliRunner().invoke(main, list(args))
+def _run(*args: str, width: int = 200):
+    return CliRunner().invoke(main, list(args), terminal_width=width)
 
 
-def test_version() -> None:
-    result = _run("--version")
-    assert result.exit_code == 0
-    assert __version__ in result.output
+def _write(path: Path, coils: int | None = None, with_mask: bool = False) -> Path:
+    """A tiny valid volume: 2 slices of 16x12 k-space, an 8x8 target, or a test-style mask."""
+    shape = (2, 16, 12) if coils is None else (2, coils, 16, 12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as hf:
+        hf["kspace"] = np.ones(shape, dtype=np.complex64)
+        hf["ismrmrd_header"] = write_header_xml((16, 12, 1), (8, 8, 1), center=5, maximum=10)
+        if with_mask:
+            hf["mask"] = np.arange(12) % 2 == 0
+            hf.attrs["acceleration"] = 2
+        else:
+            key = "reconstruction_esc" if coils is None else "reconstruction_rss"
+            hf[key] = np.ones((2, 8, 8), dtype=np.float32)
+            hf.attrs["max"] = 1.0
+        hf.attrs["acquisition"] = "CORPD_FBK"
+    return path
 
 
 def test_synth_then_check_as_a_new_user(tmp_path: Path) -> None:
@@ -50,6 +68,21 @@ def test_check_reports_bad_files_one_line_each_and_exits_1(tmp_path: Path) -> No
     assert "1 valid volume(s), 1 problem(s)" in result.output
 
 
+def test_check_table_lists_each_volume(tmp_path: Path) -> None:
+    _write(tmp_path / "a.h5")
+    _write(tmp_path / "b.h5", coils=3)
+    _write(tmp_path / "c.h5", with_mask=True)
+    result = _run("check", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "challenge" in line)
+    assert [word for word in header.replace("┃", " ").split() if word] == [
+        "file", "challenge", "slices", "k-space", "coils", "target", "mask", "acquisition",
+    ]
+    assert "esc 8x8" in result.output and "rss 8x8" in result.output
+    assert "R=2" in result.output and "16x12" in result.output and "CORPD_FBK" in result.output
+    assert "3 valid volume(s), 0 problem(s)" in result.output
+
+
 def test_user_errors_never_show_a_traceback(tmp_path: Path) -> None:
     result = _run("check", str(tmp_path / "missing"))
     assert result.exit_code == 1
@@ -59,8 +92,15 @@ def test_user_errors_never_show_a_traceback(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+def test_synth_under_a_regular_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    result = _run("synth", str(tmp_path / "file.txt" / "data"), "--volumes", "1", *TINY)
+    assert result.exit_code == 1 and result.output.startswith("error: ")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
 def test_models_lists_every_preset_with_parameter_counts() -> None:
-    result = CliRunner().invoke(main, ["models"], terminal_width=120)
+    result = _run("models", width=120)
     assert result.exit_code == 0
     for name in ("paper-2d", "paper-3d", "challenge-singlecoil", "rim", "unet", "zero-filled", "tiny-2d"):
         assert name in result.output

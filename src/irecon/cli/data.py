@@ -1,0 +1,110 @@
+"""Data commands: ``irecon synth``, ``irecon check`` and ``irecon models``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from irecon.cli.options import default_of, exit_with, stdout_console
+from irecon.data.masks import MASK_TYPES
+
+
+def _synth_default(name: str) -> Any:
+    from irecon.data.synth import synthesize
+
+    return default_of(synthesize, name)
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--challenge", type=click.Choice(["singlecoil", "multicoil"]), default=_synth_default("challenge"),
+              show_default=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=_synth_default("split"),
+              show_default=True, help="train/val: full k-space + target; test: undersampled k-space + mask, no target")
+@click.option("--volumes", type=int, default=_synth_default("volumes"), show_default=True)
+@click.option("--slices", type=int, default=_synth_default("slices"), show_default=True)
+@click.option("--coils", type=int, default=_synth_default("coils"), show_default=True, help="multi-coil only")
+@click.option("--kspace-size", type=(int, int), default=_synth_default("kspace_size"), show_default=True,
+              metavar="H W")
+@click.option("--recon-size", type=(int, int), default=_synth_default("recon_size"), show_default=True,
+              metavar="H W")
+@click.option("--acceleration", type=int, default=_synth_default("acceleration"), show_default=True,
+              help="test split only")
+@click.option("--center-fraction", type=float, default=_synth_default("center_fraction"), show_default=True,
+              help="test split only")
+@click.option("--mask-type", type=click.Choice(MASK_TYPES), default=_synth_default("mask_type"),
+              show_default=True, help="test split only")
+@click.option("--noise", type=float, default=_synth_default("noise"), show_default=True,
+              help="k-space noise, relative to its RMS")
+@click.option("--seed", type=int, default=_synth_default("seed"), show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace existing files")
+def synth(out_dir: str, **options: Any) -> None:
+    """Write realistic synthetic fastMRI-format volumes into OUT_DIR."""
+    from irecon.data.synth import synthesize
+
+    paths = synthesize(out_dir, **options)
+    for path in paths:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(paths)} {options['challenge']} {options['split']} volume(s) in {out_dir}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--no-values", is_flag=True, help="skip the NaN/Inf scan (which reads every file whole)")
+def check(paths: tuple[str, ...], no_values: bool) -> None:
+    """Validate fastMRI files and folders; exit 0 only when every volume is valid."""
+    from irecon.check import check_paths
+
+    result = check_paths(paths, check_values=not no_values)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for problem in result.problems:
+        click.echo(f"error: {problem}", err=True)
+    if result.files:
+        stdout_console().print(check_table(result))
+    click.echo(f"{len(result.files)} valid volume(s), {len(result.problems)} problem(s)")
+    exit_with(0 if result.ok else 1)
+
+
+def check_table(result: Any) -> Table:
+    """One row per valid volume of a :class:`irecon.check.CheckResult`."""
+    table = Table(title=f"{len(result.files)} valid volume(s)")
+    for column in ("file", "challenge", "slices", "k-space", "coils", "target", "mask", "acquisition"):
+        table.add_column(column, justify="right" if column in ("slices", "coils") else "left", no_wrap=True)
+    for info in result.files:
+        target = "-"
+        if info.target_key is not None and info.target_shape is not None:
+            target = f"{info.target_key.removeprefix('reconstruction_')} {info.target_shape[0]}x{info.target_shape[1]}"
+        mask = "-"
+        if info.has_mask:
+            acceleration = info.attrs.get("acceleration")
+            mask = "yes" if acceleration is None else f"R={acceleration}"
+        table.add_row(
+            info.path.name, info.challenge.removesuffix("coil"), str(info.num_slices),
+            f"{info.kspace_shape[0]}x{info.kspace_shape[1]}", str(info.num_coils), target, mask,
+            str(info.attrs.get("acquisition", "-")),
+        )
+    return table
+
+
+@click.command()
+def models() -> None:
+    """List the model presets: kind, dimensionality, steps, layers per step, parameters (docs/presets.md has their sources)."""
+    from irecon.models.presets import PRESETS, count_parameters
+
+    table = Table(title="irecon model presets")
+    for column in ("preset", "kind", "dims", "steps", "layers", "parameters"):
+        table.add_column(column, justify="right" if column in ("steps", "layers", "parameters") else "left")
+    for name, (config, _) in PRESETS.items():
+        table.add_row(
+            name, config.kind, f"{config.dims}D",
+            str(config.steps) if config.kind in ("irim", "rim") else "-",
+            str(config.layers) if config.kind == "irim" else "-",
+            f"{count_parameters(config):,}",
+        )
+    stdout_console().print(table)
+
+
+COMMANDS = (synth, check, models)

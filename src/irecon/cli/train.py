@@ -1,0 +1,116 @@
+"""``irecon train``: options from :class:`TrainOptions`, the run from :func:`irecon.training.loop.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from irecon.cli.options import ListCommand, default_of, device_option, exit_with, say
+from irecon.data.masks import MASK_TYPES
+from irecon.losses import LOSSES
+from irecon.training.options import TrainOptions
+
+
+def _default(name: str) -> Any:
+    return default_of(TrainOptions, name)
+
+
+@click.command("train", cls=ListCommand)
+@click.argument("train_dir", type=click.Path(path_type=Path))
+@click.option("--val", "val_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of validation .h5 volumes (whole volumes, file-name-seeded masks).")
+@click.option("--model", required=True, help="Preset (see irecon models), e.g. tiny-2d, paper-2d, paper-3d.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.")
+@click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True)
+@click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Adam learning rate.")
+@click.option("--lr-step", type=int, default=_default("lr_step"), show_default=True,
+              help="StepLR: epochs between decays.")
+@click.option("--lr-gamma", type=float, default=_default("lr_gamma"), show_default=True, help="StepLR: decay factor.")
+@click.option("--loss", type=click.Choice(LOSSES), default=_default("loss"), show_default=True,
+              help="1-SSIM (fastmri SSIMLoss), or L1/MSE, each with the data range = the volume's max.")
+@click.option("--train-resolution", nargs=2, type=int, default=_default("train_resolution"), metavar="H W",
+              help="Crop/pad training k-space in image space (official i-RIM: 368 368); needed for "
+                   "batches > 1 of differently sized volumes.  [default: native size]")
+@click.option("--accelerations", multiple=True, type=int, default=_default("accelerations"), show_default=True,
+              help="One or more values, paired with --center-fractions; validation uses the first pair.")
+@click.option("--center-fractions", multiple=True, type=float, default=_default("center_fractions"),
+              show_default=True)
+@click.option("--mask-type", type=click.Choice(MASK_TYPES), default=_default("mask_type"), show_default=True)
+@click.option("--slab", type=int, default=_default("slab"),
+              help="Slices per 3-D training slab.  [default: 8 for 3-D presets]")
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
+@device_option
+@click.option("--amp", type=click.Choice(["bf16"]), default=_default("amp"),
+              help="bfloat16 autocast for the model's forward pass (the loss stays float32).")
+@click.option("--memory-free/--no-memory-free", default=_default("memory_free"), show_default=True,
+              help="Invert-to-learn backprop for the i-RIM (memory independent of depth).")
+@click.option("--steps", type=int, default=_default("steps"), help="Override the preset's steps.")
+@click.option("--layers", type=int, default=_default("layers"), help="Override the i-RIM layers per step.")
+@click.option("--n-latent", type=int, default=_default("n_latent"), help="Override the i-RIM state channels.")
+@click.option("--multiplicity", type=int, default=_default("multiplicity"), help="Override the i-RIM multiplicity.")
+@click.option("--shared-weights/--no-shared-weights", default=_default("shared_weights"),
+              help="Override weight sharing across steps.")
+@click.option("--checkpoint-every", type=int, default=_default("checkpoint_every"), show_default=True,
+              help="Write last.pt every N steps.")
+@click.option("--num-workers", type=int, default=_default("num_workers"), show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from last.pt, exactly where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in a RUN_DIR that holds checkpoints.")
+@click.option("--max-steps", type=int, default=_default("max_steps"),
+              help="Stop after N optimisation steps in total (demos, tests); resume to continue.")
+@click.option("--max-bad-steps", type=int, default=_default("max_bad_steps"), show_default=True,
+              help="Steps with a non-finite loss or gradient are skipped and counted; this many in a row stop the run.")
+def train_command(**params: Any) -> None:
+    """Train a preset on TRAIN_DIR, validating on --val after every epoch.
+
+    Writes RUN_DIR/last.pt (every --checkpoint-every steps and each epoch), best.pt (highest mean
+    validation SSIM), metrics.jsonl and training_curve.png. Ctrl-C or SIGTERM finishes the step,
+    writes last.pt and exits 130/143; --resume continues. Run under torchrun for multi-GPU.
+    """
+    from irecon.training.loop import Outcome, train
+
+    options = TrainOptions(**params)
+    try:
+        result = train(options)
+    except KeyboardInterrupt:
+        click.echo("interrupted before training started; nothing was written", err=True)
+        exit_with(130)
+        return
+    if result.is_main:
+        console = Console()
+        if result.history:
+            console.print(summary_table(result))
+        if result.exit_code:
+            say(console, f"interrupted at epoch {result.epochs_done + 1} step {result.global_step}; "
+                         f"resume with: {result.resume_command}")
+        elif result.stopped is Outcome.MAX_STEPS:
+            say(console, f"stopped at step {result.global_step} (--max-steps); continue with: {result.resume_command}")
+    exit_with(result.exit_code)
+
+
+def summary_table(result: Any) -> Table:
+    """One row per epoch of a :class:`TrainResult` (the best in bold) and a zero-filled reference row."""
+    table = Table(title=f"training run {result.run_dir}")
+    for column in ("epoch", "train loss", "NMSE", "PSNR", "SSIM", "lr"):
+        table.add_column(column, justify="right")
+    for r in result.history:
+        table.add_row(
+            str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['val_nmse']:.4f}", f"{r['val_psnr']:.2f}",
+            f"{r['val_ssim']:.4f}", f"{r['lr']:.2e}", style="bold" if r["epoch"] == result.best_epoch else None,
+        )
+    zero = result.zero_filled
+    if zero:
+        table.add_row("zero-filled", "", f"{zero['nmse']:.4f}", f"{zero['psnr']:.2f}", f"{zero['ssim']:.4f}", "",
+                      style="dim")
+    if result.best_epoch is not None:
+        table.caption = f"best.pt = epoch {result.best_epoch} (SSIM {result.best_ssim:.4f}); {result.wall_time_s:.0f} s"
+    return table
+
+
+COMMANDS = (train_command,)

@@ -1,0 +1,145 @@
+"""Every file irecon writes goes through here: atomic writes, overwrite refusal, JSON, OS errors.
+
+A crash or kill at any moment never leaves a torn or partial file (temporary file beside the target,
+fsync, rename); an existing output is never replaced unless the caller allows it; an ``OSError``
+(read-only folder, full disk, a path under a regular file) becomes one :class:`IreconError` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from irecon.errors import IreconError
+
+EXISTS_MESSAGE = "file exists; pass --overwrite to replace it"
+
+
+def os_problem(err: OSError) -> str:
+    """A short, lower-case description of an OSError without the path (the caller names it)."""
+    if err.errno == errno.ENOSPC:
+        return "no space left on device"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "not writable (permission denied or read-only file system)"
+    if err.errno == errno.ENOTDIR:
+        return "a part of the path is a regular file, not a folder"
+    if err.errno == errno.ENOENT:
+        return "no such folder"
+    return (err.strerror or str(err)).lower()
+
+
+@contextlib.contextmanager
+def os_errors(path: str | Path) -> Iterator[None]:
+    """Turn an OSError raised inside the block into ``IreconError(<problem>, path)``."""
+    try:
+        yield
+    except OSError as err:
+        raise IreconError(os_problem(err), err.filename or path) from None
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for the caller to create; then fsync and move it.
+
+    On success the file is renamed over ``path``; with ``overwrite=False`` it is hard-linked
+    instead, so a file that appeared at ``path`` meanwhile is refused, not replaced. On any failure
+    the temporary file is removed and ``path`` is left as it was; an OSError is an IreconError.
+    """
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with os_errors(path):
+            yield tmp
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _link_new(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` at ``path`` only if nothing is there (a plain rename where links are unsupported)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise IreconError(EXISTS_MESSAGE, path) from None
+    except OSError:
+        if path.exists():
+            raise IreconError(EXISTS_MESSAGE, path) from None
+        os.replace(tmp, path)
+
+
+def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN/Inf float (at any depth) replaced by None: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON (NaN/Inf as null), ending in a newline when indented."""
+    text = json.dumps(finite_json(value), indent=indent, allow_nan=False)
+    return text + "\n" if indent is not None else text
+
+
+def write_json(path: str | Path, value: Any, *, overwrite: bool = True) -> None:
+    """Write ``value`` as strict JSON to ``path`` atomically."""
+    write_bytes(path, json_text(value).encode(), overwrite=overwrite)
+
+
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Write one strict-JSON object per line to ``path`` atomically."""
+    write_bytes(path, "".join(json_text(r, indent=None) + "\n" for r in records).encode())
+
+
+def check_writable_file(path: str | Path, *, overwrite: bool = True) -> Path:
+    """Refuse, before any work, an output file that cannot be written (or exists, unless ``overwrite``).
+
+    The folder must exist and accept a new file; nothing is left behind by the check.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IreconError("is a folder; give a file name", path)
+    if path.exists() and not overwrite:
+        raise IreconError(EXISTS_MESSAGE, path)
+    folder = path.parent
+    if not folder.exists():
+        raise IreconError("no such folder", folder)
+    if not folder.is_dir():
+        raise IreconError("a part of the path is a regular file, not a folder", folder)
+    check_writable_folder(folder)
+    return path
+
+
+def check_writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` if missing (with its parents) and prove a file can be created in it."""
+    folder = Path(folder)
+    with os_errors(folder):
+        if folder.exists() and not folder.is_dir():
+            raise IreconError("exists and is not a folder", folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".irecon-write-test.{os.getpid()}.{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    return folder

@@ -1,0 +1,44 @@
+"""Training losses between magnitude images, each scaled by the sample's data range (the volume's max)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from fastmri.losses import SSIMLoss
+from torch import Tensor, nn
+
+LOSSES = ("ssim", "l1", "mse")
+SSIM_WINDOW = 7
+
+
+class ImageLoss(nn.Module):
+    """1 - SSIM (fastmri.losses.SSIMLoss), L1 or MSE; slabs (B, S, h, w) are folded into the batch.
+
+    The loss runs in float32 even under bf16 autocast: SSIM subtracts nearly equal moments.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+        self.kind = kind
+        self.ssim = SSIMLoss(win_size=SSIM_WINDOW)
+
+    def forward(self, estimate: Tensor, target: Tensor, max_value: Tensor) -> Tensor:
+        with torch.autocast(estimate.device.type, enabled=False):
+            if estimate.dim() == 4:
+                max_value = max_value.repeat_interleave(estimate.shape[1])
+            estimate = estimate.float().reshape(-1, 1, *estimate.shape[-2:])
+            target = target.float().reshape(-1, 1, *target.shape[-2:])
+            max_value = max_value.float().clamp_min(1e-12)
+            if self.kind == "ssim":
+                return self.ssim(estimate, target, max_value)
+            scale = max_value.view(-1, 1, 1, 1)
+            error = estimate / scale - target / scale
+            return error.abs().mean() if self.kind == "l1" else error.square().mean()
+
+
+def mean_mse(estimates: Sequence[Tensor], target: Tensor) -> Tensor:
+    """Mean squared error averaged over the returned estimates (one for the i-RIM, every step for the RIM)."""
+    return sum(torch.nn.functional.mse_loss(e, target) for e in estimates) / len(estimates)

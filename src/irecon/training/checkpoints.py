@@ -1,0 +1,161 @@
+"""A training run's checkpoint: the one dict ``last.pt``/``best.pt`` hold, and the rules for resuming it.
+
+The payload is plain values and tensors (``torch.load(weights_only=True)`` reads it): the model
+config and weights (what any command needs), the optimiser, scheduler and RNG states, the run's
+:class:`Progress`, its options, the training file names and the world size. A resumed run must keep
+the options in :data:`RESUME_FIXED`, the model config and the training files.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from irecon.checkpoint import load_checkpoint
+from irecon.errors import IreconError
+from irecon.files import os_errors
+from irecon.models.presets import ModelConfig
+from irecon.training.options import TrainOptions, flag
+
+CHECKPOINTS = ("last.pt", "best.pt")
+REPORTS = ("metrics.jsonl", "training_curve.png")
+# Options that decide the batches, masks and learning rates: a resumed run must keep them.
+RESUME_FIXED = (
+    "batch_size", "lr", "lr_step", "lr_gamma", "loss", "train_resolution", "accelerations",
+    "center_fractions", "mask_type", "slab", "seed",
+)
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    epoch_position: int = 0
+    global_step: int = 0
+    epoch_loss: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    best_ssim: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    zero_filled: dict[str, float] | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "Progress":
+        return cls(
+            epoch=payload["epoch"], epoch_position=payload["epoch_position"],
+            global_step=payload["global_step"], epoch_loss=list(payload["epoch_loss"]),
+            best_ssim=payload["best_ssim"], best_epoch=payload["best_epoch"],
+            history=list(payload["history"]), zero_filled=payload["zero_filled"],
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "epoch_position": self.epoch_position, "global_step": self.global_step,
+            "epoch_loss": list(self.epoch_loss), "best_ssim": self.best_ssim, "best_epoch": self.best_epoch,
+            "history": list(self.history), "zero_filled": self.zero_filled,
+        }
+
+
+def rng_state(device: torch.device) -> dict[str, Tensor]:
+    """The torch (and CUDA) RNG states, so a resumed run draws what the stopped one would have."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def check_run_dir(
+    options: TrainOptions, config: ModelConfig, train_files: list[str], world_size: int
+) -> dict[str, Any] | None:
+    """Refuse to clobber checkpoints; with --resume, load last.pt and check it fits this run."""
+    out = options.out
+    if out.exists() and not out.is_dir():
+        raise IreconError("--out exists and is not a folder", out)
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise IreconError("a part of the path is a regular file, not a folder", parent)
+            break
+    has_checkpoints = any((out / name).exists() for name in CHECKPOINTS)
+    if options.resume:
+        if not (out / "last.pt").is_file():
+            raise IreconError("--resume: no last.pt to resume from", out)
+        payload = load_checkpoint(out / "last.pt")
+        check_resumable(payload, options, config, train_files, world_size)
+        return payload
+    if has_checkpoints and not options.overwrite:
+        raise IreconError(
+            "holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start afresh",
+            out,
+        )
+    return None
+
+
+def check_resumable(
+    payload: dict[str, Any], options: TrainOptions, config: ModelConfig, train_files: list[str], world_size: int
+) -> None:
+    """The checkpoint's model, fixed options, files and (mid-epoch) world size must match this run."""
+    path = options.out / "last.pt"
+    if "options" not in payload or "global_step" not in payload:
+        raise IreconError("not a training checkpoint (no options/progress); cannot resume", path)
+    saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
+    model_diff = differences(saved_config, config.to_dict(), list(saved_config))
+    if model_diff:
+        raise IreconError(f"cannot resume with different model options: {model_diff}", path)
+    option_diff = differences(payload["options"], options.to_dict(), list(RESUME_FIXED))
+    if option_diff:
+        raise IreconError(f"cannot resume with different training options: {option_diff}", path)
+    if payload.get("train_files") != train_files:
+        raise IreconError("cannot resume: the training files differ from the ones the run started with", path)
+    if payload.get("world_size", 1) != world_size and payload.get("epoch_position", 0):
+        raise IreconError(
+            f"cannot resume mid-epoch with {world_size} processes; the run used {payload.get('world_size')}", path
+        )
+
+
+def differences(saved: dict[str, Any], now: dict[str, Any], keys: Sequence[str]) -> str:
+    """'name: saved (checkpoint) vs now' for every key whose value changed, joined by '; '."""
+    changed = [k for k in keys if saved.get(k) != now.get(k)]
+    return "; ".join(f"{flag(k)} {saved.get(k)} in the checkpoint vs {now.get(k)} now" for k in changed)
+
+
+def make_run_dir(options: TrainOptions) -> None:
+    """Create RUN_DIR; with --overwrite, remove the earlier run's checkpoints and reports first."""
+    with os_errors(options.out):
+        options.out.mkdir(parents=True, exist_ok=True)
+        if options.overwrite:
+            for name in CHECKPOINTS + REPORTS:
+                (options.out / name).unlink(missing_ok=True)
+
+
+def resume_command(options: TrainOptions, world_size: int = 1) -> str:
+    """The ``irecon train`` command line that continues this run (its non-default options + --resume)."""
+    args = ["irecon", "train", str(options.train_dir), "--val", str(options.val_dir), "--model", options.model,
+            "--out", str(options.out)]
+    defaults = TrainOptions(Path(), Path(), "", Path())
+    skip = {"train_dir", "val_dir", "model", "out", "resume", "overwrite"}
+    for f in fields(TrainOptions):
+        value = getattr(options, f.name)
+        if f.name in skip or value == getattr(defaults, f.name) or value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(f"--{flag(f.name)}" if value else f"--no-{flag(f.name)}")
+        elif isinstance(value, tuple):
+            args += [f"--{flag(f.name)}", *map(str, value)]
+        else:
+            args += [f"--{flag(f.name)}", str(value)]
+    command = shlex.join([*args, "--resume"])
+    return f"torchrun --nproc-per-node {world_size} --no-python {command}" if world_size > 1 else command

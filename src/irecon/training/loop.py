@@ -1,0 +1,441 @@
+"""The training loop: :func:`train` runs epochs of optimisation steps, validates, and writes the run.
+
+The protocol: Adam at 1e-3 halved every 10 epochs, the SSIM loss of ``fastmri.losses.SSIMLoss``
+(data range = the volume's max), masks re-drawn for every sample and epoch, and validation on whole
+volumes with file-name-seeded masks, scored as ``fastmri.evaluate`` scores them. The RIM is trained
+on the mean loss over its steps, the i-RIM and U-Net on their one output.
+
+What a run guarantees:
+
+* every option and every input file is checked before ``RUN_DIR`` is created or anything written;
+* ``last.pt`` (every ``checkpoint_every`` steps and after each epoch) and ``best.pt`` (the epoch with
+  the highest mean validation SSIM) are written atomically and load with ``weights_only=True``;
+* ``--resume`` continues exactly where the run stopped (seeded sampler order, seeded masks, the
+  optimiser, scheduler and position within the epoch from ``last.pt``);
+* a step whose loss or gradients are not finite is skipped and counted, so no checkpoint ever holds
+  poisoned weights; ``max_bad_steps`` consecutive ones stop the run with an error;
+* SIGINT/SIGTERM finish the current step, write ``last.pt`` and stop with status 130/143;
+* under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel; every rank
+  validates its share of the volumes, the score sums are all-reduced, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import signal
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from irecon.checkpoint import save_checkpoint
+from irecon.data.volumes import VolumeInfo
+from irecon.errors import IreconError
+from irecon.files import write_jsonl
+from irecon.inference import score_model
+from irecon.losses import ImageLoss
+from irecon.models.presets import ModelConfig, build_model, preset
+from irecon.physics import center_crop
+from irecon.plots import save_png, training_curve
+from irecon.training.checkpoints import (
+    Progress as RunProgress,
+)
+from irecon.training.checkpoints import (
+    make_run_dir,
+    resume_command,
+    rng_state,
+    set_rng_state,
+)
+from irecon.training.options import TrainOptions
+from irecon.training.plan import Plan, prepare
+from irecon.training.runtime import (
+    EXIT_CODES,
+    StopSignals,
+    World,
+    format_bytes,
+    ignore_sigint,
+    peak_memory_bytes,
+    peak_memory_kind,
+    process_group,
+    reset_peak_memory,
+)
+
+
+class Outcome(enum.Enum):
+    """Why a run ended."""
+
+    COMPLETED = "completed"
+    MAX_STEPS = "max_steps"
+    SIGINT = "SIGINT"
+    SIGTERM = "SIGTERM"
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 130/143 after SIGINT/SIGTERM."""
+        return EXIT_CODES[signal.Signals[self.value]] if self.value.startswith("SIG") else 0
+
+    @classmethod
+    def from_signal(cls, signum: int) -> "Outcome":
+        return cls(signal.Signals(signum).name)
+
+
+@dataclass
+class TrainResult:
+    """What a run did."""
+
+    run_dir: Path
+    model: nn.Module
+    config: ModelConfig
+    epochs_done: int
+    global_step: int
+    history: list[dict[str, Any]]
+    zero_filled: dict[str, float]
+    best_epoch: int | None
+    best_ssim: float | None
+    stopped: Outcome
+    wall_time_s: float
+    is_main: bool
+    resume_command: str
+
+    @property
+    def exit_code(self) -> int:
+        return self.stopped.exit_code
+
+
+def train(options: TrainOptions, console: Console | None = None) -> TrainResult:
+    """Train ``options.model`` on ``options.train_dir``, validating on ``options.val_dir`` each epoch.
+
+    Raises IreconError for any bad option or input before ``options.out`` is created. Runs under
+    DDP when launched by ``torchrun`` with ``WORLD_SIZE`` > 1.
+    """
+    started = time.perf_counter()
+    world = World.from_env()
+    plan = prepare(options, world.size, world.local_rank)
+    with process_group(world, plan.device):
+        if world.is_main:
+            make_run_dir(options)
+        world.barrier()
+        console = (console or Console()) if world.is_main else Console(quiet=True)
+        trainer = Trainer(options, plan, world, console)
+        with StopSignals() as signals:
+            return trainer.run(signals, started)
+
+
+class Trainer:
+    """One run: model, optimiser, scheduler, progress, and what the run writes."""
+
+    def __init__(self, options: TrainOptions, plan: Plan, world: World, console: Console) -> None:
+        self.options, self.plan, self.world, self.console = options, plan, world, console
+        self.device = plan.device
+        self.model = plan.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=options.lr_step, gamma=options.lr_gamma
+        )
+        self.loss_fn = ImageLoss(options.loss).to(self.device)
+        self.progress = RunProgress()
+        self.epoch_speed: float | None = None
+        self.bad_steps = 0  # skipped non-finite steps in this process's current epoch
+        self.bad_in_a_row = 0
+        if plan.resume is not None:
+            self._restore(plan.resume)
+        self.network = self._wrap(self.model)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.world.size == 1:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def run(self, signals: StopSignals, started: float) -> TrainResult:
+        """Epochs until done, ``max_steps`` or a signal; the stop conditions read top to bottom."""
+        self._announce()
+        if self.progress.zero_filled is None:
+            self.progress.zero_filled = self._zero_filled_scores()
+        while True:
+            if self.progress.epoch >= self.options.epochs:
+                outcome = Outcome.COMPLETED
+                break
+            signum = signals.any_rank(self.world, self.device)
+            if signum:
+                outcome = Outcome.from_signal(signum)
+                break
+            if self._reached_max_steps():
+                outcome = Outcome.MAX_STEPS
+                break
+            stopped_early = self._train_epoch(signals)
+            if stopped_early is not None:
+                outcome = stopped_early
+                break
+            self._finish_epoch()
+        return self._result(outcome, started)
+
+    def _announce(self) -> None:
+        plan, config = self.plan, self.plan.config
+        count = sum(p.numel() for p in self.model.parameters())
+        slices = sum(v.num_slices for v in plan.train_set.volumes)
+        where = f"{self.device}" + (f" x {self.world.size} processes" if self.world.size > 1 else "")
+        if self.progress.epoch >= self.options.epochs:
+            self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise --epochs to go on")
+            return
+        verb = "resuming at" if plan.resume else "starting"
+        self._say(
+            f"{verb} epoch {self.progress.epoch + 1}/{self.options.epochs}: {self.options.model} "
+            f"({config.kind} {config.dims}-D, {count:,} parameters"
+            f"{', memory-free' if self.options.memory_free and config.kind == 'irim' else ''}) on "
+            f"{len(plan.train_set.volumes)} volumes / {slices} slices, validating on "
+            f"{len(plan.val_infos)} volumes; device {where}; run dir {self.options.out}"
+        )
+
+    def _train_epoch(self, signals: StopSignals) -> Outcome | None:
+        """Train the rest of the current epoch; None when it ran to its end (validate next)."""
+        loader, total = self._loader()
+        reset_peak_memory(self.device)
+        tick, slices = time.perf_counter(), 0
+        stop: Outcome | None = None
+        with self._progress_bar() as bar:
+            task = bar.add_task("train", total=total, completed=self.progress.epoch_position,
+                                epoch=self._epoch_label(), loss=math.nan, speed=0.0, memory="")
+            for batch in loader:
+                loss, count = self._step(batch)
+                slices += count
+                self._account(loss, count)
+                bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(),
+                           speed=slices / max(time.perf_counter() - tick, 1e-9))
+                at_end = self.progress.epoch_position == total
+                signum = signals.any_rank(self.world, self.device)
+                if signum:
+                    stop = Outcome.from_signal(signum)
+                elif self._reached_max_steps() and not at_end:
+                    stop = Outcome.MAX_STEPS
+                due = self.progress.global_step % self.options.checkpoint_every == 0
+                if stop is not None or (due and not (at_end and self._reached_max_steps())):
+                    self._save("last.pt")
+                if stop is not None:
+                    break
+        self.epoch_speed = slices / max(time.perf_counter() - tick, 1e-9)
+        return stop
+
+    def _loader(self) -> tuple[DataLoader, int]:
+        """This epoch's remaining batches: the seeded sampler's order minus the batches already done."""
+        dataset, options = self.plan.train_set, self.options
+        dataset.set_epoch(self.progress.epoch)
+        sampler = DistributedSampler(
+            dataset, num_replicas=self.world.size, rank=self.world.rank, shuffle=True, seed=options.seed
+        )
+        sampler.set_epoch(self.progress.epoch)
+        indices = list(sampler)[self.progress.epoch_position * options.batch_size :]
+        total = math.ceil(len(sampler) / options.batch_size)
+        loader = DataLoader(
+            dataset, batch_size=options.batch_size, sampler=indices, num_workers=options.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=ignore_sigint if options.num_workers else None,
+        )
+        return loader, total
+
+    def _step(self, batch: Any) -> tuple[float, int]:
+        """One optimisation step; returns the batch's loss (NaN when skipped) and its number of slices.
+
+        A non-finite loss or gradient on any rank skips the update on every rank, so the weights
+        (and every checkpoint written from them) stay finite.
+        """
+        kspace = batch.kspace.to(self.device, non_blocking=True)
+        mask = batch.mask.to(self.device, non_blocking=True)
+        target = batch.target.to(self.device, non_blocking=True)
+        max_value = batch.max_value.to(self.device, torch.float32)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
+            estimates = self.network(kspace, mask)
+            losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
+            loss = torch.stack(losses).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        slices = int(target.shape[0] * (target.shape[1] if target.dim() == 4 else 1))
+        if not self._finite_step(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._count_bad_step()
+            return math.nan, slices
+        self.bad_in_a_row = 0
+        self.optimizer.step()
+        return float(loss.detach()), slices
+
+    def _finite_step(self, loss: torch.Tensor) -> bool:
+        """Whether the loss and every gradient are finite on every rank."""
+        checks = [torch.isfinite(loss.detach()).all()]
+        checks += [torch.isfinite(p.grad).all() for p in self.model.parameters() if p.grad is not None]
+        bad = (~torch.stack(checks).all()).to(torch.int32).view(1)
+        return not int(self.world.all_reduce(bad, torch.distributed.ReduceOp.MAX))
+
+    def _count_bad_step(self) -> None:
+        self.bad_steps += 1
+        self.bad_in_a_row += 1
+        self._say(f"skipped step {self.progress.global_step + 1}: non-finite loss or gradient")
+        if self.bad_in_a_row >= self.options.max_bad_steps:
+            self._save("last.pt")
+            raise IreconError(
+                f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient; stopped (last.pt holds "
+                "the last finite weights). Check the data with irecon check, lower --lr, or raise --max-bad-steps",
+                self.options.out,
+            )
+
+    def _account(self, loss: float, slices: int) -> None:
+        self.progress.global_step += 1
+        self.progress.epoch_position += 1
+        if math.isfinite(loss):
+            self.progress.epoch_loss[0] += loss * slices
+            self.progress.epoch_loss[1] += slices
+
+    def _reached_max_steps(self) -> bool:
+        return self.options.max_steps is not None and self.progress.global_step >= self.options.max_steps
+
+    def _finish_epoch(self) -> None:
+        """Validate, record, step the scheduler, then write best.pt, last.pt and the reports."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        scores = score_model(self.model, self._my_volumes(), self.options.val_mask_spec, self.device)
+        record = self._record(self.world.mean_scores(scores, self.device), lr)
+        self.progress.epoch += 1
+        self.progress.epoch_position = 0
+        self.progress.epoch_loss = [0.0, 0.0]
+        self.bad_steps = 0
+        with warnings.catch_warnings():
+            # After a resume at an epoch's end, the optimiser stepped in the previous process only.
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            self.scheduler.step()
+        if record["best"]:
+            self.progress.best_ssim, self.progress.best_epoch = record["val_ssim"], record["epoch"]
+            self._save("best.pt")
+        self._save("last.pt")
+        self._write_reports()
+        self._say(epoch_line(record, self.options.epochs))
+
+    def _record(self, val: dict[str, float], lr: float) -> dict[str, Any]:
+        zero = self.progress.zero_filled or {}
+        best = self.progress.best_ssim
+        bad = torch.tensor([self.bad_steps], dtype=torch.int64, device=self.device)
+        record = {
+            "epoch": self.progress.epoch + 1,
+            "global_step": self.progress.global_step,
+            "train_loss": self._epoch_loss_over_ranks(),
+            **{f"val_{k}": v for k, v in val.items()},
+            **{f"zero_filled_{k}": v for k, v in zero.items()},
+            "lr": lr,
+            "slices_per_s": self.epoch_speed,
+            "skipped_steps": int(self.world.all_reduce(bad, torch.distributed.ReduceOp.MAX)),
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+            "peak_memory_kind": peak_memory_kind(self.device),
+            "best": math.isfinite(val["ssim"]) and (best is None or val["ssim"] > best),
+        }
+        self.progress.history.append(record)
+        return record
+
+    def _epoch_loss(self) -> float:
+        total, count = self.progress.epoch_loss
+        return total / count if count else math.nan
+
+    def _epoch_loss_over_ranks(self) -> float:
+        """The epoch's mean loss per slice over all ranks (every rank must call this)."""
+        sums = torch.tensor(self.progress.epoch_loss, dtype=torch.float64, device=self.device)
+        total, count = self.world.all_reduce(sums).tolist()
+        return total / count if count else math.nan
+
+    def _my_volumes(self) -> list[VolumeInfo]:
+        return self.plan.val_infos[self.world.rank :: self.world.size]
+
+    def _zero_filled_scores(self) -> dict[str, float]:
+        """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
+        zero = build_model(preset("zero-filled", coils=self.plan.config.coils)).to(self.device)
+        scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device)
+        return self.world.mean_scores(scores, self.device)
+
+    def _save(self, name: str) -> None:
+        if self.world.is_main:
+            save_checkpoint(self.options.out / name, self._payload())
+
+    def _payload(self) -> dict[str, Any]:
+        """The checkpoint dict (see :mod:`irecon.training.checkpoints`)."""
+        return {
+            "model_config": self.plan.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "preset": self.options.model,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            **self.progress.to_payload(),
+            "rng": rng_state(self.device),
+            "options": self.options.to_dict(),
+            "train_files": [v.path.name for v in self.plan.train_set.volumes],
+            "world_size": self.world.size,
+        }
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload.get("rng", {}), self.device)
+        self.progress = RunProgress.from_payload(payload)
+
+    def _write_reports(self) -> None:
+        if not self.world.is_main:
+            return
+        history, out = self.progress.history, self.options.out
+        write_jsonl(out / "metrics.jsonl", history)
+        title = f"{self.options.model} ({self.plan.config.kind} {self.plan.config.dims}-D), run {out}"
+        save_png(training_curve(history, self.progress.zero_filled, self.options.loss, title),
+                 out / "training_curve.png")
+
+    def _progress_bar(self) -> Progress:
+        return Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.1f} slices/s"),
+            TextColumn("{task.fields[memory]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True, disable=not self.world.is_main,
+        )
+
+    def _say(self, line: str) -> None:
+        """One plain line: no rich markup (``[best]`` is text) and no hard wrapping in logs."""
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _epoch_label(self) -> str:
+        return f"{self.progress.epoch + 1}/{self.options.epochs}"
+
+    def _peak_memory(self) -> str:
+        label = "peak" if self.device.type == "cuda" else "RSS"
+        return f"{label} {format_bytes(peak_memory_bytes(self.device))}"
+
+    def _result(self, outcome: Outcome, started: float) -> TrainResult:
+        progress = self.progress
+        continued = replace(self.options, max_steps=None) if outcome is Outcome.MAX_STEPS else self.options
+        return TrainResult(
+            run_dir=self.options.out, model=self.model, config=self.plan.config, epochs_done=progress.epoch,
+            global_step=progress.global_step, history=list(progress.history),
+            zero_filled=dict(progress.zero_filled or {}), best_epoch=progress.best_epoch,
+            best_ssim=progress.best_ssim, stopped=outcome, wall_time_s=time.perf_counter() - started,
+            is_main=self.world.is_main, resume_command=resume_command(continued, self.world.size),
+        )
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """The one line printed after each epoch."""
+    skipped = record.get("skipped_steps") or 0
+    return (
+        f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f}  "
+        f"val NMSE {record['val_nmse']:.4f} PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f}  "
+        f"(zero-filled SSIM {record.get('zero_filled_ssim', math.nan):.4f})  lr {record['lr']:.2e}  "
+        f"{record['slices_per_s'] or math.nan:.1f} slices/s"
+        f"{f'  {skipped} skipped non-finite step(s)' if skipped else ''}{'  [best]' if record['best'] else ''}"
+    )

@@ -1,0 +1,98 @@
+"""What ``irecon train`` accepts: one dataclass whose defaults are the command line's defaults.
+
+Imports nothing heavy, so the command line can read it without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from irecon.data.masks import MaskSpec
+
+MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights")
+DEFAULT_3D_SLAB = 8
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything ``irecon train`` accepts; the command line's defaults are these.
+
+    ``slab`` None means 8 for a 3-D preset and 1 for a 2-D one; ``device`` None means CUDA when
+    available; ``max_steps`` stops after that many optimisation steps in total (demos and tests);
+    the model overrides (``steps`` ... ``shared_weights``) replace the preset's values when set.
+    Validation uses the first acceleration / center-fraction pair.
+    """
+
+    train_dir: Path
+    val_dir: Path
+    model: str
+    out: Path
+    epochs: int = 10
+    batch_size: int = 1
+    lr: float = 1e-3
+    lr_step: int = 10
+    lr_gamma: float = 0.5
+    loss: str = "ssim"
+    train_resolution: tuple[int, int] | None = None
+    accelerations: tuple[int, ...] = (4, 8)
+    center_fractions: tuple[float, ...] = (0.08, 0.04)
+    mask_type: str = "random"
+    slab: int | None = None
+    seed: int = 0
+    device: str | None = None
+    amp: str | None = None
+    memory_free: bool = True
+    steps: int | None = None
+    layers: int | None = None
+    n_latent: int | None = None
+    multiplicity: int | None = None
+    shared_weights: bool | None = None
+    checkpoint_every: int = 100
+    num_workers: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    max_steps: int | None = None
+    max_bad_steps: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("train_dir", "val_dir", "out"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        for name in ("accelerations", "center_fractions", "train_resolution"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else tuple(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain python values (str paths, lists for tuples), safe for torch.load(weights_only=True)."""
+        plain = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            plain[key] = value
+        return plain
+
+    @property
+    def mask_spec(self) -> "MaskSpec":
+        """The training masks: one (center fraction, acceleration) pair drawn per sample."""
+        from irecon.data.masks import MaskSpec
+
+        return MaskSpec(self.mask_type, tuple(self.center_fractions), tuple(self.accelerations))
+
+    @property
+    def val_mask_spec(self) -> "MaskSpec":
+        """The validation masks: the first pair only, seeded by the file name."""
+        from irecon.data.masks import MaskSpec
+
+        return MaskSpec(self.mask_type, tuple(self.center_fractions[:1]), tuple(self.accelerations[:1]))
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an option field: ``lr_step`` -> ``lr-step``."""
+    return name.replace("_", "-")
