@@ -165,6 +165,7 @@ def _series_dataset(
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
     ds.AccessionNumber = ""
     ds.Modality = "MR"
+    ds.Laterality = ""
     ds.Manufacturer = _lo(scan.manufacturer or "")
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "irecon reconstruction"
@@ -186,8 +187,6 @@ def _series_dataset(
     ds.EchoTrainLength = ""
     ds.EchoTime = _optional_ds(scan.echo_time_ms)
     ds.RepetitionTime = _optional_ds(scan.repetition_time_ms)
-    if scan.inversion_time_ms is not None:
-        ds.InversionTime = _ds(scan.inversion_time_ms)
     if scan.field_strength_t is not None:
         ds.MagneticFieldStrength = _ds(scan.field_strength_t)
     if scan.flip_angle_deg is not None:

@@ -30,7 +30,8 @@ class Geometry:
     """Voxel spacing in mm of a ``(slices, rows, columns)`` volume, and what of it is not known.
 
     Rows run along ISMRMRD ``x`` (the readout) and columns along ``y``, the axis order fastMRI
-    stores images in. ``assumptions`` lists, as short phrases, every property that was assumed.
+    stores images in. ``assumptions`` lists, as short phrases, what is unknown or assumed; it
+    always holds ``ORIENTATION_UNKNOWN``, as there is nothing here to give orientation from.
     """
 
     row_spacing: float
@@ -55,7 +56,6 @@ class ScanParameters:
     field_strength_t: float | None = None
     repetition_time_ms: float | None = None
     echo_time_ms: float | None = None
-    inversion_time_ms: float | None = None
     flip_angle_deg: float | None = None
     protocol_name: str | None = None
 
@@ -103,7 +103,7 @@ def geometry_from_header(xml: bytes | str, source: str | Path | None = None) -> 
 def scan_parameters_from_header(
     xml: bytes | str, source: str | Path | None = None
 ) -> ScanParameters:
-    """The vendor, field strength, TR/TE/TI, flip angle and protocol name the header records."""
+    """The vendor, field strength, TR, TE, flip angle and protocol name the header records."""
     root = parse_header(xml, source)
 
     def number(fields: tuple[str, ...]) -> float | None:
@@ -120,7 +120,6 @@ def scan_parameters_from_header(
         field_strength_t=number(("acquisitionSystemInformation", "systemFieldStrength_T")),
         repetition_time_ms=number(("sequenceParameters", "TR")),
         echo_time_ms=number(("sequenceParameters", "TE")),
-        inversion_time_ms=number(("sequenceParameters", "TI")),
         flip_angle_deg=number(("sequenceParameters", "flipAngle_deg")),
         protocol_name=_text(root, ("measurementInformation", "protocolName")),
     )

@@ -25,7 +25,7 @@ _COMMENT_EXTENSION = 6
 
 
 def nifti_array(images: np.ndarray) -> np.ndarray:
-    """``images`` (slices, rows, columns) in the NIfTI voxel order ``(columns, rows reversed, slices)``."""
+    """``images`` (slices, rows, columns) in NIfTI voxel order: columns, rows reversed, slices."""
     return np.ascontiguousarray(np.asarray(images).transpose(2, 1, 0)[:, ::-1, :])
 
 
@@ -52,8 +52,9 @@ def write_nifti(
     """Write ``images`` (slices, rows, columns) to ``path`` (``.nii.gz``) atomically; return it.
 
     The float32 magnitudes are stored unscaled; pixdim and the sform diagonal (code 0, not a
-    claim about anatomy) are column, row and slice spacing in mm. ``provenance``, if given, is stored as JSON in a NIfTI
-    comment extension. An existing file is refused unless ``overwrite``. Raises IreconError.
+    claim about anatomy) are column, row and slice spacing in mm. ``provenance``, if given, is
+    stored as JSON in a NIfTI comment extension. An existing file is refused unless
+    ``overwrite``. Raises IreconError.
     """
     path = Path(path)
     volume = check_images(images, path)

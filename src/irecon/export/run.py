@@ -97,13 +97,13 @@ def export_volume(
     scan = scan_parameters_from_header(header_xml, source)
     check_writable_folder(out_dir)
     targets = output_paths(out_dir, stem, formats)
-    for fmt, target in zip(formats, targets):
+    for fmt, target in zip(formats, targets, strict=True):
         if fmt == "dicom":
             refuse_existing_folder(target, overwrite)
         elif target.exists() and not overwrite:
             raise IreconError(EXISTS_MESSAGE, target)
     written = []
-    for fmt, target in zip(formats, targets):
+    for fmt, target in zip(formats, targets, strict=True):
         if fmt == "nifti":
             write_nifti(
                 volume, geometry, target, series_info.label(), overwrite,
@@ -144,7 +144,7 @@ def export_reconstruction(options: ExportOptions) -> ExportResult:
         try:
             images, header, attrs = read_export_volume(path, options.dataset, header_from)
             info = _series_info(study, path, attrs)
-            stem = path.stem if options.dataset == "reconstruction" else f"{path.stem}_{options.dataset}"
+            stem = path.stem if options.dataset == DATASETS[0] else f"{path.stem}_{options.dataset}"
             result.written.extend(
                 export_volume(
                     images, header, options.out_dir, stem, formats, info,
@@ -207,7 +207,8 @@ def _header_from(path: Path, header_from: Path | None, slices: int) -> bytes:
     with _open(source) as hf:
         header = _header_bytes(hf, source)
         kspace = hf.get("kspace")
-        input_slices = int(kspace.shape[0]) if isinstance(kspace, h5py.Dataset) and kspace.ndim else None
+        has_kspace = isinstance(kspace, h5py.Dataset) and kspace.ndim > 0
+        input_slices = int(kspace.shape[0]) if has_kspace else None
     if header is None:
         raise IreconError(f"no {HEADER_KEY} dataset", source)
     if input_slices is not None and input_slices != slices:
@@ -282,7 +283,8 @@ def _open(path: Path) -> Iterator[h5py.File]:
         with hf:
             yield hf
     except (OSError, KeyError, RuntimeError) as exc:
-        raise IreconError(f"not a readable HDF5 file: reading failed ({_first_line(exc)})", path) from None
+        problem = f"not a readable HDF5 file: reading failed ({_first_line(exc)})"
+        raise IreconError(problem, path) from None
 
 
 def _first_line(exc: BaseException) -> str:
