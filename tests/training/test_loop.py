@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from tests.train_helpers import ROOT, assert_same_weights, load, make_options, s
 CHECKPOINT_KEYS = {
     "model_config", "model", "preset", "optimizer", "scheduler", "epoch", "epoch_position", "global_step",
     "epoch_loss", "rng", "options", "best_ssim", "best_epoch", "history", "zero_filled", "train_files",
-    "world_size", "irecon_version", "torch_version",
+    "world_size", "irecon_version", "torch_version", "wall_time_s", "time_budget_s",
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -215,3 +216,63 @@ def test_3d_preset_trains_on_slabs_and_validates_whole_volumes(data: Path, tmp_p
     result = train(make_options(data, tmp_path / "run", model="tiny-3d", slab=2))
     assert result.global_step == 1  # one 2-slice slab per 3-slice volume, batch 2
     assert result.config.dims == 3 and 0 < result.history[0]["val_ssim"] <= 1
+
+
+def test_time_budget_stops_within_one_step_and_resumes(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    step = loop.Trainer._step
+
+    def ten_second_step(self: Any, batch: Any) -> tuple[float, int]:
+        clock[0] += 10.0
+        return step(self, batch)
+
+    monkeypatch.setattr(loop, "now", lambda: clock[0])
+    monkeypatch.setattr(loop.Trainer, "_step", ten_second_step)
+    out = tmp_path / "run"
+    first = train(make_options(data, out, epochs=3, time_budget_s=15.0))
+    assert first.stopped is Outcome.TIME_BUDGET and first.exit_code == 0
+    assert first.global_step == 2  # 20 s >= 15 s after the second step: stopped within one step
+    payload = load(out / "last.pt")
+    assert payload["global_step"] == 2 and payload["time_budget_s"] == 15.0 and payload["wall_time_s"] == 20.0
+    assert "--time-budget 15.0" in first.resume_command
+    second = train(make_options(data, out, epochs=3, time_budget_s=15.0, resume=True))
+    assert second.stopped is Outcome.TIME_BUDGET and second.global_step == 4
+    assert second.total_wall_time_s == 40.0  # the total survives the resume
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["time_budget_s"]) for r in records] == [(1, 15.0)]
+    assert records[0]["wall_time_s"] == 30.0
+
+
+def test_non_finite_steps_are_skipped_counted_and_never_checkpointed(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forward = ImageLoss.forward
+    calls = []
+
+    def poisoned(self: Any, estimate: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        value = forward(self, estimate, target, max_value)
+        return value * float("nan") if len(calls) == 2 else value
+
+    monkeypatch.setattr(ImageLoss, "forward", poisoned)
+    out = tmp_path / "run"
+    result = train(make_options(data, out, checkpoint_every=1))
+    assert result.history[0]["skipped_steps"] == 1 and result.global_step == 3
+    weights = load(out / "last.pt")["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert json.loads((out / "metrics.jsonl").read_text())["skipped_steps"] == 1
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_with_one_error(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forward = ImageLoss.forward
+    monkeypatch.setattr(ImageLoss, "forward", lambda self, *args: forward(self, *args) * float("inf"))
+    out = tmp_path / "run"
+    with pytest.raises(IreconError, match="2 steps in a row had a non-finite loss or gradient"):
+        train(make_options(data, out, max_bad_steps=2))
+    payload = load(out / "last.pt")
+    assert payload["global_step"] == 1  # the first skipped batch is consumed; the second raised
+    assert all(torch.isfinite(w).all() for w in payload["model"].values())

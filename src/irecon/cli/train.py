@@ -12,7 +12,7 @@ from rich.table import Table
 from irecon.cli.options import ListCommand, default_of, device_option, exit_with, say
 from irecon.data.masks import MASK_TYPES
 from irecon.losses import LOSSES
-from irecon.training.options import TrainOptions
+from irecon.training.options import TrainOptions, parse_duration
 
 
 def _default(name: str) -> Any:
@@ -66,6 +66,9 @@ def _default(name: str) -> Any:
               help="Stop after N optimisation steps in total (demos, tests); resume to continue.")
 @click.option("--max-bad-steps", type=int, default=_default("max_bad_steps"), show_default=True,
               help="Steps with a non-finite loss or gradient are skipped and counted; this many in a row stop the run.")
+@click.option("--time-budget", "time_budget_s", callback=lambda ctx, param, value: _duration(value), default=None,
+              metavar="DURATION", help="Stop cleanly (last.pt + resume command) after this wall time, validation "
+                                       "included: 90s, 15m, 2h, 1h30m or seconds. Applies to each launch.")
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 
@@ -91,7 +94,19 @@ def train_command(**params: Any) -> None:
                          f"resume with: {result.resume_command}")
         elif result.stopped is Outcome.MAX_STEPS:
             say(console, f"stopped at step {result.global_step} (--max-steps); continue with: {result.resume_command}")
+        elif result.stopped is Outcome.TIME_BUDGET:
+            say(console, f"stopped at step {result.global_step} after {result.wall_time_s:.0f} s (--time-budget); "
+                         f"continue with: {result.resume_command}")
     exit_with(result.exit_code)
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 def summary_table(result: Any) -> Table:
@@ -109,7 +124,8 @@ def summary_table(result: Any) -> Table:
         table.add_row("zero-filled", "", f"{zero['nmse']:.4f}", f"{zero['psnr']:.2f}", f"{zero['ssim']:.4f}", "",
                       style="dim")
     if result.best_epoch is not None:
-        table.caption = f"best.pt = epoch {result.best_epoch} (SSIM {result.best_ssim:.4f}); {result.wall_time_s:.0f} s"
+        table.caption = (f"best.pt = epoch {result.best_epoch} (SSIM {result.best_ssim:.4f}); "
+                         f"{result.total_wall_time_s:.0f} s in all")
     return table
 
 

@@ -15,6 +15,9 @@ What a run guarantees:
 * a step whose loss or gradients are not finite is skipped and counted, so no checkpoint ever holds
   poisoned weights; ``max_bad_steps`` consecutive ones stop the run with an error;
 * SIGINT/SIGTERM finish the current step, write ``last.pt`` and stop with status 130/143;
+* ``time_budget_s`` is checked after every step and before every epoch, so a launch stops within
+  one step (or one validation, which always runs to its end) of its budget, writing ``last.pt``;
+  the budget counts everything from the loop's start, validation included;
 * under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel; every rank
   validates its share of the volumes, the score sums are all-reduced, and only rank 0 writes.
 """
@@ -78,11 +81,17 @@ from irecon.training.runtime import (
 )
 
 
+def now() -> float:
+    """The loop's clock (seconds, monotonic); one place, so budget tests can drive it."""
+    return time.perf_counter()
+
+
 class Outcome(enum.Enum):
     """Why a run ended."""
 
     COMPLETED = "completed"
     MAX_STEPS = "max_steps"
+    TIME_BUDGET = "time_budget"
     SIGINT = "SIGINT"
     SIGTERM = "SIGTERM"
 
@@ -111,6 +120,7 @@ class TrainResult:
     best_ssim: float | None
     stopped: Outcome
     wall_time_s: float
+    total_wall_time_s: float
     is_main: bool
     resume_command: str
 
@@ -154,6 +164,8 @@ class Trainer:
         self.epoch_speed: float | None = None
         self.bad_steps = 0  # skipped non-finite steps in this process's current epoch
         self.bad_in_a_row = 0
+        self.started = now()
+        self.earlier_wall_time = 0.0  # wall time of the launches before a resume
         if plan.resume is not None:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
@@ -179,6 +191,9 @@ class Trainer:
                 break
             if self._reached_max_steps():
                 outcome = Outcome.MAX_STEPS
+                break
+            if self._over_budget():
+                outcome = Outcome.TIME_BUDGET
                 break
             stopped_early = self._train_epoch(signals)
             if stopped_early is not None:
@@ -225,6 +240,8 @@ class Trainer:
                     stop = Outcome.from_signal(signum)
                 elif self._reached_max_steps() and not at_end:
                     stop = Outcome.MAX_STEPS
+                elif self._over_budget() and not at_end:
+                    stop = Outcome.TIME_BUDGET
                 due = self.progress.global_step % self.options.checkpoint_every == 0
                 if stop is not None or (due and not (at_end and self._reached_max_steps())):
                     self._save("last.pt")
@@ -304,6 +321,16 @@ class Trainer:
     def _reached_max_steps(self) -> bool:
         return self.options.max_steps is not None and self.progress.global_step >= self.options.max_steps
 
+    def _over_budget(self) -> bool:
+        """Whether this launch has used its --time-budget (the same answer on every rank)."""
+        if self.options.time_budget_s is None:
+            return False
+        over = torch.tensor([float(now() - self.started >= self.options.time_budget_s)])
+        return bool(self.world.all_reduce(over.to(self.device), torch.distributed.ReduceOp.MAX))
+
+    def _total_wall_time(self) -> float:
+        return self.earlier_wall_time + now() - self.started
+
     def _finish_epoch(self) -> None:
         """Validate, record, step the scheduler, then write best.pt, last.pt and the reports."""
         lr = self.optimizer.param_groups[0]["lr"]
@@ -337,6 +364,8 @@ class Trainer:
             "lr": lr,
             "slices_per_s": self.epoch_speed,
             "skipped_steps": int(self.world.all_reduce(bad, torch.distributed.ReduceOp.MAX)),
+            "wall_time_s": self._total_wall_time(),
+            "time_budget_s": self.options.time_budget_s,
             "peak_memory_bytes": peak_memory_bytes(self.device),
             "peak_memory_kind": peak_memory_kind(self.device),
             "best": math.isfinite(val["ssim"]) and (best is None or val["ssim"] > best),
@@ -380,6 +409,8 @@ class Trainer:
             "options": self.options.to_dict(),
             "train_files": [v.path.name for v in self.plan.train_set.volumes],
             "world_size": self.world.size,
+            "wall_time_s": self._total_wall_time(),
+            "time_budget_s": self.options.time_budget_s,
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -388,6 +419,7 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload.get("rng", {}), self.device)
         self.progress = RunProgress.from_payload(payload)
+        self.earlier_wall_time = float(payload.get("wall_time_s") or 0.0)
 
     def _write_reports(self) -> None:
         if not self.world.is_main:
@@ -425,6 +457,7 @@ class Trainer:
             global_step=progress.global_step, history=list(progress.history),
             zero_filled=dict(progress.zero_filled or {}), best_epoch=progress.best_epoch,
             best_ssim=progress.best_ssim, stopped=outcome, wall_time_s=time.perf_counter() - started,
+            total_wall_time_s=self._total_wall_time(),
             is_main=self.world.is_main, resume_command=resume_command(continued, self.world.size),
         )
 

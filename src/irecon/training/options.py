@@ -56,6 +56,7 @@ class TrainOptions:
     overwrite: bool = False
     max_steps: int | None = None
     max_bad_steps: int = 10
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
@@ -93,6 +94,33 @@ class TrainOptions:
         return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}
 
 
+OPTION_NAMES = {"time_budget_s": "time-budget", "train_dir": "TRAIN_DIR", "val_dir": "val"}
+
+
 def flag(name: str) -> str:
     """The command-line spelling of an option field: ``lr_step`` -> ``lr-step``."""
-    return name.replace("_", "-")
+    return OPTION_NAMES.get(name, name.replace("_", "-"))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``15m``, ``2h`` or ``1h30m``; ValueError for anything else."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds, number = 0.0, ""
+        for char in value:
+            if char.isdigit() or char == ".":
+                number += char
+            elif char in units and number:
+                seconds += float(number) * units[char]
+                number = ""
+            else:
+                raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)") from None
+        if number:
+            raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)")
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"{text!r} is not a positive, finite duration")
+    return seconds
+

@@ -78,6 +78,8 @@ def check_options(options: TrainOptions) -> None:
             raise IreconError(f"--{flag(name)} must not be negative, got {getattr(options, name)}")
     if options.max_steps is not None and options.max_steps < 1:
         raise IreconError(f"--max-steps must be at least 1, got {options.max_steps}")
+    if options.time_budget_s is not None and not (math.isfinite(options.time_budget_s) and options.time_budget_s > 0):
+        raise IreconError(f"--time-budget must be a positive duration, got {options.time_budget_s}")
     if options.resume and options.overwrite:
         raise IreconError("--resume and --overwrite contradict each other; pass one of them")
     options.mask_spec.validate()
