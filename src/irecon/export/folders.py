@@ -70,12 +70,6 @@ def _swap_in(tmp: Path, folder: Path, aside: Path | None) -> None:
         raise
 
 
-def fsync_file(path: Path) -> None:
-    """Flush ``path``'s data to disk."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def _fsync_dir(folder: Path) -> None:
     """Flush a folder's entries to disk where the platform allows opening folders."""
     with contextlib.suppress(OSError):
