@@ -94,3 +94,18 @@ def test_config_round_trips_through_plain_dict() -> None:
     values = config.to_dict()
     assert all(not isinstance(v, tuple) for v in values.values())
     assert ModelConfig.from_dict(values) == config
+
+
+@pytest.mark.parametrize("name,kind", [("tiny-rim", "rim"), ("tiny-unet", "unet")])
+@pytest.mark.parametrize("coils", [1, 4])  # tiny-2d holds at most 4 coils (n_latent 16)
+def test_tiny_baselines_are_within_2x_of_tiny_2d_parameters(name: str, kind: str, coils: int) -> None:
+    reference = count_parameters(preset("tiny-2d", coils=coils))
+    config = preset(name, coils=coils)
+    assert config.kind == kind
+    assert reference / 2 <= count_parameters(config) <= 2 * reference
+
+
+def test_tiny_baseline_descriptions_state_their_parameter_counts() -> None:
+    for name in ("tiny-rim", "tiny-unet"):
+        config, description = PRESETS[name]
+        assert f"{count_parameters(config):,} parameters" in description and "tiny-2d" in description

@@ -88,6 +88,14 @@ PRESETS: dict[str, tuple[ModelConfig, str]] = {
         ModelConfig("irim", dims=3, steps=3, n_latent=16, strides=(1, 2, 1), hidden=(8, 16, 8)),
         "CPU demo model, 3-D",
     ),
+    "tiny-rim": (
+        ModelConfig("rim", steps=4, rim_hidden=48),
+        "CPU RIM baseline, 4 steps x 48 hidden: 54,720 parameters single-coil, within 2x of tiny-2d",
+    ),
+    "tiny-unet": (
+        ModelConfig("unet", unet_chans=6, unet_pools=3),
+        "CPU U-Net baseline, 6 channels x 3 pools: 67,669 parameters, within 2x of tiny-2d",
+    ),
 }
 
 
