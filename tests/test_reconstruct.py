@@ -272,7 +272,7 @@ def test_preview_and_json(val_dir: Path, test_dir: Path, tmp_path: Path) -> None
     assert data["mask"] == {"mask_type": "random", "acceleration": 4, "center_fraction": 0.08}
     assert data["failed"] == 0 and len(data["volumes"]) == 4
     keys = {"input", "output", "slices", "mask_source", "sampled_lines", "acceleration", "has_target",
-            "seconds", "metrics", "zero_filled", "preview", "error"}
+            "seconds", "metrics", "zero_filled", "preview", "exports", "error"}
     for record in data["volumes"]:
         assert set(record) == keys
         assert Path(record["preview"]).is_file() and record["error"] is None

@@ -7,6 +7,7 @@ from the file alone; training adds optimiser, scheduler, RNG and progress entrie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import torch
 from torch import nn
 
 from irecon import __version__
-from irecon.files import atomic_write
 from irecon.errors import IreconError
-from irecon.models.presets import ModelConfig, build_model
+from irecon.files import atomic_write
+from irecon.models.presets import PRESETS, ModelConfig, build_model, preset
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -45,7 +46,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_from_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", memory_free: bool = True
+    path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
     """(model with the checkpoint's weights, its config, the whole payload)."""
     payload = load_checkpoint(path, map_location=device)
@@ -53,10 +54,72 @@ def model_from_checkpoint(
         config = ModelConfig.from_dict(payload["model_config"])
     except (TypeError, IreconError) as err:
         raise IreconError(f"bad model config in checkpoint: {err}", path) from None
-    model = build_model(config, memory_free=memory_free).to(device)
+    model = build_model(config).to(device)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise IreconError(f"weights do not fit the model config: {first}", path) from None
     return model, config, payload
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference, with its config and a name for reports."""
+
+    model: nn.Module
+    config: ModelConfig
+    name: str
+
+
+def load_model(
+    checkpoint: str | Path | None, model_name: str | None, device: torch.device
+) -> LoadedModel:
+    """The model to run: from a checkpoint (which carries its config), or the parameter-free zero-filled.
+
+    A preset named together with a checkpoint must agree with it (see :func:`_agrees`); a preset
+    other than ``zero-filled`` without a checkpoint has no weights and is an error.
+    """
+    if model_name is not None and model_name not in PRESETS:
+        raise IreconError(f"unknown model preset {model_name!r} (choose from {', '.join(PRESETS)})")
+    if checkpoint is None:
+        if model_name is None:
+            raise IreconError(
+                "no model given: pass --checkpoint CKPT (a model trained with irecon train) "
+                "or --model zero-filled"
+            )
+        if model_name != "zero-filled":
+            raise IreconError(
+                f"--model {model_name} needs trained weights: pass --checkpoint CKPT with a "
+                "checkpoint of it (from irecon train); only --model zero-filled runs without one"
+            )
+        config = preset("zero-filled")
+        return LoadedModel(build_model(config).to(device).eval(), config, "zero-filled")
+    model, config, payload = model_from_checkpoint(checkpoint, device)
+    recorded = payload.get("preset")
+    if model_name is not None and not _agrees(model_name, config, recorded):
+        raise IreconError(
+            f"--model {model_name} does not match the checkpoint ({_describe(config, recorded)}); "
+            "a checkpoint carries its own config, so leave out --model",
+            checkpoint,
+        )
+    base = model_name or (recorded if isinstance(recorded, str) else f"{config.kind} {config.dims}-D")
+    return LoadedModel(model.eval(), config, f"{base} from {Path(checkpoint).name}")
+
+
+def _agrees(model_name: str, config: ModelConfig, recorded: Any) -> bool:
+    """Whether ``--model`` names the checkpoint's model.
+
+    A checkpoint that records its preset must name the same one. Otherwise the kind and the
+    dimensionality must match the preset's: training may override the other fields (steps,
+    layers, widths), so they cannot be compared.
+    """
+    if isinstance(recorded, str):
+        return recorded == model_name
+    reference = preset(model_name)
+    return (config.kind, config.dims) == (reference.kind, reference.dims)
+
+
+def _describe(config: ModelConfig, recorded: Any) -> str:
+    text = f"{config.kind}, {config.dims}-D"
+    return f"preset {recorded}: {text}" if isinstance(recorded, str) else text

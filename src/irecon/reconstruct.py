@@ -15,33 +15,8 @@ A problem with one volume (unreadable file, existing output without ``overwrite`
 count, out of GPU memory) fails that volume only: it gets a one-line error, no output file, and the
 others still run; the command then exits with status 1.
 
-JSON report (``--json FILE``), one object::
-
-    {
-      "irecon_version": "0.1.0",
-      "model": {"name": "tiny-2d", "kind": "irim", "dims": 2,
-                "checkpoint": "runs/a/best.pt" | null, "config": {<ModelConfig fields>}},
-      "device": "cuda",
-      "batch_size": 8,
-      "mask": {"mask_type": "random", "acceleration": 4, "center_fraction": 0.08},
-      "volumes": [
-        {"input": "data/file1000000.h5",
-         "output": "out/file1000000.h5" | null,      # null when the volume failed
-         "slices": 35 | null,
-         "mask_source": "file" | "drawn" | null,     # the file's own mask, or drawn from "mask"
-         "sampled_lines": 92 | null, "acceleration": 4.0 | null,  # of the mask actually used
-         "has_target": true,
-         "seconds": 1.93 | null,                     # model inference time for the volume
-         "metrics": {"nmse": 0.011, "psnr": 33.2, "ssim": 0.81} | null,   # null without a target
-         "zero_filled": {"nmse": ..., "psnr": ..., "ssim": ...} | null,   # same mask, same crop
-         "preview": "previews/file1000000.png" | null,
-         "error": null | "data/file1000000.h5: not a readable HDF5 file (...)"}
-      ],
-      "mean": {"scored_volumes": 1,                  # volumes with metrics (target, no error)
-               "metrics": {...} | null, "zero_filled": {...} | null,
-               "seconds": 1.93 | null},              # mean over the volumes that succeeded
-      "failed": 0
-    }
+The ``--json`` report's schema is in ``docs/formats.md``. ``formats`` adds NIfTI and DICOM
+copies of each reconstruction (:mod:`irecon.export`) beside or instead of the ``.h5``.
 
 Metrics are per volume exactly as ``fastmri.evaluate`` computes them (NMSE, PSNR and SSIM with the
 target volume's max as data range); the means are plain means over the scored volumes. ``seconds``
@@ -64,24 +39,25 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from torch import Tensor, nn
+from torch import Tensor
 
 from irecon import __version__
-from irecon.checkpoint import model_from_checkpoint
+from irecon.checkpoint import LoadedModel, load_model
 from irecon.data.datasets import Volume, load_volume
 from irecon.data.masks import MASK_TYPES, MaskSpec
 from irecon.data.volumes import find_volumes
 from irecon.device import resolve_device
 from irecon.errors import IreconError
+from irecon.export import FORMATS, SeriesInfo, export_volume
 from irecon.files import EXISTS_MESSAGE, atomic_write, check_writable_file, check_writable_folder, write_json
 from irecon.inference import reconstruct_volume, score_prediction
 from irecon.metrics import Scores, mean_scores
-from irecon.models.presets import PRESETS, ModelConfig, build_model, preset
+from irecon.models.presets import ModelConfig, build_model, preset
 from irecon.physics import common_crop
 from irecon.plots import preview as preview_figure
 from irecon.plots import save_png
 
-__all__ = ["LoadedModel", "ReconstructOptions", "ReconstructReport", "VolumeResult", "load_model", "reconstruct"]
+__all__ = ["ReconstructOptions", "ReconstructReport", "VolumeResult", "reconstruct"]
 
 # Models whose channel count is fixed by the coil count they were built for.
 _COIL_BOUND_KINDS = ("irim", "rim")
@@ -103,6 +79,7 @@ class ReconstructOptions:
     overwrite: bool = False
     json_path: str | Path | None = None
     preview_dir: str | Path | None = None
+    formats: Sequence[str] = ("h5",)
 
     @property
     def mask_spec(self) -> MaskSpec:
@@ -125,6 +102,7 @@ class VolumeResult:
     metrics: Scores | None = None
     zero_filled: Scores | None = None
     preview: Path | None = None
+    exports: list[Path] = field(default_factory=list)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +119,7 @@ class VolumeResult:
             "metrics": _scores_dict(self.metrics),
             "zero_filled": _scores_dict(self.zero_filled),
             "preview": _str_or_none(self.preview),
+            "exports": [str(p) for p in self.exports],
             "error": self.error,
         }
 
@@ -216,50 +195,6 @@ class ReconstructReport:
         }
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready for inference, with its config and a name for reports."""
-
-    model: nn.Module
-    config: ModelConfig
-    name: str
-
-
-def load_model(
-    checkpoint: str | Path | None, model_name: str | None, device: torch.device
-) -> LoadedModel:
-    """The model to run: from a checkpoint (which carries its config), or the parameter-free zero-filled.
-
-    A preset named together with a checkpoint must agree with it (see :func:`_agrees`); a preset
-    other than ``zero-filled`` without a checkpoint has no weights and is an error.
-    """
-    if model_name is not None and model_name not in PRESETS:
-        raise IreconError(f"unknown model preset {model_name!r} (choose from {', '.join(PRESETS)})")
-    if checkpoint is None:
-        if model_name is None:
-            raise IreconError(
-                "no model given: pass --checkpoint CKPT (a model trained with irecon train) "
-                "or --model zero-filled"
-            )
-        if model_name != "zero-filled":
-            raise IreconError(
-                f"--model {model_name} needs trained weights: pass --checkpoint CKPT with a "
-                "checkpoint of it (from irecon train); only --model zero-filled runs without one"
-            )
-        config = preset("zero-filled")
-        return LoadedModel(build_model(config).to(device).eval(), config, "zero-filled")
-    model, config, payload = model_from_checkpoint(checkpoint, device)
-    recorded = payload.get("preset")
-    if model_name is not None and not _agrees(model_name, config, recorded):
-        raise IreconError(
-            f"--model {model_name} does not match the checkpoint ({_describe(config, recorded)}); "
-            "a checkpoint carries its own config, so leave out --model",
-            checkpoint,
-        )
-    base = model_name or (recorded if isinstance(recorded, str) else f"{config.kind} {config.dims}-D")
-    return LoadedModel(model.eval(), config, f"{base} from {Path(checkpoint).name}")
-
-
 def reconstruct(options: ReconstructOptions, console: Console | None = None) -> ReconstructReport:
     """Reconstruct every input volume; see the module docstring for outputs and failure handling.
 
@@ -313,6 +248,10 @@ class _Run:
         self.zero_filled = build_model(preset("zero-filled")).to(device).eval()
         self.names: dict[str, Path] = {}
         self.progress = progress
+        self.series = SeriesInfo(
+            model=loaded.name, checkpoint="" if options.checkpoint is None else str(options.checkpoint),
+            acceleration=options.acceleration, mask_type=options.mask_type,
+        )
 
     def volume(self, path: Path) -> VolumeResult:
         """Reconstruct one volume; any IreconError or GPU OOM becomes this volume's error."""
@@ -342,8 +281,18 @@ class _Run:
             images_scored, target = common_crop(images, volume.target)
             result.metrics = score_prediction(images_scored, target)
             result.zero_filled = score_prediction(zero_filled, target)
-        _write_reconstruction(output, images.numpy(), path, self.loaded, self.options)
-        result.output = output
+        header = _read_header(path)
+        if "h5" in self.options.formats:
+            _write_reconstruction(output, images.numpy(), header, self.loaded, self.options)
+            result.output = output
+        exports = [f for f in self.options.formats if f != "h5"]
+        if exports:
+            if header is None:
+                raise IreconError("has no ismrmrd_header to take the NIfTI/DICOM geometry from", path)
+            result.exports = export_volume(
+                images.numpy(), header, self.out_dir, path.stem, exports, self.series, self.options.overwrite,
+                series_number=len(self.names),
+            )
         if preview is not None:
             _write_preview(preview, path.name, images, zero_filled, target, result)
             result.preview = preview
@@ -419,28 +368,13 @@ def _describe_volume(path: Path, volume: Volume, seconds: float) -> VolumeResult
     )
 
 
-def _agrees(model_name: str, config: ModelConfig, recorded: Any) -> bool:
-    """Whether ``--model`` names the checkpoint's model.
-
-    A checkpoint that records its preset must name the same one. Otherwise the kind and the
-    dimensionality must match the preset's: training may override the other fields (steps,
-    layers, widths), so they cannot be compared.
-    """
-    if isinstance(recorded, str):
-        return recorded == model_name
-    reference = preset(model_name)
-    return (config.kind, config.dims) == (reference.kind, reference.dims)
-
-
-def _describe(config: ModelConfig, recorded: Any) -> str:
-    text = f"{config.kind}, {config.dims}-D"
-    return f"preset {recorded}: {text}" if isinstance(recorded, str) else text
-
-
 def _check_options(options: ReconstructOptions) -> None:
     if options.mask_type not in MASK_TYPES:
         raise IreconError(f"unknown mask type {options.mask_type!r} (choose from {', '.join(MASK_TYPES)})")
     options.mask_spec.validate()
+    unknown = [f for f in options.formats if f not in ("h5", *FORMATS)]
+    if unknown or not options.formats:
+        raise IreconError(f"--format must be one or more of h5, {', '.join(FORMATS)}; got {', '.join(unknown) or 'none'}")
     batch = options.batch_size
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise IreconError(f"--batch-size must be a whole number >= 1, got {batch!r}")
@@ -451,17 +385,21 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         raise IreconError(EXISTS_MESSAGE, path)
 
 
+def _read_header(source: Path) -> bytes | None:
+    """The input's ``ismrmrd_header`` XML (None when it has none)."""
+    with h5py.File(source, "r") as hf:
+        return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
+
+
 def _write_reconstruction(
-    path: Path, images: np.ndarray, source: Path, loaded: LoadedModel, options: ReconstructOptions
+    path: Path, images: np.ndarray, header: bytes | None, loaded: LoadedModel, options: ReconstructOptions
 ) -> None:
     """``fastmri.utils.save_reconstructions`` format (one float32 dataset ``reconstruction``), plus the
     input's ``ismrmrd_header`` and attrs naming the model, checkpoint and mask, for later export."""
-    with h5py.File(source, "r") as hf:
-        header = hf["ismrmrd_header"][()] if "ismrmrd_header" in hf else None
     with atomic_write(path, overwrite=options.overwrite) as tmp, h5py.File(tmp, "w-") as hf:
         hf.create_dataset("reconstruction", data=np.ascontiguousarray(images, dtype=np.float32))
         if header is not None:
-            hf.create_dataset("ismrmrd_header", data=header)
+            hf.create_dataset("ismrmrd_header", data=np.bytes_(header))
         hf.attrs["model"] = loaded.name
         hf.attrs["checkpoint"] = "" if options.checkpoint is None else str(options.checkpoint)
         hf.attrs["mask_type"] = options.mask_type

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from irecon.cli.options import default_of, device_option, exit_with, stderr_console, stdout_console
 from irecon.data.masks import MASK_TYPES
+from irecon.export import DATASETS, FORMATS, ExportOptions
 from irecon.reconstruct import ReconstructOptions, ReconstructReport
 
 
@@ -39,6 +40,10 @@ def _default(name: str) -> Any:
               help="Write per-volume records and the mean as JSON.")
 @click.option("--preview", "preview_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Folder for one PNG per volume: the middle slice with metrics.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["h5", *FORMATS]),
+              default=_default("formats"), show_default=True,
+              help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "
+                   "dicom (one MR series folder per volume).")
 def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
 
@@ -54,6 +59,36 @@ def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     if options.json_path is not None:
         click.echo(f"wrote {options.json_path}")
     exit_with(report.exit_code)
+
+
+@click.command("export")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RECON...")
+@click.option("--format", "formats", multiple=True, required=True, type=click.Choice(FORMATS),
+              help="nifti (.nii.gz) and/or dicom (one MR series folder per volume); repeatable.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder for the exported files (created if missing).")
+@click.option("--dataset", default=default_of(ExportOptions, "dataset"), show_default=True,
+              type=click.Choice(DATASETS),
+              help="Dataset to export; reconstruction_esc/_rss export an input file's target for side-by-side viewing.")
+@click.option("--header-from", type=click.Path(path_type=Path), metavar="INPUT",
+              help="fastMRI input file (or its folder) whose header gives the geometry, for files without one.")
+@click.option("--overwrite", is_flag=True, help="Replace existing exports.")
+def export_command(inputs: tuple[Path, ...], formats: tuple[str, ...], **params: Any) -> None:
+    """Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers.
+
+    Spacing comes from the fastMRI header; fastMRI headers carry no orientation, and every
+    export says so. A failed volume gets a one-line error; the others are still written.
+    """
+    from irecon.export import export_reconstruction
+
+    result = export_reconstruction(ExportOptions(inputs=inputs, formats=formats, **params))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    for error in result.errors:
+        click.echo(f"error: {error}", err=True)
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    exit_with(result.exit_code)
 
 
 def report_table(report: ReconstructReport) -> Table:
@@ -96,4 +131,4 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-COMMANDS = (reconstruct_command,)
+COMMANDS = (reconstruct_command, export_command)

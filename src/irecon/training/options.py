@@ -119,7 +119,7 @@ def parse_duration(text: str) -> float:
             else:
                 raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)") from None
         if number:
-            raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)")
+            raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)") from None
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"{text!r} is not a positive, finite duration")
     return seconds

@@ -24,6 +24,7 @@ from irecon.models.presets import ModelConfig, build_model, preset
 from irecon.training.checkpoints import check_run_dir
 from irecon.training.options import DEFAULT_3D_SLAB, TrainOptions, flag
 
+
 @dataclass
 class Plan:
     """The checked inputs of a run; ``resume`` is the payload of the ``last.pt`` to continue from."""
