@@ -1,6 +1,9 @@
+import copy
+
 import pytest
 import torch
 
+from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import invertible_chain, reverse_chain
 
 from .conftest import Chain, make_chain
@@ -257,3 +260,29 @@ def test_bf16_autocast_gradients_close_to_float32() -> None:
         _, gx16, _, gp16 = _grads(chain, True, x, kspace, w)
     assert _rel(_flat(gp16), _flat(gp32)) < 3e-2
     assert _rel(gx16, gx32) < 3e-2
+
+
+def test_kept_outputs_stop_round_off_from_building_up() -> None:
+    """A +1e5 shift rounds an O(1) float32 state to multiples of 2^-7; keeping the coupling output undoes that."""
+    torch.manual_seed(0)
+    coupling = AdditiveCoupling(4, hidden=4)
+    shift = ChannelAffine(4)
+    with torch.no_grad():
+        shift.log_scale.zero_()
+        shift.shift.fill_(1e5)
+    x = torch.randn(1, 4, 8, 8)
+    data = (torch.zeros(1, 1, 8, 8, dtype=torch.complex64), torch.ones(1, 1, 1, 8))
+    w = torch.randn(1, 4, 8, 8)
+
+    def coupling_grads(ops, data, x, w, **kw) -> torch.Tensor:
+        y = invertible_chain(x, ops, data, **kw)
+        return _flat(list(torch.autograd.grad((y * w).sum(), ops[0].op_parameters)))
+
+    reference = coupling_grads(
+        [copy.deepcopy(coupling).double(), copy.deepcopy(shift).double()],
+        (data[0].to(torch.complex128), data[1].double()), x.double(), w.double(), memory_free=False,
+    )
+    drifted = coupling_grads([coupling, shift], data, x, w)
+    kept = coupling_grads([coupling, shift], data, x, w, keep=[0])
+    assert _rel(drifted.double(), reference) > 1e-4
+    assert _rel(kept.double(), reference) < 1e-5

@@ -108,3 +108,21 @@ def test_mask_gradients_match_plain_autograd(pattern: str) -> None:
     assert ((mask1 - mask0).norm() / mask0.norm()).item() < 1e-10
     for a, b in zip(grads1, grads0):
         assert ((a - b).norm() / b.norm()).item() < 1e-10
+
+
+def test_keep_step_states_keeps_the_gradients_exact() -> None:
+    kspace, mask = _data(1, (13, 11))
+    model = _model(2)
+    assert model.step_boundaries() == [0, 7, 14, 21]
+    results = []
+    for keep in (True, False):
+        model.zero_grad(set_to_none=True)
+        model.keep_step_states = keep
+        model(kspace, mask)[-1].square().mean().backward()
+        results.append([p.grad for p in model.parameters()])
+    model.memory_free = False
+    model.zero_grad(set_to_none=True)
+    model(kspace, mask)[-1].square().mean().backward()
+    for kept, free, plain in zip(*results, [p.grad for p in model.parameters()]):
+        assert ((kept - plain).norm() / plain.norm()).item() < 1e-10
+        assert ((free - plain).norm() / plain.norm()).item() < 1e-10

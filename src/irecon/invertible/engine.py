@@ -227,9 +227,9 @@ def invertible_chain(
 
     memory_free=False: plain autograd (every intermediate state is kept for backward).
     memory_free=True: only the output is kept; backward recomputes each op's input from its output.
-    ``keep`` (memory-free only) lists ops whose exact output is also kept, one state copy each;
-    backward restarts its reconstruction from those, so float round-off does not build up past
-    them. inplace=True lets the chain overwrite ``x`` (the caller gives up the tensor); otherwise
+    ``keep`` (memory-free only) lists positions in ``ops`` whose exact output is also kept, one
+    state copy each; backward restarts its reconstruction from those, so float round-off does not
+    build up past them. inplace=True lets the chain overwrite ``x`` (the caller gives up the tensor); otherwise
     ``x`` is never changed.
     """
     data = tuple(data)
@@ -246,7 +246,7 @@ def invertible_chain(
     h = x if inplace and not (x.is_leaf and x.requires_grad) else x.clone()
     tape = _Tape()
     last = len(ops) - 1
-    kept = {i % len(ops) for i in keep} if ops else set()
+    kept = set(keep)
     for i, op in enumerate(ops):
         step = _Step(op, tape, i == 0, i == last, i in kept, len(data))
         h = _InvertToLearn.apply(h, step, *data, *op.op_parameters)

@@ -57,7 +57,10 @@ class OutputHead(nn.Module):
 class IRIM(nn.Module):
     """i-RIM mapping masked k-space (B, coils, [S,] H, W) and mask to magnitude images (B, [S,] H, W).
 
-    ``metadata_channels`` is accepted only as 0, the value older model configs carry.
+    ``keep_step_states`` (memory-free only) keeps the exact state after every DC layer, T + 1
+    states in all, so backward's float round-off cannot build up across steps; memory then grows
+    by one state per step. ``metadata_channels`` is accepted only as 0, the value older model
+    configs carry.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class IRIM(nn.Module):
         num_reflections: int = 3,
         norm_crop: tuple[int, int] = (320, 320),
         memory_free: bool = True,
+        keep_step_states: bool = False,
         metadata_channels: int = 0,
     ) -> None:
         super().__init__()
@@ -91,6 +95,7 @@ class IRIM(nn.Module):
         self.multiplicity = multiplicity
         self.norm_crop = tuple(norm_crop)
         self.memory_free = memory_free
+        self.keep_step_states = keep_step_states
 
         def make_step() -> nn.ModuleList:
             return nn.ModuleList(
@@ -111,6 +116,10 @@ class IRIM(nn.Module):
             ops.append(self.data_consistency)
         return ops
 
+    def step_boundaries(self) -> list[int]:
+        """Positions in :meth:`ops` of the DC layers: before the first step and after each step."""
+        return [i for i, op in enumerate(self.ops()) if op is self.data_consistency]
+
     def initial_state(self, kspace: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(state, scaled k-space, scale): the zero-filled image in its copies, zeros elsewhere."""
         image = zero_filled(kspace, mask)
@@ -126,7 +135,10 @@ class IRIM(nn.Module):
     def run_state(self, kspace: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(final state, scaled k-space, scale): the invertible part, memory-free or plain."""
         state, scaled, scale = self.initial_state(kspace, mask)
-        state = invertible_chain(state, self.ops(), (scaled, mask), memory_free=self.memory_free, inplace=True)
+        keep = self.step_boundaries() if self.keep_step_states else ()
+        state = invertible_chain(
+            state, self.ops(), (scaled, mask), memory_free=self.memory_free, inplace=True, keep=keep
+        )
         return state, scaled, scale
 
     def reverse_state(self, state: Tensor, scaled_kspace: Tensor, mask: Tensor) -> Tensor:
