@@ -136,3 +136,29 @@ def test_cli_takes_several_accelerations_and_resolution(monkeypatch: pytest.Monk
     assert "--accelerations" not in command and command.endswith("--shared-weights --resume")
 
 
+
+
+def test_out_under_a_regular_file_is_one_line_and_nothing_is_trained(data: Path, tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    result = train_cli(cli_args(data, tmp_path / "file.txt" / "run"))
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ") and "not a folder" in result.output
+
+
+def test_a_full_disk_while_checkpointing_is_one_line(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import torch
+
+    def full_disk(obj: object, path: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    result = train_cli(cli_args(data, out, "--max-steps", "1"))
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "no space left on device" in error[0] and "Traceback" not in result.output
+    assert not list(out.glob("*.pt")) and not list(out.glob(".*.tmp"))

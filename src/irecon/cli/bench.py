@@ -26,7 +26,7 @@ def _mode_name(modes: tuple[str, ...]) -> str:
 @click.option("--model", default=_default("model"), show_default=True, help="preset to measure")
 @click.option("--steps", multiple=True, type=int, default=_default("steps"), show_default=True,
               help="time steps T to sweep: --steps 1 2 4 (or the option repeated)")
-@click.option("--layers", multiple=True, type=int, help="invertible layers per step to sweep (i-RIM)")
+@click.option("--layers", multiple=True, type=int, default=_default("layers"), help="invertible layers per step to sweep (i-RIM)")
 @click.option("--size", type=(int, int), default=_default("size"), show_default=True, metavar="H W")
 @click.option("--slices", type=int, default=_default("slices"), show_default=True, help="slab depth for 3-D models")
 @click.option("--batches", type=int, default=_default("batches"), show_default=True,

@@ -63,7 +63,8 @@ def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
 
 @click.command("export")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RECON...")
-@click.option("--format", "formats", multiple=True, required=True, type=click.Choice(FORMATS),
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
+              default=default_of(ExportOptions, "formats"), show_default=True,
               help="nifti (.nii.gz) and/or dicom (one MR series folder per volume); repeatable.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
               help="Folder for the exported files (created if missing).")

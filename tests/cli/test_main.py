@@ -1,0 +1,68 @@
+"""The ``main`` group: version, one-line errors, and defaults that agree with the options dataclasses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from irecon import __version__
+from irecon.bench import BenchOptions
+from irecon.cli import main
+from irecon.export import ExportOptions
+from irecon.reconstruct import ReconstructOptions
+from irecon.training.options import TrainOptions
+
+OPTIONS = {"train": TrainOptions, "reconstruct": ReconstructOptions, "bench-memory": BenchOptions,
+           "export": ExportOptions}
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_python_dash_m_runs_the_same_group() -> None:
+    done = subprocess.run([sys.executable, "-m", "irecon.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and __version__ in done.stdout
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_every_option_default_is_the_dataclass_default(command: str) -> None:
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(OPTIONS[command])}
+    checked = 0
+    ctx = click.Context(main.commands[command])
+    for param in main.commands[command].params:
+        if not isinstance(param, click.Option) or param.name not in fields or param.is_flag:
+            continue
+        field = fields[param.name]
+        expected = field.default if field.default is not dataclasses.MISSING else None
+        default = param.get_default(ctx)
+        if repr(default) == "Sentinel.UNSET":  # click's "no default": the option is None when left out
+            default = None
+        if expected is None and default in (None, ()):
+            checked += 1
+            continue
+        default = tuple(default) if isinstance(default, (list, tuple)) else default
+        expected = tuple(expected) if isinstance(expected, (list, tuple)) else expected
+        assert default == expected, f"{command} --{param.name}: click {default!r} vs dataclass {expected!r}"
+        checked += 1
+    assert checked >= 3
+
+
+def test_no_module_outside_cli_imports_click() -> None:
+    from pathlib import Path
+
+    import irecon
+
+    root = Path(irecon.__file__).parent
+    offenders = [
+        str(path.relative_to(root)) for path in root.rglob("*.py")
+        if "cli" not in path.relative_to(root).parts[:1] and "import click" in path.read_text()
+    ]
+    assert offenders == []
