@@ -51,3 +51,15 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         save_checkpoint(path, {"model_config": {}, "model": {}, "bad": Unpicklable()})
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_an_older_checkpoint_with_metadata_channels_zero_still_loads(tmp_path: Path) -> None:
+    config = preset("tiny-2d", steps=1)
+    stored = {**config.to_dict(), "metadata_channels": 0}
+    save_checkpoint(tmp_path / "old.pt", {"model_config": stored, "model": build_model(config).state_dict()})
+    model, loaded, _ = model_from_checkpoint(tmp_path / "old.pt")
+    assert loaded == config
+    with_metadata = {**config.to_dict(), "metadata_channels": 3}
+    save_checkpoint(tmp_path / "meta.pt", {"model_config": with_metadata, "model": build_model(config).state_dict()})
+    with pytest.raises(IreconError, match="metadata channels"):
+        model_from_checkpoint(tmp_path / "meta.pt")

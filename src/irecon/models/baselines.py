@@ -15,7 +15,7 @@ class ZeroFilled(nn.Module):
         super().__init__()
         self.coils, self.dims = coils, dims
 
-    def forward(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> list[Tensor]:
+    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
         return [root_sum_of_squares_image(zero_filled(kspace, mask))]
 
 
@@ -29,7 +29,7 @@ class UNetBaseline(nn.Module):
         self.coils, self.dims = coils, dims
         self.unet = Unet(in_chans=1, out_chans=1, chans=chans, num_pool_layers=num_pool_layers)
 
-    def forward(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> list[Tensor]:
+    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
         image = root_sum_of_squares_image(zero_filled(kspace, mask)).unsqueeze(1)
         mean = image.mean(dim=(-2, -1), keepdim=True)
         std = image.std(dim=(-2, -1), keepdim=True) + 1e-11

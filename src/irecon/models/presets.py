@@ -42,7 +42,6 @@ class ModelConfig:
     shared_weights: bool = False
     parametric_output: bool = True
     num_reflections: int = 3
-    metadata_channels: int = 0
     norm_crop: tuple[int, int] = (320, 320)
     rim_hidden: int = 64
     unet_chans: int = 32
@@ -59,6 +58,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """The config a checkpoint stored; older checkpoints carry ``metadata_channels: 0``, which is dropped."""
+        values = dict(values)
+        if values.pop("metadata_channels", 0):
+            raise IreconError("the checkpoint's model uses metadata channels, which this irecon no longer supports")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -128,7 +131,7 @@ def build_model(config: ModelConfig, memory_free: bool = True) -> nn.Module:
                 multiplicity=config.multiplicity, steps=config.steps, strides=config.strides,
                 hidden=config.hidden, shared_weights=config.shared_weights,
                 parametric_output=config.parametric_output, num_reflections=config.num_reflections,
-                metadata_channels=config.metadata_channels, norm_crop=config.norm_crop, memory_free=memory_free,
+                norm_crop=config.norm_crop, memory_free=memory_free,
             )
         if config.kind == "rim":
             return RIM(coils=config.coils, dims=config.dims, steps=config.steps, hidden=config.rim_hidden,

@@ -74,7 +74,7 @@ class RIM(nn.Module):
         self.out = conv(hidden, image_channels, 3, bias=False)
         nn.init.kaiming_normal_(self.out.weight, nonlinearity="relu")
 
-    def forward(self, kspace: Tensor, mask: Tensor, metadata: Tensor | None = None) -> list[Tensor]:
+    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
         estimate = zero_filled(kspace, mask)
         scale = input_scale(estimate, self.norm_crop)
         estimate, scaled = estimate / scale, kspace / scale
