@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from benchmarks.compare import main
+
 from irecon.data.synth import synthesize
 from tests.train_helpers import SIZES
 
