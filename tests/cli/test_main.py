@@ -13,7 +13,7 @@ from irecon import __version__
 from irecon.bench import BenchOptions
 from irecon.cli import main
 from irecon.export import ExportOptions
-from irecon.reconstruct import ReconstructOptions
+from irecon.reconstruct.options import ReconstructOptions
 from irecon.training.options import TrainOptions
 
 OPTIONS = {"train": TrainOptions, "reconstruct": ReconstructOptions, "bench-memory": BenchOptions,

@@ -19,7 +19,7 @@ from fastmri.evaluate import evaluate
 from matplotlib.image import imread
 from rich.console import Console
 
-import irecon.reconstruct as recon_module
+import irecon.reconstruct.run as recon_module
 from irecon.checkpoint import save_checkpoint
 from irecon.data.datasets import load_volume
 from irecon.data.masks import MaskSpec
@@ -28,7 +28,9 @@ from irecon.errors import IreconError
 from irecon.models.presets import build_model, preset
 from irecon.cli import main
 from irecon.cli.reconstruct import report_table
-from irecon.reconstruct import ReconstructOptions, ReconstructReport, reconstruct
+from irecon.reconstruct.options import ReconstructOptions
+from irecon.reconstruct.report import ReconstructReport
+from irecon.reconstruct.run import reconstruct
 
 SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3, "volumes": 2}
 RECON_SHAPE = (3, 16, 16)

@@ -1,4 +1,4 @@
-"""``irecon reconstruct``: options from :class:`ReconstructOptions`, the work from :func:`irecon.reconstruct.reconstruct`."""
+"""``irecon reconstruct`` and ``irecon export``: options from the dataclasses, the work from the library."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 from irecon.cli.options import default_of, device_option, exit_with, stderr_console, stdout_console
 from irecon.data.masks import MASK_TYPES
 from irecon.export import DATASETS, FORMATS, ExportOptions
-from irecon.reconstruct import ReconstructOptions, ReconstructReport
+from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
 
 
 def _default(name: str) -> Any:
@@ -40,7 +40,7 @@ def _default(name: str) -> Any:
               help="Write per-volume records and the mean as JSON.")
 @click.option("--preview", "preview_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Folder for one PNG per volume: the middle slice with metrics.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["h5", *FORMATS]),
+@click.option("--format", "formats", multiple=True, type=click.Choice(OUTPUT_FORMATS),
               default=_default("formats"), show_default=True,
               help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "
                    "dicom (one MR series folder per volume).")
@@ -51,7 +51,7 @@ def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     under the same mask. A failed volume gets a one-line error and no output; the exit status is 1
     if any volume failed.
     """
-    from irecon.reconstruct import reconstruct
+    from irecon.reconstruct.run import reconstruct
 
     options = ReconstructOptions(inputs=inputs, **params)
     report = reconstruct(options, console=stderr_console())
@@ -92,8 +92,8 @@ def export_command(inputs: tuple[Path, ...], formats: tuple[str, ...], **params:
     exit_with(result.exit_code)
 
 
-def report_table(report: ReconstructReport) -> Table:
-    """One row per reconstructed volume and the mean.
+def report_table(report: Any) -> Table:
+    """One row per reconstructed volume of a :class:`ReconstructReport` and the mean.
 
     Metric columns (model and zero-filled under the same mask) appear only when some volume has a
     target; volumes without one show dashes there.

@@ -1,0 +1,130 @@
+"""What a reconstruct run did: one :class:`VolumeResult` per input and the run's :class:`ReconstructReport`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irecon import __version__
+from irecon.data.masks import MaskSpec
+from irecon.metrics import Scores, mean_scores
+from irecon.models.presets import ModelConfig
+
+
+@dataclass
+class VolumeResult:
+    """What happened to one input volume; ``error`` is set (and ``output`` None) when it failed."""
+
+    input: Path
+    output: Path | None = None
+    slices: int | None = None
+    mask_source: str | None = None
+    sampled_lines: int | None = None
+    acceleration: float | None = None
+    has_target: bool = False
+    seconds: float | None = None
+    metrics: Scores | None = None
+    zero_filled: Scores | None = None
+    preview: Path | None = None
+    exports: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record of the module docstring."""
+        return {
+            "input": str(self.input),
+            "output": _str_or_none(self.output),
+            "slices": self.slices,
+            "mask_source": self.mask_source,
+            "sampled_lines": self.sampled_lines,
+            "acceleration": self.acceleration,
+            "has_target": self.has_target,
+            "seconds": self.seconds,
+            "metrics": _scores_dict(self.metrics),
+            "zero_filled": _scores_dict(self.zero_filled),
+            "preview": _str_or_none(self.preview),
+            "exports": [str(p) for p in self.exports],
+            "error": self.error,
+        }
+
+
+@dataclass
+class ReconstructReport:
+    """The outcome of a run: per-volume results, skipped-file notes, and the model that ran."""
+
+    model_name: str
+    config: ModelConfig
+    checkpoint: Path | None
+    device: str
+    batch_size: int
+    mask_spec: MaskSpec
+    volumes: list[VolumeResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[VolumeResult]:
+        return [v for v in self.volumes if v.error is not None]
+
+    @property
+    def succeeded(self) -> list[VolumeResult]:
+        return [v for v in self.volumes if v.error is None]
+
+    @property
+    def scored(self) -> list[VolumeResult]:
+        return [v for v in self.succeeded if v.metrics is not None]
+
+    @property
+    def exit_code(self) -> int:
+        """1 if any volume failed, else 0."""
+        return 1 if self.failed else 0
+
+    def mean_metrics(self) -> Scores | None:
+        scored = self.scored
+        return mean_scores([v.metrics for v in scored]) if scored else None  # type: ignore[misc]
+
+    def mean_zero_filled(self) -> Scores | None:
+        scored = [v for v in self.scored if v.zero_filled is not None]
+        return mean_scores([v.zero_filled for v in scored]) if scored else None  # type: ignore[misc]
+
+    def mean_seconds(self) -> float | None:
+        times = [v.seconds for v in self.succeeded if v.seconds is not None]
+        return float(np.mean(times)) if times else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the module docstring."""
+        return {
+            "irecon_version": __version__,
+            "model": {
+                "name": self.model_name,
+                "kind": self.config.kind,
+                "dims": self.config.dims,
+                "checkpoint": _str_or_none(self.checkpoint),
+                "config": self.config.to_dict(),
+            },
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "mask": {
+                "mask_type": self.mask_spec.mask_type,
+                "acceleration": self.mask_spec.accelerations[0],
+                "center_fraction": self.mask_spec.center_fractions[0],
+            },
+            "volumes": [v.to_dict() for v in self.volumes],
+            "mean": {
+                "scored_volumes": len(self.scored),
+                "metrics": _scores_dict(self.mean_metrics()),
+                "zero_filled": _scores_dict(self.mean_zero_filled()),
+                "seconds": self.mean_seconds(),
+            },
+            "failed": len(self.failed),
+        }
+
+
+def _scores_dict(scores: Scores | None) -> dict[str, float] | None:
+    return None if scores is None else scores.as_dict()
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,276 @@
+"""``irecon reconstruct``: reconstruct whole fastMRI volumes with a trained model and score them.
+
+For every input volume the command writes ``OUT_DIR/<input file name>`` holding one float32 dataset
+``reconstruction`` of shape ``(slices, h, w)``, centre-cropped to the header's recon size (320x320
+for knee): the format of ``fastmri.utils.save_reconstructions``, which the fastMRI leaderboard and
+``fastmri.evaluate`` read. Each file is written under a temporary name in ``OUT_DIR`` and renamed.
+
+Masks follow the i-RIM / fastMRI evaluation protocol: a test-style file (one with a ``mask``
+dataset) uses its own mask; any other file gets a mask of ``mask_type``/``acceleration``/
+``center_fraction`` seeded by its file name, so every run and every model sees the same mask
+(``irecon.data.datasets.load_volume``). When a file has a target, the model and zero-filling under
+the same mask are scored with fastMRI's volume metrics (``irecon.metrics.score_volume``).
+
+A problem with one volume (unreadable file, existing output without ``overwrite``, wrong coil
+count, out of GPU memory) fails that volume only: it gets a one-line error, no output file, and the
+others still run; the command then exits with status 1.
+
+The ``--json`` report's schema is in ``docs/formats.md``. ``formats`` adds NIfTI and DICOM
+copies of each reconstruction (:mod:`irecon.export`) beside or instead of the ``.h5``.
+
+Metrics are per volume exactly as ``fastmri.evaluate`` computes them (NMSE, PSNR and SSIM with the
+target volume's max as data range); the means are plain means over the scored volumes. ``seconds``
+is the wall time of the model on the volume (k-space in host memory to cropped magnitudes in host
+memory); reading, writing, the zero-filled baseline and scoring are not included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from irecon.checkpoint import LoadedModel, load_model
+from irecon.data.datasets import Volume, load_volume
+from irecon.data.masks import MASK_TYPES
+from irecon.data.volumes import find_volumes
+from irecon.device import resolve_device
+from irecon.errors import IreconError
+from irecon.export import SeriesInfo, export_volume
+from irecon.files import check_writable_file, check_writable_folder, write_json
+from irecon.inference import reconstruct_volume, score_prediction
+from irecon.models.presets import build_model, preset
+from irecon.physics import common_crop
+from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
+from irecon.reconstruct.outputs import read_header, refuse_existing, write_preview, write_reconstruction
+from irecon.reconstruct.report import ReconstructReport, VolumeResult
+
+# Models whose channel count is fixed by the coil count they were built for.
+_COIL_BOUND_KINDS = ("irim", "rim")
+
+
+def reconstruct(options: ReconstructOptions, console: Console | None = None) -> ReconstructReport:
+    """Reconstruct every input volume; see the module docstring for outputs and failure handling.
+
+    With a ``console`` (stderr in the CLI) skip notes and per-volume errors are printed as they
+    happen and a progress bar is shown on a terminal; without one the run is silent. Raises
+    IreconError only for problems with the run as a whole (options, model, folders); problems with
+    one volume are recorded in its :class:`VolumeResult`.
+    """
+    _check_options(options)
+    files, notes = find_volumes(options.inputs)
+    device = resolve_device(options.device)
+    loaded = load_model(options.checkpoint, options.model, device)
+    json_path = None
+    if options.json_path is not None:
+        json_path = check_writable_file(options.json_path, overwrite=options.overwrite)
+    out_dir = check_writable_folder(options.out_dir)
+    preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
+    report = ReconstructReport(
+        model_name=loaded.name, config=loaded.config,
+        checkpoint=None if options.checkpoint is None else Path(options.checkpoint),
+        device=str(device), batch_size=options.batch_size, mask_spec=options.mask_spec, notes=notes,
+    )
+    _say(console, *(f"note: {note}" for note in notes))
+    with _cudnn_benchmark_off(), _progress(console) as progress:
+        run = _Run(options, loaded, device, out_dir, preview_dir, progress)
+        volumes_task = progress.add_task("volumes", total=len(files))
+        for path in files:
+            result = run.volume(path)
+            if result.error is not None:
+                _say(console, f"error: {result.error}")
+            report.volumes.append(result)
+            progress.advance(volumes_task)
+            _free_memory(device)
+    if json_path is not None:
+        write_json(json_path, report.to_dict())
+    return report
+
+
+class _Run:
+    """Per-run state and the work done for one volume."""
+
+    def __init__(
+        self, options: ReconstructOptions, loaded: LoadedModel, device: torch.device,
+        out_dir: Path, preview_dir: Path | None, progress: Progress,
+    ) -> None:
+        self.options = options
+        self.loaded = loaded
+        self.device = device
+        self.out_dir = out_dir
+        self.preview_dir = preview_dir
+        self.zero_filled = build_model(preset("zero-filled")).to(device).eval()
+        self.names: dict[str, Path] = {}
+        self.progress = progress
+        self.series = SeriesInfo(
+            model=loaded.name, checkpoint="" if options.checkpoint is None else str(options.checkpoint),
+            acceleration=options.acceleration, mask_type=options.mask_type,
+        )
+
+    def volume(self, path: Path) -> VolumeResult:
+        """Reconstruct one volume; any IreconError or GPU OOM becomes this volume's error."""
+        try:
+            return self._volume(path)
+        except IreconError as err:
+            return VolumeResult(input=path, error=str(err))
+        except torch.OutOfMemoryError:
+            return VolumeResult(
+                input=path,
+                error=f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) "
+                "or --device cpu",
+            )
+
+    @torch.inference_mode()
+    def _volume(self, path: Path) -> VolumeResult:
+        output, preview = self._output_paths(path)
+        volume = load_volume(path, self.options.mask_spec)
+        self._check_coils(volume)
+        start = time.perf_counter()
+        images = self._run_model(volume)
+        result = _describe_volume(path, volume, time.perf_counter() - start)
+        needs_zero_filled = volume.target is not None or preview is not None
+        zero_filled = self._zero_filled(volume, images) if needs_zero_filled else None
+        target = None
+        if volume.target is not None:
+            images_scored, target = common_crop(images, volume.target)
+            result.metrics = score_prediction(images_scored, target)
+            result.zero_filled = score_prediction(zero_filled, target)
+        header = read_header(path)
+        if "h5" in self.options.formats:
+            write_reconstruction(output, images.numpy(), header, self.loaded, self.options)
+            result.output = output
+        exports = [f for f in self.options.formats if f != "h5"]
+        if exports:
+            if header is None:
+                raise IreconError("has no ismrmrd_header to take the NIfTI/DICOM geometry from", path)
+            result.exports = export_volume(
+                images.numpy(), header, self.out_dir, path.stem, exports, self.series, self.options.overwrite,
+                series_number=len(self.names),
+            )
+        if preview is not None:
+            write_preview(preview, path.name, images, zero_filled, target, result)
+            result.preview = preview
+        return result
+
+    def _output_paths(self, path: Path) -> tuple[Path, Path | None]:
+        """Output (and preview) paths for ``path``, refused when they clash or exist."""
+        output = self.out_dir / path.name
+        first = self.names.setdefault(path.name, path)
+        if first != path:
+            raise IreconError(
+                f"another input has the same file name ({first}); outputs are named after the "
+                "input file, so reconstruct them into different --out folders",
+                path,
+            )
+        if output.resolve() == path.resolve():
+            raise IreconError("the output would replace this input file; choose another --out", path)
+        refuse_existing(output, self.options.overwrite)
+        preview = None
+        if self.preview_dir is not None:
+            preview = self.preview_dir / f"{path.stem}.png"
+            refuse_existing(preview, self.options.overwrite)
+        return output, preview
+
+    def _check_coils(self, volume: Volume) -> None:
+        config = self.loaded.config
+        coils = volume.kspace.shape[1]
+        if config.kind in _COIL_BOUND_KINDS and coils != config.coils:
+            raise IreconError(
+                f"file has {coils} coil(s) but the model was built for {config.coils}",
+                volume.info.path,
+            )
+
+    def _run_model(self, volume: Volume) -> Tensor:
+        """(S, h, w) magnitudes: 2-D models in batches of ``batch_size`` slices, 3-D models at once."""
+        model, slices = self.loaded.model, volume.kspace.shape[0]
+        task = self.progress.add_task(f"  {volume.info.path.name}", total=slices)
+        try:
+            if getattr(model, "dims", 2) == 3:
+                images = reconstruct_volume(model, volume, device=self.device)
+                self.progress.advance(task, slices)
+                return images
+            parts = []
+            for begin in range(0, slices, self.options.batch_size):
+                chunk = volume._replace(kspace=volume.kspace[begin : begin + self.options.batch_size])
+                size = chunk.kspace.shape[0]
+                parts.append(reconstruct_volume(model, chunk, batch_size=size, device=self.device))
+                self.progress.advance(task, size)
+            return torch.cat(parts)
+        finally:
+            self.progress.remove_task(task)
+
+    def _zero_filled(self, volume: Volume, images: Tensor) -> Tensor:
+        """Zero-filled magnitudes under the volume's mask (the model's own output if it is zero-filled)."""
+        if self.loaded.config.kind == "zero-filled":
+            return images
+        return reconstruct_volume(
+            self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device
+        )
+
+
+def _describe_volume(path: Path, volume: Volume, seconds: float) -> VolumeResult:
+    sampled = int(volume.mask.sum().item())
+    width = volume.mask.shape[-1]
+    return VolumeResult(
+        input=path,
+        slices=int(volume.kspace.shape[0]),
+        mask_source="file" if volume.info.has_mask else "drawn",
+        sampled_lines=sampled,
+        acceleration=width / sampled if sampled else None,
+        has_target=volume.target is not None,
+        seconds=seconds,
+    )
+
+
+def _check_options(options: ReconstructOptions) -> None:
+    if options.mask_type not in MASK_TYPES:
+        raise IreconError(f"unknown mask type {options.mask_type!r} (choose from {', '.join(MASK_TYPES)})")
+    options.mask_spec.validate()
+    unknown = [f for f in options.formats if f not in OUTPUT_FORMATS]
+    if unknown or not options.formats:
+        raise IreconError(
+            f"--format must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
+        )
+    batch = options.batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise IreconError(f"--batch-size must be a whole number >= 1, got {batch!r}")
+
+
+def _say(console: Console | None, *lines: str) -> None:
+    """Print whole lines verbatim (no markup, no wrapping), if there is a console."""
+    if console is not None:
+        for line in lines:
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _progress(console: Console | None) -> Progress:
+    """A progress bar over volumes and slices, shown only on a terminal."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=console is None or not console.is_terminal,
+    )
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark_off() -> Iterator[None]:
+    """cuDNN autotuning keeps workspaces per input size, and volume sizes vary (digest §g.1)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _free_memory(device: torch.device) -> None:
+    """Release what the last volume left behind before the next, possibly larger, one."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
