@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from irecon.models.irim import IRIM, input_scale
-from irecon.physics import center_crop_channels, zero_filled
+from irecon.physics import center_crop, zero_filled
 
 
 def _model(dims: int, coils: int = 1, multiplicity: int = 1, memory_free: bool = True, **kw) -> IRIM:
@@ -59,7 +59,7 @@ def test_initial_state_layout_and_scale() -> None:
     kspace, mask = _data(coils, (13, 11))
     state, scaled, scale = model.initial_state(kspace, mask)
     image = zero_filled(kspace, mask)
-    expected_scale = center_crop_channels(image, (8, 8)).flatten(1).std(dim=1) + 1e-6
+    expected_scale = center_crop(image, (8, 8)).flatten(1).std(dim=1) + 1e-6
     assert torch.allclose(scale.flatten(), expected_scale)
     image = image / scale
     assert torch.allclose(state[:, 0:2], image[:, 0:2]) and torch.allclose(state[:, 2:4], image[:, 0:2])

@@ -245,10 +245,14 @@ def invertible_chain(
         return h
     h = x if inplace and not (x.is_leaf and x.requires_grad) else x.clone()
     tape = _Tape()
+    # Autograd records ops from the first one with an input that requires grad; that op's
+    # backward is the last to run, and frees the tape.
+    inputs_need_grad = x.requires_grad or any(d.requires_grad for d in data)
+    first = next(i for i, op in enumerate(ops) if inputs_need_grad or any(p.requires_grad for p in op.op_parameters))
     last = len(ops) - 1
     kept = set(keep)
     for i, op in enumerate(ops):
-        step = _Step(op, tape, i == 0, i == last, i in kept, len(data))
+        step = _Step(op, tape, i == first, i == last, i in kept, len(data))
         h = _InvertToLearn.apply(h, step, *data, *op.op_parameters)
     return h
 

@@ -18,7 +18,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from irecon.invertible.engine import InvertibleOp, invertible_chain, reverse_chain
 from irecon.invertible.layers import DataConsistencyLayer, InvertibleLayer
 from irecon.physics import (
-    center_crop_channels,
+    center_crop,
     data_consistency_gradient,
     root_sum_of_squares_image,
     zero_filled,
@@ -31,7 +31,7 @@ def input_scale(image: Tensor, crop: tuple[int, int]) -> Tensor:
     The official i-RIM divides its input by this and multiplies its output back.
     """
     size = (min(crop[0], image.shape[-2]), min(crop[1], image.shape[-1]))
-    central = center_crop_channels(image, size).flatten(1)
+    central = center_crop(image, size).flatten(1)
     std = central.std(dim=1) + 1e-6
     return std.view(-1, *([1] * (image.dim() - 1)))
 
@@ -57,10 +57,10 @@ class OutputHead(nn.Module):
 class IRIM(nn.Module):
     """i-RIM mapping masked k-space (B, coils, [S,] H, W) and mask to magnitude images (B, [S,] H, W).
 
-    ``keep_step_states`` (memory-free only) keeps the exact state after every DC layer, T + 1
-    states in all, so backward's float round-off cannot build up across steps; memory then grows
-    by one state per step. ``metadata_channels`` is accepted only as 0, the value older model
-    configs carry.
+    ``keep_step_states`` (memory-free only) also keeps the exact state after every DC layer but
+    the last, at most T more states, so backward's float round-off cannot build up across steps; memory
+    then grows by one state per step and stays flat in the layers per step.
+    ``metadata_channels`` is accepted only as 0, the value older model configs carry.
     """
 
     def __init__(
