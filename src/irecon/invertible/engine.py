@@ -206,12 +206,13 @@ class _InvertToLearn(torch.autograd.Function):
         return (grad_x, None, *data_grads, *param_grads)
 
 
-def _needs_grad(x: Tensor, ops: Sequence[InvertibleOp], data: Sequence[Tensor]) -> bool:
+def _first_recorded(x: Tensor, ops: Sequence[InvertibleOp], data: Sequence[Tensor]) -> int | None:
+    """The first op autograd records (the first with an input that requires grad), or None."""
     if not torch.is_grad_enabled():
-        return False
+        return None
     if x.requires_grad or any(d.requires_grad for d in data):
-        return True
-    return any(p.requires_grad for op in ops for p in op.op_parameters)
+        return 0
+    return next((i for i, op in enumerate(ops) if any(p.requires_grad for p in op.op_parameters)), None)
 
 
 def invertible_chain(
@@ -229,15 +230,16 @@ def invertible_chain(
     memory_free=True: only the output is kept; backward recomputes each op's input from its output.
     ``keep`` (memory-free only) lists positions in ``ops`` whose exact output is also kept, one
     state copy each; backward restarts its reconstruction from those, so float round-off does not
-    build up past them. inplace=True lets the chain overwrite ``x`` (the caller gives up the tensor); otherwise
-    ``x`` is never changed.
+    build up past them. inplace=True lets the chain overwrite ``x`` (the caller gives up the
+    tensor); otherwise ``x`` is never changed.
     """
     data = tuple(data)
     if not memory_free:
         for op in ops:
             x = op.transform(x, data)
         return x
-    if not _needs_grad(x, ops, data):
+    first = _first_recorded(x, ops, data)
+    if first is None:
         with torch.no_grad():
             h = x if inplace else x.clone()
             for op in ops:
@@ -245,12 +247,9 @@ def invertible_chain(
         return h
     h = x if inplace and not (x.is_leaf and x.requires_grad) else x.clone()
     tape = _Tape()
-    # Autograd records ops from the first one with an input that requires grad; that op's
-    # backward is the last to run, and frees the tape.
-    inputs_need_grad = x.requires_grad or any(d.requires_grad for d in data)
-    first = next(i for i, op in enumerate(ops) if inputs_need_grad or any(p.requires_grad for p in op.op_parameters))
     last = len(ops) - 1
-    kept = set(keep)
+    # The first recorded op's backward runs last and frees the tape; ops before it need no copies.
+    kept = {i for i in keep if i >= first}
     for i, op in enumerate(ops):
         step = _Step(op, tape, i == first, i == last, i in kept, len(data))
         h = _InvertToLearn.apply(h, step, *data, *op.op_parameters)
