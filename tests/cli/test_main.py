@@ -36,8 +36,9 @@ def test_every_option_default_is_the_dataclass_default(command: str) -> None:
 
     fields = {f.name: f for f in dataclasses.fields(OPTIONS[command])}
     checked = 0
-    ctx = click.Context(main.commands[command])
-    for param in main.commands[command].params:
+    cli_command = main.get_command(click.Context(main), command)
+    ctx = click.Context(cli_command)
+    for param in cli_command.params:
         if not isinstance(param, click.Option) or param.name not in fields or param.is_flag:
             continue
         field = fields[param.name]
@@ -66,3 +67,24 @@ def test_no_module_outside_cli_imports_click() -> None:
         if "cli" not in path.relative_to(root).parts[:1] and "import click" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_the_command_list_shows_each_commands_own_first_help_line() -> None:
+    from irecon.cli import COMMANDS
+
+    ctx = click.Context(main)
+    for name, (_, _, listed) in COMMANDS.items():
+        command = main.get_command(ctx, name)
+        assert command is not None and command.name == name
+        assert listed == command.get_short_help_str(limit=200), name
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["reconstruct", "--help"],
+                                  ["export", "--help"], ["synth", "--help"], ["check", "--help"],
+                                  ["models", "--help"]])
+def test_help_and_version_do_not_load_torch(args: list[str]) -> None:
+    code = ("import sys\nfrom irecon.cli import main\ntry:\n    main(%r)\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\nprint('torch' in sys.modules)") % (args,)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout

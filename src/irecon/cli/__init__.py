@@ -2,7 +2,8 @@
 
 ``main`` is one group; every command body builds its options dataclass, calls one library
 function and renders the result. An :class:`IreconError` from anywhere becomes one line
-``error: <path>: <problem>`` on stderr and exit status 1, here and nowhere else.
+``error: <path>: <problem>`` on stderr and exit status 1, here and nowhere else. Commands are
+loaded when they run, so ``irecon --help`` and every ``--help``/``--version`` start without torch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,39 @@ from irecon import __version__
 from irecon.errors import IreconError
 
 
+# name -> (module, function, the one-line help shown by ``irecon --help``)
+COMMANDS = {
+    "synth": ("irecon.cli.data", "synth", "Write realistic synthetic fastMRI-format volumes into OUT_DIR."),
+    "check": ("irecon.cli.data", "check", "Validate fastMRI files and folders; exit 0 only when every volume is valid."),
+    "models": ("irecon.cli.data", "models", "List the model presets: kind, dimensionality, steps, layers per step, parameters."),
+    "train": ("irecon.cli.train", "train_command", "Train a preset on TRAIN_DIR, validating on --val after every epoch."),
+    "reconstruct": ("irecon.cli.reconstruct", "reconstruct_command",
+                    "Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input."),
+    "export": ("irecon.cli.reconstruct", "export_command",
+               "Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers."),
+    "bench-memory": ("irecon.cli.bench", "bench_memory",
+                     "Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes."),
+}
+
+
 class IreconGroup(click.Group):
-    """A group that turns irecon's user errors into one line and exit status 1."""
+    """A group that loads its commands on demand and turns user errors into one line and exit status 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        import importlib
+
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from :data:`COMMANDS`, without importing any command."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -33,14 +65,3 @@ class IreconGroup(click.Group):
 @click.version_option(__version__, prog_name="irecon")
 def main() -> None:
     """Reconstruct undersampled MRI with memory-free invertible RIMs (i-RIM)."""
-
-
-def _register() -> None:
-    from irecon.cli import bench, data, reconstruct, train
-
-    for module in (data, train, reconstruct, bench):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()

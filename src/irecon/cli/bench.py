@@ -84,5 +84,3 @@ def progress_line(m: Measurement) -> str:
     engine = "memory-free" if m.memory_free else "plain"
     return f"measured {row[0]} {m.mode} {engine} T={row[3]} ({row[4]} layers): {result}"
 
-
-COMMANDS = (bench_memory,)

@@ -91,7 +91,10 @@ def check_table(result: Any) -> Table:
 
 @click.command()
 def models() -> None:
-    """List the model presets: kind, dimensionality, steps, layers per step, parameters (docs/presets.md has their sources)."""
+    """List the model presets: kind, dimensionality, steps, layers per step, parameters.
+
+    docs/presets.md gives the source of each preset.
+    """
     from irecon.models.presets import PRESETS, count_parameters
 
     table = Table(title="irecon model presets")
@@ -106,5 +109,3 @@ def models() -> None:
         )
     stdout_console().print(table)
 
-
-COMMANDS = (synth, check, models)

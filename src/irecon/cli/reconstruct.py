@@ -10,7 +10,7 @@ from rich.table import Table
 
 from irecon.cli.options import default_of, device_option, exit_with, stderr_console, stdout_console
 from irecon.data.masks import MASK_TYPES
-from irecon.export import DATASETS, FORMATS, ExportOptions
+from irecon.export.options import DATASETS, FORMATS, ExportOptions
 from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
 
 
@@ -131,5 +131,3 @@ def _score_cells(scores: Any) -> list[str]:
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
-
-COMMANDS = (reconstruct_command, export_command)

@@ -30,13 +30,11 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
-from irecon.files import atomic_write
 from irecon.data.masks import MASK_TYPES, MaskSpec, make_mask, seed_for_file
 from irecon.data.volumes import CHALLENGES, write_header_xml
 from irecon.errors import IreconError
-from irecon.physics import center_crop, fft2c, ifft2c
+from irecon.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
@@ -218,6 +216,10 @@ def _sample_mask(spec: MaskSpec, kspace_hw: tuple[int, int], name: str) -> tuple
 
 def _fft2c(image: np.ndarray) -> np.ndarray:
     """The centred orthonormal 2-D FFT of irecon.physics on a complex numpy array."""
+    import torch  # imported here, with physics: the command line reads this module's defaults
+
+    from irecon.physics import fft2c
+
     return fft2c(torch.from_numpy(image)).numpy()
 
 
@@ -441,6 +443,10 @@ def _kspace(
 
 def _target(kspace: np.ndarray, recon_hw: tuple[int, int]) -> np.ndarray:
     """fastMRI target from stored k-space: centre-cropped magnitude (single-coil) or RSS over coils."""
+    import torch
+
+    from irecon.physics import center_crop, ifft2c
+
     target = np.empty((kspace.shape[0], *recon_hw), dtype=np.float32)
     for k in range(kspace.shape[0]):
         coil_images = center_crop(ifft2c(torch.from_numpy(np.ascontiguousarray(kspace[k]))), recon_hw).numpy()

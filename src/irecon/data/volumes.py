@@ -17,7 +17,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-from fastmri.data.mri_data import et_query
 
 from irecon.errors import IreconError
 
@@ -331,6 +330,8 @@ def _read_header(
     def query(fields: tuple[str, ...]) -> int:
         name = "/".join(fields)
         try:
+            from fastmri.data.mri_data import et_query  # imported here: fastmri loads torch
+
             text = et_query(root, list(fields))
         except RuntimeError:
             raise IreconError(

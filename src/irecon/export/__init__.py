@@ -4,42 +4,38 @@ Spacing comes from the fastMRI ISMRMRD header; orientation is never in it, and e
 so. See ``docs/export.md`` for what each format holds.
 """
 
-from irecon.export.dicom import SeriesInfo, quantise, write_dicom_series
-from irecon.export.header import (
-    Geometry,
-    ScanParameters,
-    geometry_from_header,
-    scan_parameters_from_header,
-)
-from irecon.export.nifti import images_from_nifti, nifti_array, write_nifti
-from irecon.export.run import (
-    DATASETS,
-    FORMATS,
-    ExportOptions,
-    ExportResult,
-    export_reconstruction,
-    export_volume,
-    output_paths,
-    read_export_volume,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS",
-    "FORMATS",
-    "ExportOptions",
-    "ExportResult",
-    "Geometry",
-    "ScanParameters",
-    "SeriesInfo",
-    "export_reconstruction",
-    "export_volume",
-    "geometry_from_header",
-    "images_from_nifti",
-    "nifti_array",
-    "output_paths",
-    "quantise",
-    "read_export_volume",
-    "scan_parameters_from_header",
-    "write_dicom_series",
-    "write_nifti",
-]
+from typing import Any
+
+_HOMES = {
+    "DATASETS": "irecon.export.options",
+    "ExportOptions": "irecon.export.options",
+    "ExportResult": "irecon.export.run",
+    "FORMATS": "irecon.export.options",
+    "Geometry": "irecon.export.header",
+    "ScanParameters": "irecon.export.header",
+    "SeriesInfo": "irecon.export.dicom",
+    "export_reconstruction": "irecon.export.run",
+    "export_volume": "irecon.export.run",
+    "geometry_from_header": "irecon.export.header",
+    "images_from_nifti": "irecon.export.nifti",
+    "nifti_array": "irecon.export.nifti",
+    "output_paths": "irecon.export.run",
+    "quantise": "irecon.export.dicom",
+    "read_export_volume": "irecon.export.run",
+    "scan_parameters_from_header": "irecon.export.header",
+    "write_dicom_series": "irecon.export.dicom",
+    "write_nifti": "irecon.export.nifti",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Load the module that defines ``name`` on first use (the format libraries are heavy)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'irecon.export' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -12,8 +12,6 @@ import xml.etree.ElementTree as etree
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastmri.data.mri_data import et_query
-
 from irecon.errors import IreconError
 
 ORIENTATION_UNKNOWN = "orientation unknown"
@@ -128,6 +126,8 @@ def scan_parameters_from_header(
 def _text(root: etree.Element, fields: tuple[str, ...]) -> str | None:
     """The stripped text of the first element at ``fields``, or None if absent or empty."""
     try:
+        from fastmri.data.mri_data import et_query  # imported here: fastmri loads torch
+
         text = et_query(root, list(fields))
     except RuntimeError:
         return None

@@ -27,31 +27,12 @@ from irecon.export.header import (
 )
 from irecon.export.images import check_images
 from irecon.export.nifti import write_nifti
+from irecon.export.options import DATASETS, FORMATS, ExportOptions
 from irecon.files import EXISTS_MESSAGE, check_writable_folder
 
-FORMATS = ("nifti", "dicom")
-DATASETS = ("reconstruction", "reconstruction_esc", "reconstruction_rss")
 HEADER_KEY = "ismrmrd_header"
 NIFTI_SUFFIX = ".nii.gz"
 DICOM_SUFFIX = "_dicom"
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What ``irecon export`` was asked to do.
-
-    ``inputs`` are ``.h5`` files or folders of them; ``header_from`` is a fastMRI input file, or a
-    folder holding a file of the same name, used for files without their own ``ismrmrd_header``.
-    ``description`` replaces the series description built from the file's attrs.
-    """
-
-    inputs: Sequence[str | Path]
-    out_dir: str | Path
-    formats: Sequence[str] = ("nifti",)
-    dataset: str = "reconstruction"
-    header_from: str | Path | None = None
-    overwrite: bool = False
-    description: str = ""
 
 
 @dataclass
