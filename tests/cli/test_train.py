@@ -70,6 +70,12 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(data: Path, tmp_path: P
         ("resume without run", "no last.pt to resume from"),
         ("resume and overwrite", "contradict"),
         ("bad epochs", "--epochs must be at least 1"),
+        ("zero steps", "--steps must be a whole number of at least 1, got 0"),
+        ("negative multiplicity", "--multiplicity must be a whole number of at least 1, got -1"),
+        ("layers for a rim", "--layers does not apply to --model tiny-rim (a rim model)"),
+        ("steps for a unet", "--steps does not apply to --model tiny-unet (a unet model)"),
+        ("negative seed", "--seed must not be negative, got -1"),
+        ("bad time budget", "Invalid value for '--time-budget'"),
     ],
 )
 def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Path, case: str, message: str) -> None:
@@ -102,10 +108,25 @@ def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Pa
         args += ["--resume", "--overwrite"]
     elif case == "bad epochs":
         args += ["--epochs", "0"]
+    elif case == "zero steps":
+        args[args.index("--steps") + 1] = "0"
+    elif case == "negative multiplicity":
+        args += ["--multiplicity", "-1"]
+    elif case == "layers for a rim":
+        args[4] = "tiny-rim"
+        args.remove("--steps"), args.remove("1")
+    elif case == "steps for a unet":
+        args[4] = "tiny-unet"
+        args.remove("--layers"), args.remove("2")
+    elif case == "negative seed":
+        args += ["--seed", "-1"]
+    elif case == "bad time budget":
+        args += ["--time-budget", "soon"]
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     result = train_cli(args)
-    assert result.exit_code == 1, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
+    assert result.exit_code == (2 if case == "bad time budget" else 1), result.output
+    if case != "bad time budget":  # click's own usage errors take a usage line too
+        assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
     assert message in result.output
     assert "Traceback" not in result.output
     if before is None:

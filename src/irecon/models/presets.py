@@ -102,16 +102,37 @@ PRESETS: dict[str, tuple[ModelConfig, str]] = {
 }
 
 
+# The config fields each kind of model reads (dims and coils apply to all); overriding any other is an error.
+KIND_FIELDS = {
+    "irim": ("steps", "layers", "n_latent", "multiplicity", "strides", "hidden", "shared_weights",
+             "parametric_output", "num_reflections", "norm_crop"),
+    "rim": ("steps", "rim_hidden", "norm_crop"),
+    "unet": ("unet_chans", "unet_pools"),
+    "zero-filled": (),
+}
+POSITIVE_FIELDS = ("steps", "layers", "n_latent", "multiplicity", "coils", "rim_hidden", "unet_chans", "unet_pools")
+
+
 def preset(name: str, **overrides: Any) -> ModelConfig:
-    """The named preset with any field overridden; ``layers=N`` repeats or cuts the per-layer pattern."""
+    """The named preset with any field overridden; ``layers=N`` repeats or cuts the per-layer pattern.
+
+    An override the preset's kind of model does not have (``--layers`` for a RIM, ``--steps`` for a
+    U-Net) and a count below 1 are user errors.
+    """
     if name not in PRESETS:
         raise IreconError(f"unknown model preset '{name}' (choose from {', '.join(PRESETS)})")
     config = PRESETS[name][0]
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in overrides.items():
+        if key in POSITIVE_FIELDS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise IreconError(f"--{key.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if key not in ("dims", "coils") and key in KIND_FIELDS["irim"] + KIND_FIELDS["rim"] + KIND_FIELDS["unet"]:
+            if key not in KIND_FIELDS[config.kind]:
+                raise IreconError(
+                    f"--{key.replace('_', '-')} does not apply to --model {name} (a {config.kind} model)"
+                )
     layers = overrides.pop("layers", None)
     if layers is not None:
-        if layers < 1:
-            raise IreconError(f"--layers must be at least 1, got {layers}")
         strides = overrides.get("strides", config.strides)
         hidden = overrides.get("hidden", config.hidden)
         overrides["strides"] = tuple(strides[i % len(strides)] for i in range(layers))

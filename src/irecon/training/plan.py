@@ -88,10 +88,9 @@ def check_options(options: TrainOptions) -> None:
 
 def base_config(options: TrainOptions) -> ModelConfig:
     """The preset with the overrides; refuses presets that have nothing to train."""
-    config = preset(options.model, **options.model_overrides())
-    if config.kind == "zero-filled":
+    if preset(options.model).kind == "zero-filled":
         raise IreconError("the zero-filled preset has no parameters to train; choose another --model")
-    return config
+    return preset(options.model, **options.model_overrides())
 
 
 def resolve_slab(slab: int | None, dims: int) -> int:
