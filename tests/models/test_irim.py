@@ -85,12 +85,6 @@ def test_input_scale_uses_central_crop() -> None:
     assert torch.equal(input_scale(image, (4, 4)), input_scale(outer, (4, 4)))
 
 
-def test_metadata_channels_are_refused() -> None:
-    assert _model(2, metadata_channels=0).n_latent == 8
-    with pytest.raises(ValueError, match="metadata channels are not supported"):
-        _model(2, metadata_channels=3, n_latent=12)
-
-
 @pytest.mark.parametrize("pattern", ["full+mask", "full*mask"])
 def test_mask_gradients_match_plain_autograd(pattern: str) -> None:
     """A learned mask: it enters the data both directly and through the k-space."""

@@ -60,7 +60,6 @@ class IRIM(nn.Module):
     ``keep_step_states`` (memory-free only) also keeps the exact state after every DC layer but
     the last, at most T more states, so backward's float round-off cannot build up across steps; memory
     then grows by one state per step and stays flat in the layers per step.
-    ``metadata_channels`` is accepted only as 0, the value older model configs carry.
     """
 
     def __init__(
@@ -79,11 +78,8 @@ class IRIM(nn.Module):
         norm_crop: tuple[int, int] = (320, 320),
         memory_free: bool = True,
         keep_step_states: bool = False,
-        metadata_channels: int = 0,
     ) -> None:
         super().__init__()
-        if metadata_channels:
-            raise ValueError(f"metadata channels are not supported (got metadata_channels={metadata_channels})")
         if len(strides) != len(hidden):
             raise ValueError(f"strides ({len(strides)}) and hidden ({len(hidden)}) need one value per layer")
         self.image_channels = 2 * coils * multiplicity
