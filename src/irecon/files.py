@@ -132,14 +132,23 @@ def check_writable_file(path: str | Path, *, overwrite: bool = True) -> Path:
     return path
 
 
-def check_writable_folder(folder: str | Path) -> Path:
-    """Create ``folder`` if missing (with its parents) and prove a file can be created in it."""
+def check_writable_folder(folder: str | Path, *, create: bool = True) -> Path:
+    """Prove a file can be created in ``folder``; nothing is left behind by the proof.
+
+    With ``create`` a missing folder is made (with its parents); without it nothing is created:
+    the nearest existing folder above it is probed instead, for a command that makes it later.
+    """
     folder = Path(folder)
-    with os_errors(folder):
-        if folder.exists() and not folder.is_dir():
-            raise IreconError("exists and is not a folder", folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".irecon-write-test.{os.getpid()}.{secrets.token_hex(4)}"
+    target = folder
+    if not create:
+        while not target.exists() and target.parent != target:
+            target = target.parent
+    with os_errors(target):
+        if target.exists() and not target.is_dir():
+            raise IreconError("a part of the path is a regular file, not a folder" if target != folder
+                              else "exists and is not a folder", target)
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".irecon-write-test.{os.getpid()}.{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
     return folder

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,19 +44,25 @@ def score_prediction(prediction: Tensor, target: Tensor) -> Scores:
 
 
 def score_model(
-    model: nn.Module, volumes: Sequence[VolumeInfo], mask_spec: MaskSpec, device: torch.device
+    model: nn.Module, volumes: Sequence[VolumeInfo], mask_spec: MaskSpec, device: torch.device,
+    on_volume: Callable[[int, int], None] | None = None,
 ) -> list[Scores]:
-    """NMSE/PSNR/SSIM per volume of the model's reconstructions under file-name-seeded masks."""
+    """NMSE/PSNR/SSIM per volume of the model's reconstructions under file-name-seeded masks.
+
+    ``on_volume(done, total)`` is called after each volume (progress reports).
+    """
     was_training = model.training
     model.eval()
     scores = []
     try:
-        for info in volumes:
+        for done, info in enumerate(volumes, start=1):
             volume = load_volume(info.path, mask_spec, info)
             if volume.target is None:
                 raise ValueError(f"{info.path} has no target to score against")
             images = reconstruct_volume(model, volume, device=device)
             scores.append(score_prediction(images, volume.target))
+            if on_volume is not None:
+                on_volume(done, len(volumes))
     finally:
         model.train(was_training)
     return scores

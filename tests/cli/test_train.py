@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -46,7 +47,7 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(data: Path, tmp_path: P
     assert "Traceback" not in stderr
     line = next(x for x in stdout.splitlines() if x.startswith("interrupted at epoch"))
     payload = load(out / "last.pt")
-    assert f"step {payload['global_step']};" in line
+    assert f"step {payload['epoch_position']} (step {payload['global_step']} in all);" in line
     command = shlex.split(line.split("resume with: ", 1)[1])
     assert command[:2] == ["irecon", "train"] and command[-1] == "--resume"
 
@@ -139,7 +140,7 @@ def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Pa
 def test_cli_takes_several_accelerations_and_resolution(monkeypatch: pytest.MonkeyPatch, data: Path) -> None:
     seen: list[TrainOptions] = []
 
-    def fake_train(options: TrainOptions, console: object = None) -> None:
+    def fake_train(options: TrainOptions, console: object = None, given: object = None) -> None:
         seen.append(options)
         raise IreconError("stop here")
 
@@ -152,9 +153,7 @@ def test_cli_takes_several_accelerations_and_resolution(monkeypatch: pytest.Monk
     assert options.accelerations == (4, 8) and options.center_fractions == (0.08, 0.04)
     assert options.train_resolution == (32, 24) and options.amp == "bf16"
     assert options.memory_free is False and options.shared_weights is True
-    command = resume_command(options)
-    assert "--train-resolution 32 24 --device cpu --amp bf16 --no-memory-free" in command
-    assert "--accelerations" not in command and command.endswith("--shared-weights --resume")
+    assert resume_command(options) == f"irecon train --out {options.out} --resume"
 
 
 
@@ -183,3 +182,51 @@ def test_a_full_disk_while_checkpointing_is_one_line(
     error = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "no space left on device" in error[0] and "Traceback" not in result.output
     assert not list(out.glob("*.pt")) and not list(out.glob(".*.tmp"))
+
+
+def test_resume_reuses_the_checkpoint_options_and_refuses_only_a_conflicting_one(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = train_cli(cli_args(data, out, "--max-steps", "1", "--lr", "0.002", "--epochs", "2"))
+    assert first.exit_code == 0, first.output
+    assert f"continue with: irecon train --out {out} --resume" in first.output
+    again = train_cli(["--out", str(out), "--resume", "--max-steps", "2"])
+    assert again.exit_code == 0, again.output
+    payload = load(out / "last.pt")
+    assert payload["global_step"] == 2 and payload["options"]["lr"] == 0.002 and payload["options"]["epochs"] == 2
+    conflict = train_cli(["--out", str(out), "--resume", "--lr", "0.1"])
+    assert conflict.exit_code == 1 and conflict.output.count("\n") == 1
+    assert "different training options: lr 0.002 in the checkpoint vs 0.1 now" in conflict.output
+    more = train_cli(["--out", str(out), "--resume", "--epochs", "3", "--max-steps", "3"])
+    assert more.exit_code == 0, more.output
+    assert load(out / "last.pt")["options"]["epochs"] == 3
+
+
+def test_a_nan_slice_is_found_before_the_first_step_with_checks_message(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import h5py
+
+    train_dir = tmp_path / "train"
+    shutil.copytree(data / "train", train_dir)
+    bad = sorted(train_dir.glob("*.h5"))[1]
+    with h5py.File(bad, "r+") as hf:
+        hf["kspace"][2, 0, 0] = np.nan
+    args = cli_args(data, tmp_path / "run")
+    args[0] = str(train_dir)
+    result = train_cli(args)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    checked = CliRunner().invoke(main, ["check", str(bad)])
+    message = next(line for line in checked.output.splitlines() if line.startswith("error: "))
+    assert result.output.strip() == message
+    assert not (tmp_path / "run").exists()
+    unscanned = train_cli([*args, "--no-scan", "--checkpoint-every", "1000"])
+    assert unscanned.exit_code == 1 and unscanned.output.strip().splitlines()[-1] == message
+    assert load(tmp_path / "run" / "last.pt")["global_step"] >= 0  # written before the error ended the run
+
+
+def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path) -> None:
+    result = train_cli(cli_args(data, tmp_path / "run", "--threads", "1", "--max-steps", "1"))
+    assert result.exit_code == 0, result.output
+    assert "1 thread;" in result.output
+    bad = train_cli(cli_args(data, tmp_path / "run2", "--threads", "0"))
+    assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output

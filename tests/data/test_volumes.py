@@ -104,8 +104,6 @@ def test_read_kspace_slice_selections(singlecoil_file: Path) -> None:
     full = read_kspace(singlecoil_file)
     np.testing.assert_array_equal(read_kspace(singlecoil_file, slice(1, 3)), full[1:3])
     np.testing.assert_array_equal(read_kspace(singlecoil_file, -1), full[-1])
-    np.testing.assert_array_equal(read_kspace(singlecoil_file, [2, 0]), full[[2, 0]])
-    np.testing.assert_array_equal(read_kspace(singlecoil_file, slice(None, None, -2)), full[::-2])
     with pytest.raises(IreconError, match="slice 3 is out of range for a volume of 3 slices"):
         read_kspace(singlecoil_file, 3)
 
@@ -243,9 +241,13 @@ def test_kspace_nan_or_inf(singlecoil_file: Path, edit_file, bad: float, layout)
     edit_file(singlecoil_file, poison)
     read_volume_info(singlecoil_file)  # the header-only check does not read values
     _raises(singlecoil_file, "kspace slice 2 contains NaN or Inf", check_values=True)
-    with pytest.raises(IreconError, match="NaN or Inf") as info:
+    with pytest.raises(IreconError) as info:
         read_kspace(singlecoil_file)
-    assert str(info.value).startswith(f"{singlecoil_file}: ")
+    assert str(info.value) == f"{singlecoil_file}: kspace slice 2 contains NaN or Inf values"  # as check says
+    with pytest.raises(IreconError, match="kspace slice 2 contains"):
+        read_kspace(singlecoil_file, slice(1, 3))
+    with pytest.raises(IreconError, match="kspace slice 2 contains"):
+        read_kspace(singlecoil_file, -1)
     assert read_kspace(singlecoil_file, 0).shape == layout.kspace_shape  # a clean slice still reads
 
 

@@ -19,10 +19,10 @@ def _default(name: str) -> Any:
 
 
 @click.command("train", cls=ListCommand)
-@click.argument("train_dir", type=click.Path(path_type=Path))
-@click.option("--val", "val_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("train_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--val", "val_dir", type=click.Path(path_type=Path),
               help="Folder of validation .h5 volumes (whole volumes, file-name-seeded masks).")
-@click.option("--model", required=True, help="Preset (see irecon models), e.g. tiny-2d, paper-2d, paper-3d.")
+@click.option("--model", help="Preset (see irecon models), e.g. tiny-2d, paper-2d, paper-3d.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.")
 @click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
@@ -59,7 +59,9 @@ def _default(name: str) -> Any:
               help="Write last.pt every N steps.")
 @click.option("--num-workers", type=int, default=_default("num_workers"), show_default=True,
               help="DataLoader worker processes.")
-@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from last.pt, exactly where it stopped.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in RUN_DIR from last.pt, exactly where it stopped, with its options "
+                   "(TRAIN_DIR, --val and --model may be left out; an option given must not conflict).")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a RUN_DIR that holds checkpoints.")
 @click.option("--max-steps", type=int, default=_default("max_steps"),
               help="Stop after N optimisation steps in total (demos, tests); resume to continue.")
@@ -68,6 +70,14 @@ def _default(name: str) -> Any:
 @click.option("--time-budget", "time_budget_s", callback=lambda ctx, param, value: _duration(value), default=None,
               metavar="DURATION", help="Stop cleanly (last.pt + resume command) after this wall time, validation "
                                        "included: 90s, 15m, 2h, 1h30m or seconds. Applies to each launch.")
+@click.option("--threads", type=int, default=_default("threads"),
+              help="CPU threads for torch. On a busy or shared machine torch's default (one per core) can be "
+                   "many times slower than 1 or 2.  [default: torch's]")
+@click.option("--scan/--no-scan", default=_default("scan"), show_default=True,
+              help="Read every training and validation file whole for NaN/Inf before the first step, as irecon "
+                   "check does (--no-scan for huge datasets already checked).")
+@click.option("--log-every", type=float, default=_default("log_every"), show_default=True, metavar="SECONDS",
+              help="Seconds between plain progress lines when the output is not a terminal (logs, nohup).")
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 
@@ -77,9 +87,12 @@ def train_command(**params: Any) -> None:
     """
     from irecon.training.loop import Outcome, train
 
+    ctx = click.get_current_context()
+    sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    given = {name for name in params if ctx.get_parameter_source(name) in sources}
     options = TrainOptions(**params)
     try:
-        result = train(options)
+        result = train(options, given=given)
     except KeyboardInterrupt:
         click.echo("interrupted before training started; nothing was written", err=True)
         exit_with(130)
@@ -89,8 +102,8 @@ def train_command(**params: Any) -> None:
         if result.history:
             console.print(summary_table(result))
         if result.exit_code:
-            say(console, f"interrupted at epoch {result.epochs_done + 1} step {result.global_step}; "
-                         f"resume with: {result.resume_command}")
+            say(console, f"interrupted at epoch {result.epochs_done + 1} step {result.epoch_step} "
+                         f"(step {result.global_step} in all); resume with: {result.resume_command}")
         elif result.stopped is Outcome.MAX_STEPS:
             say(console, f"stopped at step {result.global_step} (--max-steps); continue with: {result.resume_command}")
         elif result.stopped is Outcome.TIME_BUDGET:

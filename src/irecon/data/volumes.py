@@ -33,7 +33,7 @@ _ENCODED = ("encoding", "encodedSpace", "matrixSize")
 _RECON = ("encoding", "reconSpace", "matrixSize")
 _LIMITS = ("encoding", "encodingLimits", "kspace_encoding_step_1")
 
-SliceSelection = slice | int | Sequence[int]
+SliceSelection = slice | int  # one slice, or a contiguous run of slices
 
 
 @dataclass(frozen=True)
@@ -229,9 +229,13 @@ def read_kspace(path: str | Path, slices: SliceSelection = slice(None)) -> np.nd
     path = Path(path)
     with _open(path) as hf:
         kspace = _kspace_dataset(hf, path)
+        first, rank = _first_index(slices, int(kspace.shape[0])), kspace.ndim
         data = _read_slices(kspace, slices, path).astype(np.complex64, copy=False)
-    if not np.isfinite(data).all():
-        raise IreconError("kspace contains NaN or Inf values in the slices read", path)
+    per_slice = data.reshape(1, -1) if data.ndim == rank - 1 else data.reshape(data.shape[0], -1)
+    finite = np.isfinite(per_slice).all(axis=1)
+    if not finite.all():
+        bad = first + int(np.argmin(finite))
+        raise IreconError(f"kspace slice {bad} contains NaN or Inf values", path)
     return data
 
 
@@ -424,23 +428,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _first_index(slices: SliceSelection, count: int) -> int:
+    """The absolute index of the first slice a selection reads."""
+    if isinstance(slices, slice):
+        return slices.indices(count)[0]
+    return int(slices) % count if -count <= slices < count else int(slices)
+
+
 def _read_slices(dataset: h5py.Dataset, slices: SliceSelection, path: Path) -> np.ndarray:
-    """Read a selection along axis 0; ints and index lists are bounds-checked and keep order."""
+    """Read one slice (an int, bounds-checked) or a contiguous run of slices along axis 0."""
     count = int(dataset.shape[0])
     if isinstance(slices, slice):
-        if slices.step in (None, 1):
-            return np.asarray(dataset[slices])
-        slices = list(range(*slices.indices(count)))  # h5py refuses other steps
-    indices = [slices] if isinstance(slices, (int, np.integer)) else list(slices)
-    resolved = []
-    for index in indices:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise IreconError(f"slice index {index!r} is not an integer", path)
-        if not -count <= index < count:
-            raise IreconError(f"slice {index} is out of range for a volume of {count} slices", path)
-        resolved.append(int(index) % count)
-    if isinstance(slices, (int, np.integer)):
-        return np.asarray(dataset[resolved[0]])
-    if not resolved:
-        return np.empty((0,) + tuple(dataset.shape[1:]), dtype=dataset.dtype)
-    return np.stack([np.asarray(dataset[i]) for i in resolved])
+        if slices.step not in (None, 1):
+            raise IreconError(f"slice step {slices.step} is not supported; read contiguous slices", path)
+        return np.asarray(dataset[slices])
+    if isinstance(slices, bool) or not isinstance(slices, (int, np.integer)):
+        raise IreconError(f"slice index {slices!r} is not an integer", path)
+    if not -count <= slices < count:
+        raise IreconError(f"slice {slices} is out of range for a volume of {count} slices", path)
+    return np.asarray(dataset[int(slices) % count])

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from torch import Tensor
 
 from irecon.checkpoint import load_checkpoint
 from irecon.errors import IreconError
-from irecon.files import os_errors
+from irecon.files import check_writable_folder, os_errors
 from irecon.models.presets import ModelConfig
 from irecon.training.options import TrainOptions, flag
 
@@ -84,11 +83,7 @@ def check_run_dir(
     out = options.out
     if out.exists() and not out.is_dir():
         raise IreconError("--out exists and is not a folder", out)
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise IreconError("a part of the path is a regular file, not a folder", parent)
-            break
+    check_writable_folder(out, create=False)
     has_checkpoints = any((out / name).exists() for name in CHECKPOINTS)
     if options.resume:
         if not (out / "last.pt").is_file():
@@ -142,20 +137,6 @@ def make_run_dir(options: TrainOptions) -> None:
 
 
 def resume_command(options: TrainOptions, world_size: int = 1) -> str:
-    """The ``irecon train`` command line that continues this run (its non-default options + --resume)."""
-    args = ["irecon", "train", str(options.train_dir), "--val", str(options.val_dir), "--model", options.model,
-            "--out", str(options.out)]
-    defaults = TrainOptions(Path(), Path(), "", Path())
-    skip = {"train_dir", "val_dir", "model", "out", "resume", "overwrite"}
-    for f in fields(TrainOptions):
-        value = getattr(options, f.name)
-        if f.name in skip or value == getattr(defaults, f.name) or value is None:
-            continue
-        if isinstance(value, bool):
-            args.append(f"--{flag(f.name)}" if value else f"--no-{flag(f.name)}")
-        elif isinstance(value, tuple):
-            args += [f"--{flag(f.name)}", *map(str, value)]
-        else:
-            args += [f"--{flag(f.name)}", str(value)]
-    command = shlex.join([*args, "--resume"])
+    """The ``irecon train`` command line that continues this run: ``--resume`` reuses every option."""
+    command = shlex.join(["irecon", "train", "--out", str(options.out), "--resume"])
     return f"torchrun --nproc-per-node {world_size} --no-python {command}" if world_size > 1 else command

@@ -30,6 +30,7 @@ import re
 import signal
 import time
 import warnings
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class TrainResult:
     config: ModelConfig
     epochs_done: int
     global_step: int
+    epoch_step: int
     history: list[dict[str, Any]]
     zero_filled: dict[str, float]
     best_epoch: int | None
@@ -129,15 +131,20 @@ class TrainResult:
         return self.stopped.exit_code
 
 
-def train(options: TrainOptions, console: Console | None = None) -> TrainResult:
+def train(
+    options: TrainOptions, console: Console | None = None, given: Collection[str] | None = None
+) -> TrainResult:
     """Train ``options.model`` on ``options.train_dir``, validating on ``options.val_dir`` each epoch.
 
     Raises IreconError for any bad option or input before ``options.out`` is created. Runs under
-    DDP when launched by ``torchrun`` with ``WORLD_SIZE`` > 1.
+    DDP when launched by ``torchrun`` with ``WORLD_SIZE`` > 1. With ``resume``, the options not
+    named in ``given`` (None: all are given) come from the checkpoint.
     """
     started = time.perf_counter()
     world = World.from_env()
-    plan = prepare(options, world.size, world.local_rank)
+    options, plan = prepare(options, world.size, world.local_rank, given)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     with process_group(world, plan.device):
         if world.is_main:
             make_run_dir(options)
@@ -195,7 +202,11 @@ class Trainer:
             if self._over_budget():
                 outcome = Outcome.TIME_BUDGET
                 break
-            stopped_early = self._train_epoch(signals)
+            try:
+                stopped_early = self._train_epoch(signals)
+            except IreconError:  # a bad slice met mid-epoch: keep the work done so far
+                self._save("last.pt")
+                raise
             if stopped_early is not None:
                 outcome = stopped_early
                 break
@@ -215,8 +226,9 @@ class Trainer:
             f"{verb} epoch {self.progress.epoch + 1}/{self.options.epochs}: {self.options.model} "
             f"({config.kind} {config.dims}-D, {count:,} parameters"
             f"{', memory-free' if self.options.memory_free and config.kind == 'irim' else ''}) on "
-            f"{len(plan.train_set.volumes)} volumes / {slices} slices, validating on "
-            f"{len(plan.val_infos)} volumes; device {where}; run dir {self.options.out}"
+            f"{plural(len(plan.train_set.volumes), 'volume')} / {plural(slices, 'slice')}, validating on "
+            f"{plural(len(plan.val_infos), 'volume')}; device {where}, {plural(torch.get_num_threads(), 'thread')}; "
+            f"run dir {self.options.out}"
         )
 
     def _train_epoch(self, signals: StopSignals) -> Outcome | None:
@@ -224,6 +236,7 @@ class Trainer:
         loader, total = self._loader()
         reset_peak_memory(self.device)
         tick, slices = time.perf_counter(), 0
+        logged = tick
         stop: Outcome | None = None
         with self._progress_bar() as bar:
             task = bar.add_task("train", total=total, completed=self.progress.epoch_position,
@@ -232,8 +245,12 @@ class Trainer:
                 loss, count = self._step(batch)
                 slices += count
                 self._account(loss, count)
-                bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(),
-                           speed=slices / max(time.perf_counter() - tick, 1e-9))
+                speed = slices / max(time.perf_counter() - tick, 1e-9)
+                bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(), speed=speed)
+                if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
+                    logged = time.perf_counter()
+                    self._say(f"epoch {self._epoch_label()} step {self.progress.epoch_position}/{total}  "
+                              f"loss {self._epoch_loss():.4f}  {speed:.1f} slices/s  {self._peak_memory()}")
                 at_end = self.progress.epoch_position == total
                 signum = signals.any_rank(self.world, self.device)
                 if signum:
@@ -334,7 +351,9 @@ class Trainer:
     def _finish_epoch(self) -> None:
         """Validate, record, step the scheduler, then write best.pt, last.pt and the reports."""
         lr = self.optimizer.param_groups[0]["lr"]
-        scores = score_model(self.model, self._my_volumes(), self.options.val_mask_spec, self.device)
+        volumes = self._my_volumes()
+        progress = self._validation_progress(f"validating epoch {self._epoch_label()}")
+        scores = score_model(self.model, volumes, self.options.val_mask_spec, self.device, progress)
         record = self._record(self.world.mean_scores(scores, self.device), lr)
         self.progress.epoch += 1
         self.progress.epoch_position = 0
@@ -389,7 +408,8 @@ class Trainer:
     def _zero_filled_scores(self) -> dict[str, float]:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
         zero = build_model(preset("zero-filled", coils=self.plan.config.coils)).to(self.device)
-        scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device)
+        progress = self._validation_progress("scoring zero-filled")
+        scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress)
         return self.world.mean_scores(scores, self.device)
 
     def _save(self, name: str) -> None:
@@ -435,8 +455,23 @@ class Trainer:
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.1f} slices/s"),
             TextColumn("{task.fields[memory]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, transient=True, disable=not self.world.is_main,
+            console=self.console, transient=True, disable=not (self.world.is_main and self.console.is_terminal),
         )
+
+    def _validation_progress(self, label: str) -> Callable[[int, int], None]:
+        """A per-volume callback: a transient bar on a terminal, plain lines every ``log_every`` s otherwise."""
+        started = [time.perf_counter(), time.perf_counter()]
+
+        def report(done: int, total: int) -> None:
+            if not self.world.is_main:
+                return
+            if self.console.is_terminal:
+                self.console.print(f"{label}: {done}/{total} volumes", end="\r", markup=False, highlight=False)
+            elif done == total or time.perf_counter() - started[1] >= self.options.log_every:
+                started[1] = time.perf_counter()
+                self._say(f"{label}: {done}/{total} volumes ({time.perf_counter() - started[0]:.0f} s)")
+
+        return report
 
     def _say(self, line: str) -> None:
         """One plain line: no rich markup (``[best]`` is text) and no hard wrapping in logs."""
@@ -454,12 +489,17 @@ class Trainer:
         continued = replace(self.options, max_steps=None) if outcome is Outcome.MAX_STEPS else self.options
         return TrainResult(
             run_dir=self.options.out, model=self.model, config=self.plan.config, epochs_done=progress.epoch,
-            global_step=progress.global_step, history=list(progress.history),
+            global_step=progress.global_step, epoch_step=progress.epoch_position, history=list(progress.history),
             zero_filled=dict(progress.zero_filled or {}), best_epoch=progress.best_epoch,
             best_ssim=progress.best_ssim, stopped=outcome, wall_time_s=time.perf_counter() - started,
             total_wall_time_s=self._total_wall_time(),
             is_main=self.world.is_main, resume_command=resume_command(continued, self.world.size),
         )
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 volume``, ``2 volumes``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:

@@ -26,9 +26,9 @@ class TrainOptions:
     Validation uses the first acceleration / center-fraction pair.
     """
 
-    train_dir: Path
-    val_dir: Path
-    model: str
+    train_dir: Path | None
+    val_dir: Path | None
+    model: str | None
     out: Path
     epochs: int = 10
     batch_size: int = 1
@@ -57,10 +57,14 @@ class TrainOptions:
     max_steps: int | None = None
     max_bad_steps: int = 10
     time_budget_s: float | None = None
+    threads: int | None = None
+    scan: bool = True
+    log_every: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else Path(value))
         for name in ("accelerations", "center_fractions", "train_resolution"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else tuple(value))
@@ -94,7 +98,9 @@ class TrainOptions:
         return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}
 
 
-OPTION_NAMES = {"time_budget_s": "time-budget", "train_dir": "TRAIN_DIR", "val_dir": "val"}
+OPTION_NAMES = {"time_budget_s": "time-budget", "train_dir": "TRAIN_DIR", "val_dir": "val", "scan": "scan"}
+# Options a resumed run never takes from its checkpoint: they say what this launch does.
+PER_LAUNCH = ("out", "resume", "overwrite", "max_steps")
 
 
 def flag(name: str) -> str:

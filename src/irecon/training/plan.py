@@ -8,21 +8,22 @@ the disk untouched when anything is wrong.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from irecon.checkpoint import load_checkpoint
 from irecon.data.datasets import MRIDataset
-from irecon.data.volumes import VolumeInfo, find_volumes
+from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.losses import LOSSES, SSIM_WINDOW
 from irecon.models.presets import ModelConfig, build_model, preset
 from irecon.training.checkpoints import check_run_dir
-from irecon.training.options import DEFAULT_3D_SLAB, TrainOptions, flag
+from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions, flag
 
 
 @dataclass
@@ -38,14 +39,27 @@ class Plan:
     resume: dict[str, Any] | None
 
 
-def prepare(options: TrainOptions, world_size: int = 1, local_rank: int | None = None) -> Plan:
-    """Check every option and read every header; raise IreconError before anything is written."""
+def prepare(
+    options: TrainOptions, world_size: int = 1, local_rank: int | None = None, given: Collection[str] | None = None
+) -> tuple[TrainOptions, Plan]:
+    """Check every option and read every header; raise IreconError before anything is written.
+
+    Returns the options the run uses: with ``resume``, every option not in ``given`` (the names the
+    user set; None means all) comes from the checkpoint.
+    """
+    if options.resume and options.overwrite:
+        raise IreconError("--resume and --overwrite contradict each other; pass one of them")
+    if options.resume:
+        options = resumed_options(options, given)
     check_options(options)
     device = resolve_device(options.device, local_rank if world_size > 1 else None)
     dims = base_config(options).dims
     slab = resolve_slab(options.slab, dims)
     train_files, _ = find_volumes([options.train_dir])
     val_files, _ = find_volumes([options.val_dir])
+    if options.scan:
+        for path in [*train_files, *val_files]:
+            read_volume_info(path, check_values=True)
     train_set = MRIDataset(
         train_files, options.mask_spec, train=True, resolution=options.train_resolution,
         slab=slab, seed=options.seed,
@@ -58,11 +72,29 @@ def prepare(options: TrainOptions, world_size: int = 1, local_rank: int | None =
     config = preset(options.model, coils=first.num_coils, **options.model_overrides())
     model = build_seeded(config, options)
     resume = check_run_dir(options, config, [p.name for p in train_files], world_size)
-    return Plan(train_set, val_set.volumes, config, model, device, slab, resume)
+    return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume)
+
+
+def resumed_options(options: TrainOptions, given: Collection[str] | None) -> TrainOptions:
+    """``options`` with every field the user did not give taken from ``RUN_DIR/last.pt``."""
+    if given is None:
+        return options
+    path = options.out / "last.pt"
+    if not path.is_file():
+        raise IreconError("--resume: no last.pt to resume from", options.out)
+    saved = load_checkpoint(path).get("options")
+    if not isinstance(saved, dict):
+        raise IreconError("not a training checkpoint (no options); cannot resume", path)
+    known = {f.name for f in fields(TrainOptions)}
+    taken = {k: v for k, v in saved.items() if k in known and k not in given and k not in PER_LAUNCH}
+    return replace(options, **taken)
 
 
 def check_options(options: TrainOptions) -> None:
     """Ranges and combinations of the plain options."""
+    for name in ("train_dir", "val_dir", "model"):
+        if getattr(options, name) is None:
+            raise IreconError(f"{'' if name == 'train_dir' else '--'}{flag(name)} is needed (or --resume an earlier run)")
     for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps"):
         if getattr(options, name) < 1:
             raise IreconError(f"--{flag(name)} must be at least 1, got {getattr(options, name)}")
@@ -74,6 +106,10 @@ def check_options(options: TrainOptions) -> None:
         raise IreconError(f"unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}")
     if options.amp not in (None, "bf16"):
         raise IreconError(f"--amp must be bf16 (or left out), got {options.amp!r}")
+    if options.threads is not None and options.threads < 1:
+        raise IreconError(f"--threads must be at least 1, got {options.threads}")
+    if not options.log_every > 0:
+        raise IreconError(f"--log-every must be a positive number of seconds, got {options.log_every}")
     for name in ("num_workers", "seed"):
         if getattr(options, name) < 0:
             raise IreconError(f"--{flag(name)} must not be negative, got {getattr(options, name)}")
