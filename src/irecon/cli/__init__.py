@@ -15,7 +15,6 @@ import click
 from irecon import __version__
 from irecon.errors import IreconError
 
-
 # name -> (module, function, the one-line help shown by ``irecon --help``)
 COMMANDS = {
     "synth": ("irecon.cli.data", "synth", "Write realistic synthetic fastMRI-format volumes into OUT_DIR."),
