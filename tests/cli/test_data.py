@@ -39,7 +39,7 @@ def _write(path: Path, coils: int | None = None, with_mask: bool = False) -> Pat
 def test_synth_then_check_as_a_new_user(tmp_path: Path) -> None:
     result = _run("synth", str(tmp_path / "train"), "--volumes", "2", *TINY)
     assert result.exit_code == 0, result.output
-    assert "2 singlecoil train volume(s)" in result.output
+    assert "2 singlecoil train volumes" in result.output
     result = _run("synth", str(tmp_path / "test"), "--split", "test", "--challenge", "multicoil",
                   "--coils", "3", "--volumes", "1", *TINY)
     assert result.exit_code == 0, result.output
@@ -47,7 +47,7 @@ def test_synth_then_check_as_a_new_user(tmp_path: Path) -> None:
     result = _run("check", str(tmp_path / "train"), str(tmp_path / "test"))
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output and "notes.txt" in result.output
-    assert "3 valid volume(s), 0 problem(s)" in result.output
+    assert "3 valid volumes, 0 problems" in result.output
 
 
 def test_synth_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_check_reports_bad_files_one_line_each_and_exits_1(tmp_path: Path) -> No
     assert result.exit_code == 1
     assert "error: " in result.output and "broken.h5: not a readable HDF5 file" in result.output
     assert "Traceback" not in result.output
-    assert "1 valid volume(s), 1 problem(s)" in result.output
+    assert "1 valid volume, 1 problem" in result.output
 
 
 def test_check_table_lists_each_volume(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_check_table_lists_each_volume(tmp_path: Path) -> None:
     ]
     assert "esc 8x8" in result.output and "rss 8x8" in result.output
     assert "R=2" in result.output and "16x12" in result.output and "CORPD_FBK" in result.output
-    assert "3 valid volume(s), 0 problem(s)" in result.output
+    assert "3 valid volumes, 0 problems" in result.output
 
 
 def test_user_errors_never_show_a_traceback(tmp_path: Path) -> None:
@@ -105,3 +105,15 @@ def test_models_lists_every_preset_with_parameter_counts() -> None:
     for name in ("paper-2d", "paper-3d", "challenge-singlecoil", "rim", "unet", "zero-filled", "tiny-2d"):
         assert name in result.output
     assert "275,247,552" in result.output and "94,464" in result.output
+
+
+def test_check_at_80_columns_keeps_whole_names_and_shows_folders_of_shared_names(tmp_path: Path) -> None:
+    long_name = "file_brain_AXT2_200_2000019_long_name.h5"
+    _write(tmp_path / "a" / long_name)
+    _write(tmp_path / "b" / long_name, coils=3)
+    _write(tmp_path / "a" / "other.h5")
+    result = _run("check", str(tmp_path / "a"), str(tmp_path / "b"), width=80)
+    assert result.exit_code == 0, result.output
+    assert str(tmp_path / "a" / long_name) in result.output and str(tmp_path / "b" / long_name) in result.output
+    assert "other.h5" in result.output and "3 valid volumes, 0 problems" in result.output
+    assert "1 singlecoil train volume in" in _run("synth", str(tmp_path / "one"), "--volumes", "1", *TINY).output

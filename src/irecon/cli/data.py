@@ -9,6 +9,7 @@ from rich.table import Table
 
 from irecon.cli.options import default_of, exit_with, stdout_console
 from irecon.data.masks import MASK_TYPES
+from irecon.text import plural
 
 
 def _synth_default(name: str) -> Any:
@@ -47,7 +48,7 @@ def synth(out_dir: str, **options: Any) -> None:
     paths = synthesize(out_dir, **options)
     for path in paths:
         click.echo(f"wrote {path}")
-    click.echo(f"{len(paths)} {options['challenge']} {options['split']} volume(s) in {out_dir}")
+    click.echo(f"{plural(len(paths), options['challenge'] + ' ' + options['split'] + ' volume')} in {out_dir}")
 
 
 @click.command()
@@ -64,16 +65,23 @@ def check(paths: tuple[str, ...], no_values: bool) -> None:
         click.echo(f"error: {problem}", err=True)
     if result.files:
         stdout_console().print(check_table(result))
-    click.echo(f"{len(result.files)} valid volume(s), {len(result.problems)} problem(s)")
+    click.echo(f"{plural(len(result.files), 'valid volume')}, {plural(len(result.problems), 'problem')}")
     exit_with(0 if result.ok else 1)
 
 
 def check_table(result: Any) -> Table:
-    """One row per valid volume of a :class:`irecon.check.CheckResult`."""
-    table = Table(title=f"{len(result.files)} valid volume(s)")
-    for column in ("file", "challenge", "slices", "k-space", "coils", "target", "mask", "acquisition"):
-        table.add_column(column, justify="right" if column in ("slices", "coils") else "left", no_wrap=True)
-    for info in result.files:
+    """One row per valid volume of a :class:`irecon.check.CheckResult`.
+
+    The file column never shrinks (the other columns wrap first); files that share a name are
+    shown with their folder.
+    """
+    names = [info.path.name for info in result.files]
+    shown = [str(info.path) if names.count(info.path.name) > 1 else name for info, name in zip(result.files, names)]
+    table = Table(title=f"{plural(len(result.files), 'valid volume')}")
+    table.add_column("file", no_wrap=True, min_width=min(max(map(len, shown), default=4), 100))
+    for column in ("challenge", "slices", "k-space", "coils", "target", "mask", "acquisition"):
+        table.add_column(column, justify="right" if column in ("slices", "coils") else "left", overflow="fold")
+    for info, name in zip(result.files, shown):
         target = "-"
         if info.target_key is not None and info.target_shape is not None:
             target = f"{info.target_key.removeprefix('reconstruction_')} {info.target_shape[0]}x{info.target_shape[1]}"
@@ -82,7 +90,7 @@ def check_table(result: Any) -> Table:
             acceleration = info.attrs.get("acceleration")
             mask = "yes" if acceleration is None else f"R={acceleration}"
         table.add_row(
-            info.path.name, info.challenge.removesuffix("coil"), str(info.num_slices),
+            name, info.challenge.removesuffix("coil"), str(info.num_slices),
             f"{info.kspace_shape[0]}x{info.kspace_shape[1]}", str(info.num_coils), target, mask,
             str(info.attrs.get("acquisition", "-")),
         )
