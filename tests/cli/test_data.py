@@ -117,3 +117,13 @@ def test_check_at_80_columns_keeps_whole_names_and_shows_folders_of_shared_names
     assert str(tmp_path / "a" / long_name) in result.output and str(tmp_path / "b" / long_name) in result.output
     assert "other.h5" in result.output and "3 valid volumes, 0 problems" in result.output
     assert "1 singlecoil train volume in" in _run("synth", str(tmp_path / "one"), "--volumes", "1", *TINY).output
+
+
+def test_the_same_mistake_gets_the_same_message_in_synth_train_and_reconstruct(tmp_path: Path) -> None:
+    synth = _run("synth", str(tmp_path / "s"), "--seed", "-1", *TINY)
+    assert synth.output.strip() == "error: --seed must not be negative, got -1"
+    mask = _run("synth", str(tmp_path / "s"), "--center-fraction", "0.3", "--acceleration", "4", *TINY)
+    recon = _run("reconstruct", str(tmp_path), "--model", "zero-filled", "--out", str(tmp_path / "r"),
+                 "--center-fraction", "0.3", "--acceleration", "4")
+    assert mask.output.startswith("error: center fraction 0.3 with acceleration 4")
+    assert recon.output.splitlines()[-1] == mask.output.strip()

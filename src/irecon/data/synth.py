@@ -31,10 +31,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from irecon.data.masks import MASK_TYPES, MaskSpec, make_mask, seed_for_file
+from irecon.data.masks import MaskSpec, make_mask, seed_for_file
 from irecon.data.volumes import CHALLENGES, write_header_xml
 from irecon.errors import IreconError
-from irecon.files import atomic_write
+from irecon.files import atomic_write, check_writable_folder
 
 SPLITS = ("train", "val", "test")
 ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
@@ -94,6 +94,7 @@ def synthesize(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise IreconError("exists and is not a directory", out)
+    check_writable_folder(out, create=False)
     names = [synth_filename(split, seed, i) for i in range(volumes)]
     if not overwrite:
         for name in names:
@@ -151,25 +152,19 @@ def _validate(
         raise IreconError(f"unknown challenge {challenge!r} (expected one of {', '.join(CHALLENGES)})")
     if split not in SPLITS:
         raise IreconError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-    if mask_type not in MASK_TYPES:
-        raise IreconError(f"unknown mask type {mask_type!r} (expected one of {', '.join(MASK_TYPES)})")
     for label, value in (("volumes", volumes), ("slices", slices), ("coils", coils)):
         if not _is_int(value) or value < 1:
-            raise IreconError(f"{label} must be an integer >= 1, got {value!r}")
+            raise IreconError(f"--{label} must be at least 1, got {value!r}")
     if not _is_int(seed) or seed < 0:
-        raise IreconError(f"seed must be an integer >= 0, got {seed!r}")
+        raise IreconError(f"--seed must not be negative, got {seed!r}")
     kspace_hw = _size_pair("kspace size", kspace_size)
     recon_hw = _size_pair("recon size", recon_size)
     if recon_hw[0] > kspace_hw[0] or recon_hw[1] > kspace_hw[1]:
         raise IreconError(f"recon size {recon_hw} is larger than the k-space size {kspace_hw}")
     if (not isinstance(noise, (int, float)) or isinstance(noise, bool)
             or not math.isfinite(noise) or noise < 0):
-        raise IreconError(f"noise must be a finite number >= 0, got {noise!r}")
-    if not _is_int(acceleration) or acceleration < 1:
-        raise IreconError(f"acceleration must be an integer >= 1, got {acceleration!r}")
-    if (not isinstance(center_fraction, (int, float)) or isinstance(center_fraction, bool)
-            or not 0 < center_fraction < 1):
-        raise IreconError(f"center fraction must be a number in (0, 1), got {center_fraction!r}")
+        raise IreconError(f"--noise must be a finite number >= 0, got {noise!r}")
+    MaskSpec(mask_type, (center_fraction,), (acceleration,)).validate()  # the messages of train and reconstruct
     width = kspace_hw[1]
     num_low = round(width * center_fraction)
     if num_low < 1:

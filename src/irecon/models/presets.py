@@ -125,7 +125,7 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key, value in overrides.items():
         if key in POSITIVE_FIELDS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise IreconError(f"--{key.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+            raise IreconError(f"--{key.replace('_', '-')} must be at least 1, got {value!r}")
         if key not in ("dims", "coils") and key in KIND_FIELDS["irim"] + KIND_FIELDS["rim"] + KIND_FIELDS["unet"]:
             if key not in KIND_FIELDS[config.kind]:
                 raise IreconError(
