@@ -6,7 +6,8 @@ Speed: training step (forward, loss, backward, Adam) of the same model with memo
 alternating in one run so both see the same machine load; the ratio of the medians.
 
 For repeatable CPU timings run with glibc's allocator told not to hand large blocks back to the OS
-(cpu-memory.md: otherwise plain autograd pays page faults on every large activation):
+(otherwise glibc returns freed activations to the OS and plain autograd pays page faults on every
+large activation it allocates again):
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 python benchmarks/engine.py
 """
 

@@ -1,4 +1,4 @@
-"""The "paper-2d, official form" configuration of issue 10, built from irecon's own modules.
+"""The official i-RIM code's paper-2d configuration, rebuilt from irecon's own modules for a like-for-like comparison.
 
 Single-coil 320x320, batch 1, float32; a 64-channel state [Re, Im of the std-normalised zero-filled
 image | 2 gradient-accumulator channels | 60 zeros]; per step 10 layers (Householder 1x1 with 3
