@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from irecon.files import atomic_write
 from irecon.errors import IreconError
+from irecon.files import atomic_write
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -9,14 +9,16 @@ from fastmri.data.transforms import center_crop
 
 from irecon.physics import (
     adjoint_operator,
-    center_crop as irecon_center_crop,
-    common_crop,
     channels_to_complex,
+    common_crop,
     complex_to_channels,
     data_consistency_gradient,
     forward_operator,
     root_sum_of_squares_image,
     zero_filled,
+)
+from irecon.physics import (
+    center_crop as irecon_center_crop,
 )
 
 B, H, W, S = 2, 7, 9, 3

@@ -83,8 +83,8 @@ def test_the_command_list_shows_each_commands_own_first_help_line() -> None:
                                   ["export", "--help"], ["synth", "--help"], ["check", "--help"],
                                   ["models", "--help"]])
 def test_help_and_version_do_not_load_torch(args: list[str]) -> None:
-    code = ("import sys\nfrom irecon.cli import main\ntry:\n    main(%r)\nexcept SystemExit as e:\n"
-            "    assert e.code == 0, e.code\nprint('torch' in sys.modules)") % (args,)
+    code = (f"import sys\nfrom irecon.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\nprint('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout

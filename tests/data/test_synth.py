@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import fastmri
 import h5py
 import numpy as np
 import pytest
 import torch
-
-import fastmri
 from fastmri.data import SliceDataset
 from fastmri.data.subsample import create_mask_for_mask_type
 from fastmri.data.transforms import center_crop
 
-from irecon.data import synth
 from irecon.data.synth import synth_filename, synthesize
 from irecon.errors import IreconError
 

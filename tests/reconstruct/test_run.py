@@ -21,13 +21,13 @@ from rich.console import Console
 
 import irecon.reconstruct.run as recon_module
 from irecon.checkpoint import save_checkpoint
+from irecon.cli import main
+from irecon.cli.reconstruct import report_table
 from irecon.data.datasets import load_volume
 from irecon.data.masks import MaskSpec
 from irecon.data.synth import synthesize
 from irecon.errors import IreconError
 from irecon.models.presets import build_model, preset
-from irecon.cli import main
-from irecon.cli.reconstruct import report_table
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.report import ReconstructReport
 from irecon.reconstruct.run import reconstruct
