@@ -11,7 +11,6 @@ Writes OUT/compare.md, OUT/compare.json and OUT/compare.png; the runs go to OUT/
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,14 +23,13 @@ from rich.console import Console
 
 from irecon import __version__
 from irecon.errors import IreconError
-from irecon.files import check_writable_folder, write_bytes, write_json
+from irecon.files import write_bytes, write_json
 from irecon.metrics import Scores
 from irecon.models.presets import preset
 from irecon.plots import save_png
 from irecon.reconstruct import ReconstructOptions, reconstruct
 from irecon.training.loop import train
 from irecon.training.options import TrainOptions, parse_duration
-from irecon.training.plan import prepare
 
 DEFAULT_MODELS = ("tiny-2d", "tiny-rim", "tiny-unet")
 # fastMRI's pairs; other accelerations need --center-fractions.
@@ -135,7 +133,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def train_options(args: argparse.Namespace, table: str, model: str) -> TrainOptions:
-    """The run of ``model`` for ``table``: the number of epochs and the stop rule differ per table."""
+    """The run of ``model`` for ``table``: it stops after ``--steps`` steps or at ``--time-budget``."""
     options = TrainOptions(
         args.train, args.val, model, args.out / table / model, epochs=UNLIMITED_EPOCHS,
         batch_size=args.batch_size, accelerations=tuple(args.accelerations),
@@ -144,9 +142,7 @@ def train_options(args: argparse.Namespace, table: str, model: str) -> TrainOpti
     )
     if table == "time":
         return replace(options, time_budget_s=args.time_budget)
-    samples = len(prepare(options).train_set)
-    epochs = math.ceil(args.steps / math.ceil(samples / args.batch_size))
-    return replace(options, epochs=epochs, max_steps=args.steps)
+    return replace(options, max_steps=args.steps)
 
 
 def score(args: argparse.Namespace, checkpoint: Path | None, out: Path) -> dict[int, Scores]:
@@ -221,11 +217,11 @@ def ssim_bars(tables: Sequence[Table], zero_filled: dict[int, Scores], accelerat
     return figure
 
 
-def describe(args: argparse.Namespace, samples: set[int]) -> list[str]:
+def describe(args: argparse.Namespace) -> list[str]:
     """The setup lines above the tables."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return [
-        f"train: {args.train} ({', '.join(map(str, sorted(samples)))} samples per epoch), validation: {args.val}; batch {args.batch_size}, "
+        f"train: {args.train}, validation: {args.val}; batch {args.batch_size}, "
         f"seed {args.seed}, device {device}, {torch.get_num_threads()} thread(s), irecon {__version__}",
         "scores: mean over validation volumes of fastmri.evaluate NMSE / PSNR / SSIM, file-seeded masks "
         "(centre fractions " + ", ".join(f"{a}x {f}" for a, f in zip(args.accelerations, args.center_fractions))
@@ -234,14 +230,14 @@ def describe(args: argparse.Namespace, samples: set[int]) -> list[str]:
 
 
 def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list[Table], dict[int, Scores]]:
-    """The setup lines and every run of every table; all runs are checked before the first starts."""
+    """The setup lines, every run of every table, and zero-filled; earlier runs are kept only with --overwrite."""
     plans = [("steps", f"same optimizer steps ({args.steps}, batch {args.batch_size})")]
     if args.time_budget is not None:
         plans.append(("time", f"same wall-clock budget ({args.time_budget:.0f} s per model, batch {args.batch_size})"))
     options = {(table, model): train_options(args, table, model) for table, _ in plans for model in args.models}
-    samples = {len(prepare(each).train_set) for each in options.values()}
-    check_writable_folder(args.out)
-    zero_filled = score(args, None, args.out / "zero-filled")
+    earlier = [o.out for o in options.values() if (o.out / "last.pt").exists() or (o.out / "best.pt").exists()]
+    if earlier and not args.overwrite:
+        raise IreconError("holds runs of an earlier comparison; pass --overwrite to replace them", args.out)
     tables = []
     for name, title in plans:
         table = Table(name, title)
@@ -249,7 +245,8 @@ def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list
             console.print(f"{name}: training {model}", markup=False, highlight=False)
             table.runs.append(run_model(args, options[(name, model)], console))
         tables.append(table)
-    return describe(args, samples), tables, zero_filled
+    zero_filled = score(args, None, args.out / "zero-filled")
+    return describe(args), tables, zero_filled
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -102,6 +102,7 @@ def test_missing_training_folder_fails_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main([str(tmp_path / "none"), str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 1
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("error: ")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]]
+    assert "no such file or folder" in lines[-1]
     assert not (tmp_path / "out").exists()
