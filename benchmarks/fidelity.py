@@ -83,8 +83,6 @@ def round_trip(model: IRIM, kspace: Tensor, mask: Tensor) -> float:
 
 
 def measure(layers: int, size: tuple[int, int], seed: int, log: Callable[[str], None]) -> Row:
-    if layers % LAYERS_PER_STEP:
-        raise SystemExit(f"--layers takes multiples of {LAYERS_PER_STEP}, got {layers}")
     start = time.perf_counter()
     steps = layers // LAYERS_PER_STEP
     torch.manual_seed(seed)
@@ -130,10 +128,13 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args()
     size = (args.size[0], args.size[1])
+    if any(n < LAYERS_PER_STEP or n % LAYERS_PER_STEP for n in args.layers):
+        parser.error(f"--layers takes multiples of {LAYERS_PER_STEP}, got {args.layers}")
     log = (lambda _: None) if args.quiet else (lambda line: print(line, flush=True))
     rows = [measure(layers, size, args.seed, log) for layers in args.layers]
     print(f"paper-2d i-RIM, {size[0]}x{size[1]}, batch 1, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; gradient errors are ||g - g64|| / ||g64|| against float64 plain autograd")
+          f"torch {torch.__version__}; gradient errors are ||g - g64|| / ||g64|| "
+          "against float64 plain autograd")
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

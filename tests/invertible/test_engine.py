@@ -263,7 +263,8 @@ def test_bf16_autocast_gradients_close_to_float32() -> None:
 
 
 def test_kept_outputs_stop_round_off_from_building_up() -> None:
-    """A +1e5 shift rounds an O(1) float32 state to multiples of 2^-7; keeping the coupling output undoes that."""
+    """A +1e5 shift rounds an O(1) float32 state to multiples of 2^-7; keeping the coupling's
+    output undoes that for the coupling's gradients."""
     torch.manual_seed(0)
     coupling = AdditiveCoupling(4, hidden=4)
     shift = ChannelAffine(4)
