@@ -37,7 +37,7 @@ def test_plain_autograd_grows_with_depth() -> None:
 
 def test_keeping_step_states_costs_one_state_per_step() -> None:
     state = 8 * 32 * 32 * 4
-    for steps in (2, 8):
+    for steps in (2, 4):
         kept, _ = _training_peak(steps, memory_free=True, keep_steps=True)
         free, _ = _training_peak(steps, memory_free=True)
         # The DC output before each step but the first: nothing before the first DC is differentiated,
