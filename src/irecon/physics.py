@@ -28,7 +28,6 @@ from torch import Tensor
 __all__ = [
     "adjoint_operator",
     "center_crop",
-    "center_crop_channels",
     "common_crop",
     "channels_to_complex",
     "complex_to_channels",
@@ -158,8 +157,6 @@ def center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
         raise ValueError(f"cannot centre-crop shape {tuple(image.shape)} to {tuple(size)}")
     return _fastmri_center_crop(image, (min(size[0], image.shape[-2]), min(size[1], image.shape[-1])))
 
-
-center_crop_channels = center_crop
 
 
 def common_crop(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
