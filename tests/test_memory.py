@@ -13,7 +13,10 @@ from torch.utils.checkpoint import checkpoint_sequential
 
 from irecon.errors import IreconError
 from irecon.memory import (
+    ALLOCATOR_METHOD,
     CUDA_METHOD,
+    META_METHOD,
+    CpuAllocatorMeter,
     CudaPeakMemoryMeter,
     PeakMemoryMeter,
     StorageTracker,
@@ -290,7 +293,8 @@ def test_tensors_without_real_storage_are_ignored():
         )
         meta = torch.empty(1000, device="meta")
         _ = meta * 2 + sparse.to_dense().sum()
-    assert tensor_bytes(sparse, meta) == 0
+    assert tensor_bytes(sparse) == 0
+    assert tensor_bytes(meta) == 4000, "meta storages count the bytes they describe"
     assert mt.memory_allocated() == 0
     mt.track(sparse, meta)
     assert mt.memory_allocated() == 0
@@ -367,9 +371,28 @@ def test_distinct_trackers_nest_without_double_counting():
 
 
 def test_device_filter_ignores_other_devices():
-    mt = StorageTracker("meta")
+    mt = StorageTracker("cuda")
     with mt:
-        torch.empty(10)
+        kept = torch.empty(10)
+        _ = torch.empty(10, device="meta")
+    assert mt.memory_allocated() == mt.max_memory_allocated() == 0
+    del kept
+
+
+def test_meta_tracker_counts_shapes_and_host_tensors():
+    mt = StorageTracker("meta")
+    assert mt.method == META_METHOD
+    with mt:
+        a = torch.empty(1000, device="meta")
+        b = a[10:] * 2  # 990 floats
+        host = torch.zeros(3)  # e.g. an optimiser step counter
+        assert mt.memory_allocated() == 4000 + 3960 + 12
+        del a
+        assert mt.memory_allocated() == 3960 + 12
+        b.untyped_storage().resize_(0)
+        assert mt.memory_allocated() == 12
+    assert mt.max_memory_allocated() == 4000 + 3960 + 12
+    del b, host
     assert mt.memory_allocated() == 0
 
 
@@ -386,12 +409,80 @@ def test_peak_memory_meter_cpu():
     del t
 
 
+def test_peak_memory_meter_picks_by_device_and_meter():
+    assert isinstance(peak_memory_meter("cpu", "allocator"), CpuAllocatorMeter)
+    meta = peak_memory_meter("meta")
+    assert isinstance(meta, StorageTracker) and meta.method == META_METHOD
+
+
 def test_peak_memory_meter_rejects_unusable_devices():
-    with pytest.raises(IreconError):
-        peak_memory_meter("meta")
+    with pytest.raises(IreconError, match="no allocator"):
+        peak_memory_meter("meta", "allocator")
+    with pytest.raises(IreconError, match="unknown meter"):
+        peak_memory_meter("cpu", "rss")
+    with pytest.raises(IreconError, match="no memory meter"):
+        peak_memory_meter("mps")
     if not torch.cuda.is_available():
         with pytest.raises(IreconError, match="cuda"):
             peak_memory_meter("cuda")
+
+
+def test_allocator_meter_counts_blocks_exactly():
+    meter = CpuAllocatorMeter()
+    assert isinstance(meter, PeakMemoryMeter) and meter.method == ALLOCATOR_METHOD
+    with meter:
+        t = torch.empty(1000)
+        assert meter.memory_allocated() == meter.max_memory_allocated() == 4000
+        del t
+        assert meter.memory_allocated() == 0 and meter.max_memory_allocated() == 4000
+        u = torch.empty(10, dtype=torch.float64)
+        meter.reset_peak_memory_stats()
+        assert meter.max_memory_allocated() == meter.memory_allocated() == 80
+        big = torch.empty(500)
+        del big
+    assert meter.max_memory_allocated() == 80 + 2000
+    del u
+
+
+def test_allocator_meter_registered_blocks_are_a_base():
+    registered, unknown = torch.empty(100), torch.empty(200)
+    with CpuAllocatorMeter() as meter:
+        meter.track(registered, registered)
+        assert meter.memory_allocated() == 400, "registered once, by address"
+        del unknown  # allocated before and never registered: not part of the count
+        assert meter.memory_allocated() == 400
+        inside = torch.empty(50)
+        meter.track(inside)  # already seen allocated: not counted twice
+        assert meter.memory_allocated() == 600
+        del inside
+        assert meter.memory_allocated() == 400
+        del registered  # the profiler reports no frees of blocks from before it started
+        assert meter.memory_allocated() == 400
+
+
+def test_allocator_meter_sees_kernel_scratch_the_tracker_cannot():
+    torch.manual_seed(0)
+    x = torch.randn(1, C, 32, 32, requires_grad=True)
+    conv = nn.Conv2d(C, 8, 3, padding=1)
+    with StorageTracker("cpu") as tracker, CpuAllocatorMeter() as meter:
+        for m in (tracker, meter):
+            m.track(x, conv)
+            m.reset_peak_memory_stats()
+        conv(x).relu().sum().backward()
+        storage_peak, allocator_peak = tracker.max_memory_allocated(), meter.max_memory_allocated()
+    assert allocator_peak > storage_peak > 0
+    assert meter.memory_allocated() >= tracker.memory_allocated()
+
+
+def test_allocator_meter_needs_the_profiler_to_itself():
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        with pytest.raises(IreconError, match="another torch profiler"):
+            with CpuAllocatorMeter():
+                pass
+    meter = CpuAllocatorMeter()
+    with meter:
+        with pytest.raises(RuntimeError, match="already active"):
+            meter.__enter__()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -3,17 +3,21 @@
 Protocol (appendix C): one device, mini-batch size 1. Training: run N mini-batches (10); the peak
 is reset before each and read after its back-propagation step; report the MINIMUM over the N.
 Inference: the same with the model in eval mode and no back-propagation. On CUDA the figures are
-``torch.cuda.max_memory_allocated`` after ``torch.cuda.reset_peak_memory_stats``; on the CPU they
-come from the exact storage tracker. Parameters, gradients and optimiser state are reported apart
-from the activation part (peak minus everything allocated before the mini-batch).
+``torch.cuda.max_memory_allocated`` after ``torch.cuda.reset_peak_memory_stats``. On the CPU two
+meters watch the same mini-batches: the exact storage tracker and the allocator events; ``meter``
+picks the one reported as the peak, and both are recorded. On the meta device the run is
+shapes-only and the storage tracker gives the planner's figure. Parameters, gradients and
+optimiser state are reported apart from the activation part (peak minus everything allocated
+before the mini-batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,11 +28,24 @@ from irecon.errors import IreconError
 from irecon.files import check_writable_file
 from irecon.files import write_json as write_json_file
 from irecon.losses import mean_mse
-from irecon.memory import PeakMemoryMeter, peak_memory_meter, tensor_bytes
+from irecon.memory import (
+    ALLOCATOR_METHOD,
+    CUDA_METHOD,
+    META_METHOD,
+    METERS,
+    STORAGE_METHOD,
+    CpuAllocatorMeter,
+    PeakMemoryMeter,
+    StorageTracker,
+    peak_memory_meter,
+    tensor_bytes,
+)
 from irecon.models.presets import ModelConfig, build_model, preset
+from irecon.planner import Fit, shapes_only, timed_fit
 from irecon.plots import memory_sweep, save_png
 
 MIB = 2**20
+FIT_FRACTION = 0.8  # a plain run is skipped when the planner's peak exceeds this share of free memory
 
 
 @dataclass
@@ -53,49 +70,80 @@ class Measurement:
     step_seconds: float | None = None
     device: str = "cpu"
     method: str = ""
+    storage_peak_bytes: int | None = None
+    allocator_peak_bytes: int | None = None
+    storage_method: str | None = None
+    allocator_method: str | None = None
+    planned_peak_bytes: int | None = None
     skipped: str | None = None
 
 
 @dataclass
 class BenchOptions:
-    """What ``irecon bench-memory`` measures; every field has a command-line option."""
+    """What ``irecon bench-memory`` measures; every field has a command-line option.
+
+    ``batches`` None means 10 (appendix C), or 1 on meta, where every mini-batch after the
+    warm-up is the same shapes-only computation. ``meter`` None means the allocator meter on the
+    CPU. ``budget`` (bytes) asks the planner for the deepest T up to ``max_steps`` that fits.
+    """
 
     model: str = "paper-2d"
     steps: Sequence[int] = (1, 2, 4)
     layers: Sequence[int] | None = None
     size: tuple[int, int] = (320, 320)
     slices: int = 8
-    batches: int = 10
+    coils: int | None = None
+    batches: int | None = None
     device: str | None = None
+    meter: str | None = None
     modes: Sequence[str] = ("train", "inference")
     compare_plain: bool = False
     with_rim: bool = False
     timing_batches: int = 3
+    budget: int | None = None
+    max_steps: int = 100
     memory_limit: int | None = None
     json_path: str | Path | None = None
     plot_path: str | Path | None = None
 
 
-def measure_peaks(meter: PeakMemoryMeter, batch: Callable[[], None], batches: int) -> tuple[list[int], int]:
-    """(peak of each mini-batch, bytes allocated before the last one): reset, run, read, N times."""
-    peaks = []
-    before = 0
+def measure_peaks(
+    meters: Sequence[PeakMemoryMeter], batch: Callable[[], None], batches: int
+) -> list[tuple[list[int], int]]:
+    """Per meter, (peak of each mini-batch, bytes allocated before the last one): reset, run, read, N times.
+
+    All meters watch the same mini-batches.
+    """
+    peaks: list[list[int]] = [[] for _ in meters]
+    before = [0] * len(meters)
     for _ in range(batches):
-        before = meter.memory_allocated()
-        meter.reset_peak_memory_stats()
+        for i, meter in enumerate(meters):
+            before[i] = meter.memory_allocated()
+            meter.reset_peak_memory_stats()
         batch()
-        peaks.append(meter.max_memory_allocated())
-    return peaks, before
+        for i, meter in enumerate(meters):
+            peaks[i].append(meter.max_memory_allocated())
+    return list(zip(peaks, before))
 
 
 def synthetic_inputs(config: ModelConfig, size: tuple[int, int], slices: int, device: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked k-space (1, coils, [S,] H, W), a 4x column mask and a target (1, [S,] H, W); seeded."""
-    generator = torch.Generator().manual_seed(0)
+    """Masked k-space (1, coils, [S,] H, W), a 4x column mask and a target (1, [S,] H, W); seeded.
+
+    On meta the three tensors have the same shapes and dtypes and no values.
+    """
     spatial = (slices, *size) if config.dims == 3 else size
+    mask_shape = (1, 1, *([1] * (len(spatial) - 1)), size[1])
+    if device == "meta":
+        return (
+            torch.empty(1, config.coils, *spatial, dtype=torch.complex64, device=device),
+            torch.empty(mask_shape, device=device),
+            torch.empty(1, *spatial, device=device),
+        )
+    generator = torch.Generator().manual_seed(0)
     mask = (torch.rand(size[1], generator=generator) < 0.25).float()
     centre = max(1, round(0.08 * size[1]))
     mask[(size[1] - centre + 1) // 2 : (size[1] - centre + 1) // 2 + centre] = 1
-    mask = mask.view(1, 1, *([1] * (len(spatial) - 1)), size[1])
+    mask = mask.view(mask_shape)
     kspace = torch.randn(1, config.coils, *spatial, dtype=torch.complex64, generator=generator) * mask
     target = torch.rand(1, *spatial, generator=generator)
     return kspace.to(device), mask.to(device), target.to(device)
@@ -117,22 +165,64 @@ def _median_seconds(batch: Callable[[], None], repeats: int, device: str) -> flo
     return statistics.median(times)
 
 
-def _available_bytes(device: str, limit: int | None) -> int:
+def available_bytes(device: str, limit: int | None = None) -> int:
+    """Memory a new run can use: ``limit`` if given; on CUDA the driver's free memory plus what the
+    caching allocator holds unused (reserved - allocated); on the CPU ``MemAvailable``."""
     if limit is not None:
         return limit
     if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(device)[0]
+        free = torch.cuda.mem_get_info(device)[0]
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     with open("/proc/meminfo") as handle:
         fields_ = dict(line.split(":", 1) for line in handle)
     return int(fields_["MemAvailable"].split()[0]) * 1024
 
 
+def _meter_name(options: BenchOptions) -> str:
+    """The meter whose figure is ``peak_bytes``: cuda, storages (meta) or the chosen CPU meter."""
+    if options.device == "meta":
+        return "storages"
+    if str(options.device).startswith("cuda"):
+        return "cuda"
+    return options.meter or "allocator"
+
+
+def _method(options: BenchOptions) -> str:
+    return {"cuda": CUDA_METHOD, "allocator": ALLOCATOR_METHOD}.get(
+        _meter_name(options), META_METHOD if options.device == "meta" else STORAGE_METHOD
+    )
+
+
+def _meters(device: str) -> dict[str, PeakMemoryMeter]:
+    """Every meter that watches a run on ``device``, by name."""
+    if device == "cpu":
+        return {"storages": StorageTracker(device), "allocator": CpuAllocatorMeter()}
+    if device == "meta":
+        return {"storages": peak_memory_meter(device)}
+    return {"cuda": peak_memory_meter(device)}
+
+
+def _build(config: ModelConfig, memory_free: bool, device: str) -> torch.nn.Module:
+    if device == "meta":
+        with torch.device("meta"):
+            return build_model(config, memory_free=memory_free)
+    return build_model(config, memory_free=memory_free).to(device)
+
+
 def measure(
     config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions,
 ) -> Measurement:
-    """Run the appendix-C protocol for one model, mode and engine setting."""
+    """Run the appendix-C protocol for one model, mode and engine setting (shapes only on meta)."""
+    with shapes_only() if options.device == "meta" else contextlib.nullcontext():
+        return _measure(config, name, mode, memory_free, options)
+
+
+def _measure(
+    config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions,
+) -> Measurement:
     device = options.device
-    model = build_model(config, memory_free=memory_free).to(device)
+    batches = options.batches or 1
+    model = _build(config, memory_free, device)
     kspace, mask, target = synthetic_inputs(config, options.size, options.slices, device)
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-4) if params and mode == "train" else None
@@ -150,8 +240,7 @@ def measure(
         model.train()
         batch = train_batch
         if optimizer is not None:  # gradients and Adam state exist before the protocol starts
-            train_batch()
-            optimizer.step()
+            _warm_up(train_batch, optimizer, params, device)
     else:
         model.eval()
         batch = inference_batch
@@ -159,44 +248,71 @@ def measure(
     record = Measurement(
         model=name, dims=config.dims, mode=mode, memory_free=memory_free, steps=config.steps,
         layers_total=config.steps * config.layers if config.kind == "irim" else config.steps,
-        input_shape=list(kspace.shape), batches=options.batches, peak_bytes=None,
+        input_shape=list(kspace.shape), batches=batches, peak_bytes=None,
         param_bytes=tensor_bytes(*params),
         grad_bytes=tensor_bytes(*[p.grad for p in params if p.grad is not None]),
         optimizer_bytes=tensor_bytes(optimizer) if optimizer is not None else 0,
         input_bytes=tensor_bytes(kspace, mask, target), device=device,
     )
-    meter = peak_memory_meter(device)
-    record.method = meter.method
-    with meter:
-        meter.track(*(o for o in (model, optimizer, kspace, mask, target) if o is not None))
-        peaks, before = measure_peaks(meter, batch, options.batches)
+    meters = _meters(device)
+    with contextlib.ExitStack() as stack:
+        for meter in meters.values():
+            stack.enter_context(meter)
+            meter.track(*(o for o in (model, optimizer, kspace, mask, target) if o is not None))
+        results = dict(zip(meters, measure_peaks(list(meters.values()), batch, batches)))
+    chosen = _meter_name(options)
+    peaks, before = results[chosen]
+    record.method = meters[chosen].method
     record.peak_bytes_all = peaks
     record.peak_bytes = min(peaks)
     record.activation_bytes = record.peak_bytes - before
-    record.step_seconds = _median_seconds(batch, options.timing_batches, device)
+    if "storages" in results:
+        record.storage_peak_bytes = min(results["storages"][0])
+        record.storage_method = meters["storages"].method
+    if "allocator" in results:
+        record.allocator_peak_bytes = min(results["allocator"][0])
+        record.allocator_method = meters["allocator"].method
+    if device != "meta":
+        record.step_seconds = _median_seconds(batch, options.timing_batches, device)
     return record
 
 
+def _warm_up(train_batch: Callable[[], None], optimizer: torch.optim.Optimizer, params: list[Tensor], device: str) -> None:
+    """One mini-batch and optimiser step, so gradients and Adam state exist before the protocol.
+
+    On meta only the tensors it leaves matter: every gradient it produces is dense and shaped like
+    its parameter, so zeros of that shape stand for it and the shapes-only backward is skipped.
+    """
+    if device == "meta":
+        for p in params:
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+    else:
+        train_batch()
+    optimizer.step()
+
+
+def planned_peak(config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions) -> int:
+    """The planner's peak for one setting: the same protocol, shapes only, one mini-batch."""
+    plan = replace(options, device="meta", batches=1, meter=None)
+    peak = measure(config, name, mode, memory_free, plan).peak_bytes
+    assert peak is not None
+    return peak
+
+
 def _configs(options: BenchOptions) -> list[tuple[str, ModelConfig]]:
-    layer_counts: Sequence[int | None] = options.layers or [None]
-    configs = [
-        (options.model, preset(options.model, steps=steps, layers=layers))
-        for steps in options.steps
-        for layers in layer_counts
-    ]
+    if preset(options.model).kind == "unet":  # no time steps: one model
+        configs = [(options.model, preset(options.model, coils=options.coils))]
+    else:
+        layer_counts: Sequence[int | None] = options.layers or [None]
+        configs = [
+            (options.model, preset(options.model, steps=steps, layers=layers, coils=options.coils))
+            for steps in options.steps
+            for layers in layer_counts
+        ]
     if options.with_rim:
-        configs += [("rim", preset("rim", steps=steps, dims=2)) for steps in options.steps]
+        configs += [("rim", preset("rim", steps=steps, dims=2, coils=options.coils)) for steps in options.steps]
     return configs
-
-
-def _predicted_plain_bytes(done: list[Measurement], config: ModelConfig) -> float | None:
-    """Linear extrapolation of plain-autograd peaks in depth (they grow linearly)."""
-    points = sorted({(m.layers_total, m.peak_bytes) for m in done if m.peak_bytes is not None})
-    if len(points) < 2:
-        return None
-    (x0, y0), (x1, y1) = points[-2], points[-1]
-    depth = config.steps * config.layers if config.kind == "irim" else config.steps
-    return y1 + (y1 - y0) / max(1, x1 - x0) * (depth - x1)
 
 
 def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lambda m: None) -> list[Measurement]:
@@ -210,13 +326,15 @@ def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lam
         settings = [False] if config.kind != "irim" else ([True, False] if options.compare_plain else [True])
         for mode in options.modes:
             for memory_free in settings:
-                same = [m for m in records if m.model == name and m.mode == mode and m.memory_free == memory_free]
-                predicted = None if memory_free else _predicted_plain_bytes(same, config)
-                available = _available_bytes(options.device, options.memory_limit)
-                if predicted is not None and predicted > 0.8 * available:
-                    record = _skipped(config, name, mode, memory_free, options, predicted, available)
+                planned = None
+                if not memory_free and options.device != "meta":
+                    planned = planned_peak(config, name, mode, memory_free, options)
+                    available = available_bytes(options.device, options.memory_limit)
+                if planned is not None and planned > FIT_FRACTION * available:
+                    record = _skipped(config, name, mode, memory_free, options, planned, available)
                 else:
                     record = _measure_or_oom(config, name, mode, memory_free, options)
+                record.planned_peak_bytes = planned
                 records.append(record)
                 report(record)
     if options.json_path is not None:
@@ -224,6 +342,36 @@ def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lam
     if options.plot_path is not None:
         save_png(memory_sweep(records), options.plot_path, dpi=110)
     return records
+
+
+def run_budget(options: BenchOptions, report: Callable[[Fit], None] = lambda f: None) -> list[Fit]:
+    """The deepest T (up to ``max_steps``) whose planned peak fits ``budget``, memory-free and plain.
+
+    One :class:`Fit` per mode and engine setting (plain only for the RIM and the U-Net), each from
+    exact shapes-only runs of the appendix-C protocol; written to ``json_path`` when given.
+    """
+    if options.budget is None:
+        raise IreconError("run_budget needs a budget")
+    _validate(options)
+    if options.layers is not None and len(options.layers) > 1:
+        raise IreconError("--budget searches over T for one layer count: give at most one --layers")
+    layers = options.layers[0] if options.layers else None
+    kind = preset(options.model).kind
+    if kind == "unet":
+        raise IreconError(f"--budget searches over time steps T, and --model {options.model} has none")
+    fits: list[Fit] = []
+    for mode in options.modes:
+        for memory_free in (True, False) if kind == "irim" else (False,):
+            def peak_at(steps: int, mode: str = mode, memory_free: bool = memory_free) -> int:
+                config = preset(options.model, steps=steps, layers=layers, coils=options.coils)
+                return planned_peak(config, options.model, mode, memory_free, options)
+
+            fit = timed_fit(options.model, mode, memory_free, options.budget, options.max_steps, META_METHOD, peak_at)
+            fits.append(fit)
+            report(fit)
+    if options.json_path is not None:
+        write_json_file(options.json_path, [asdict(f) for f in fits])
+    return fits
 
 
 def _measure_or_oom(config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions) -> Measurement:
@@ -240,27 +388,49 @@ def _skipped(
 ) -> Measurement:
     reason = "out of memory"
     if predicted is not None and available is not None:
-        reason = f"would need ~{predicted / MIB:,.0f} MiB, {available / MIB:,.0f} MiB available"
+        reason = f"would need {predicted / MIB:,.0f} MiB (planner), {available / MIB:,.0f} MiB available"
     return Measurement(
         model=name, dims=config.dims, mode=mode, memory_free=memory_free, steps=config.steps,
         layers_total=config.steps * config.layers if config.kind == "irim" else config.steps,
-        input_shape=[], batches=options.batches, peak_bytes=None, device=options.device,
-        method=peak_memory_meter(options.device).method, skipped=reason,
+        input_shape=[], batches=options.batches or 1, peak_bytes=None, device=options.device,
+        method=_method(options), skipped=reason,
     )
 
 
 def _validate(options: BenchOptions) -> None:
-    if options.batches < 1:
+    if options.batches is not None and options.batches < 1:
         raise IreconError(f"--batches must be at least 1, got {options.batches}")
     if not options.steps or min(options.steps) < 1:
         raise IreconError("--steps needs one or more values >= 1")
     if min(options.size) < 8:
         raise IreconError(f"--size {options.size[0]} {options.size[1]} is too small (at least 8 x 8)")
+    if options.slices < 1:
+        raise IreconError(f"--slices must be at least 1, got {options.slices}")
+    if options.coils is not None and options.coils < 1:
+        raise IreconError(f"--coils must be at least 1, got {options.coils}")
     if options.timing_batches < 1:
         raise IreconError(f"--timing-batches must be at least 1, got {options.timing_batches}")
     if options.layers is not None and min(options.layers) < 1:
         raise IreconError("--layers needs values >= 1")
-    options.device = str(resolve_device(options.device))
+    if options.max_steps < 1:
+        raise IreconError(f"--max-steps must be at least 1, got {options.max_steps}")
+    if options.meter is not None and options.meter not in METERS:
+        raise IreconError(f"unknown meter '{options.meter}' (choose from {', '.join(METERS)})")
+    if options.budget is not None:
+        if options.budget < 1:
+            raise IreconError(f"--budget must be at least one byte, got {options.budget}")
+        if options.device not in (None, "meta"):
+            raise IreconError(f"--budget plans on the meta device; use --device meta, not {options.device}")
+        options.device = "meta"
+    options.device = "meta" if options.device == "meta" else str(resolve_device(options.device))
+    if options.meter is not None and options.device != "cpu":
+        if not (options.device == "meta" and options.meter == "storages"):
+            raise IreconError(
+                f"--meter {options.meter} is a CPU meter; on {options.device} the figures come from "
+                f"{'the shapes-only storage tracker' if options.device == 'meta' else 'the CUDA allocator'}"
+            )
+    if options.batches is None:
+        options.batches = 1 if options.device == "meta" else 10
     for path in (options.json_path, options.plot_path):
         if path is not None:
             check_writable_file(path)
@@ -288,7 +458,8 @@ def ratios(records: list[Measurement]) -> list[tuple[str, float]]:
     if pairs:
         f, p = max(pairs, key=lambda pair: pair[0].layers_total)
         out.append((f"plain / memory-free training peak at {f.layers_total} layers", p.peak_bytes / f.peak_bytes))
-        out.append((f"step time memory-free / plain at {f.layers_total} layers", f.step_seconds / p.step_seconds))
+        if f.step_seconds is not None and p.step_seconds is not None:
+            out.append((f"step time memory-free / plain at {f.layers_total} layers", f.step_seconds / p.step_seconds))
     return out
 
 
@@ -298,5 +469,14 @@ def write_json(path: str | Path, records: list[Measurement]) -> None:
 
 
 def format_bytes(value: int | None) -> str:
+    """Bytes as MiB with one decimal, "-" for None."""
     return "-" if value is None else f"{value / MIB:,.1f}"
+
+
+def human_bytes(value: int) -> str:
+    """Bytes in the largest binary unit that keeps a leading digit: 1.5 GiB, 320.0 MiB, 12.0 KiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:,.2f} {unit}"
+    return f"{value:,} B"
 

@@ -1,14 +1,20 @@
-"""Exact peak tensor-memory measurement on CPU and CUDA behind one interface.
+"""Exact peak-memory measurement on CPU, CUDA and the meta device behind one interface.
 
 The selling point of the invertible RIMs is activation memory that does not grow with depth, so
 benchmarks need exact, repeatable peak numbers on every device:
 
 * CUDA: the caching allocator already counts every tensor byte
   (``torch.cuda.max_memory_allocated``); :class:`CudaPeakMemoryMeter` is a thin wrapper.
-* CPU: there is no allocator counter, and process RSS is useless once glibc reuses freed memory.
+* CPU, tensor level: process RSS is useless once glibc reuses freed memory, so
   :class:`StorageTracker` counts tensor storages itself: a ``TorchDispatchMode`` sees every ATen op
   run inside the ``with`` block (forward, backward, recomputation, optimiser steps) and records the
   storages the outputs own; a weakref on each storage object removes its bytes when it dies.
+* CPU, allocator level: torch has no CPU allocator counters, but its profiler receives an event
+  for every block c10's CPU allocator hands out or takes back while profiling with
+  ``profile_memory``. :class:`CpuAllocatorMeter` replays those events, so it also sees scratch
+  memory that kernels allocate and free internally.
+* meta: ``StorageTracker("meta")`` counts the storages of a shapes-only run (no data, no kernels),
+  which is how the planner predicts any size on any machine.
 
 Three details make :class:`StorageTracker` exact (each was found by testing):
 
@@ -27,6 +33,7 @@ gradients and optimiser state so they can be reported separately from activation
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,6 +45,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from irecon.errors import IreconError
 
 __all__ = [
+    "ALLOCATOR_METHOD",
+    "CUDA_METHOD",
+    "METERS",
+    "META_METHOD",
+    "STORAGE_METHOD",
+    "CpuAllocatorMeter",
     "CudaPeakMemoryMeter",
     "PeakMemoryMeter",
     "StorageTracker",
@@ -46,6 +59,10 @@ __all__ = [
 ]
 
 CUDA_METHOD = "torch.cuda.max_memory_allocated (caching allocator, exact bytes)"
+STORAGE_METHOD = "cpu storage tracker, exact tensor bytes"
+ALLOCATOR_METHOD = "cpu allocator events (torch.profiler profile_memory), kernel scratch included"
+META_METHOD = "meta storage tracker, exact tensor bytes of a shapes-only run"
+METERS = ("allocator", "storages")
 
 
 @runtime_checkable
@@ -109,12 +126,15 @@ class CudaPeakMemoryMeter:
         """No-op: the CUDA allocator already counts every tensor on the device."""
 
 
-def peak_memory_meter(device: torch.device | str) -> PeakMemoryMeter:
-    """Return the exact peak-memory meter for ``device``.
+def peak_memory_meter(device: torch.device | str, meter: str = "storages") -> PeakMemoryMeter:
+    """Return the peak-memory meter for ``device``.
 
-    CUDA uses ``torch.cuda.{memory_allocated,max_memory_allocated,reset_peak_memory_stats}``;
-    every other real device (CPU in practice) gets a :class:`StorageTracker` limited to it.
+    CUDA uses ``torch.cuda.{memory_allocated,max_memory_allocated,reset_peak_memory_stats}``; meta
+    gets the shapes-only :class:`StorageTracker`; the CPU gets a :class:`StorageTracker`
+    (``meter="storages"``) or a :class:`CpuAllocatorMeter` (``meter="allocator"``).
     """
+    if meter not in METERS:
+        raise IreconError(f"unknown meter '{meter}' (choose from {', '.join(METERS)})")
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -123,8 +143,12 @@ def peak_memory_meter(device: torch.device | str) -> PeakMemoryMeter:
             dev = torch.device("cuda", torch.cuda.current_device())
         return CudaPeakMemoryMeter(dev)
     if dev.type == "meta":
-        raise IreconError("the meta device holds no memory to measure")
-    return StorageTracker(dev)
+        if meter == "allocator":
+            raise IreconError("the meta device has no allocator: a shapes-only run counts storages only")
+        return StorageTracker(dev)
+    if dev.type != "cpu":
+        raise IreconError(f"no memory meter for device {dev} (use cpu, cuda or meta)")
+    return CpuAllocatorMeter() if meter == "allocator" else StorageTracker(dev)
 
 
 _MISSING = object()
@@ -196,14 +220,17 @@ def _storage_keys(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> set[i
     return keys
 
 
-def _real_storage_nbytes(storage: torch.UntypedStorage) -> int | None:
-    """Bytes of a storage that holds real memory, or None (meta, invalid wrapper storages).
+def _storage_nbytes(storage: torch.UntypedStorage, meta: bool = False) -> int | None:
+    """Bytes of a storage, or None for one that holds no memory and is not counted.
 
-    Only storages without memory have a null data pointer and a nonzero size (meta); wrapper
-    subclasses have storages whose data pointer cannot be read at all.
+    Storages without memory have a null data pointer and a nonzero size: meta storages count their
+    size when ``meta`` is set (a shapes-only run), other such storages never. Wrapper subclasses
+    have storages whose data pointer cannot be read at all.
     """
     try:
         nbytes = storage.nbytes()
+        if storage.device.type == "meta":
+            return nbytes if meta else None
         if storage.data_ptr() == 0 and nbytes > 0:
             return None
     except (RuntimeError, NotImplementedError):
@@ -238,7 +265,7 @@ def _state_tensors(obj: object, grads: bool, top: bool = True) -> Iterator[torch
 
 
 def tensor_bytes(*objs: object, grads: bool = False) -> int:
-    """Total bytes of the distinct storages held by ``objs``.
+    """Total bytes of the distinct storages held by ``objs``; meta storages count their size.
 
     Accepts tensors, modules (parameters and buffers, plus parameter gradients if ``grads``),
     optimisers (state tensors) and containers of these. Shared storages (tied weights, views) are
@@ -250,7 +277,8 @@ def tensor_bytes(*objs: object, grads: bool = False) -> int:
         storage = _storage_of(tensor)
         if storage is not None:
             seen.setdefault(id(storage), storage)
-    return sum(n for n in map(_real_storage_nbytes, seen.values()) if n is not None)
+    sizes = (_storage_nbytes(storage, meta=True) for storage in seen.values())
+    return sum(n for n in sizes if n is not None)
 
 
 class StorageTracker(TorchDispatchMode):
@@ -265,7 +293,9 @@ class StorageTracker(TorchDispatchMode):
     Not seen: scratch memory a kernel allocates and frees internally, tensors created without
     dispatch (``torch.from_numpy``), growth of *untracked* tensors (``out=`` / ``resize_`` on a
     tensor from before the block), ``UntypedStorage.resize_`` calls after the block, and allocator
-    rounding. Storages on other devices than ``device`` (when given) and on ``meta`` are ignored.
+    rounding. Storages on other devices than ``device`` (when given) are ignored, and so are meta
+    storages, except for ``device="meta"``: then the tracker counts the meta storages of a
+    shapes-only run at their size, plus the CPU storages such a run keeps (optimiser step counters).
 
     An instance may be entered again after it exits (counts continue) but not while it is active:
     nested or concurrent entry of the same instance raises ``RuntimeError``. Distinct trackers
@@ -275,8 +305,9 @@ class StorageTracker(TorchDispatchMode):
     def __init__(self, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.device = None if device is None else torch.device(device)
+        self._meta = self.device is not None and self.device.type == "meta"
         scope = "all-device" if self.device is None else self.device.type
-        self.method = f"{scope} storage tracker, exact tensor bytes"
+        self.method = META_METHOD if self._meta else f"{scope} storage tracker, exact tensor bytes"
         self._live: dict[int, list[Any]] = {}
         self._current = 0
         self._peak = 0
@@ -357,10 +388,12 @@ class StorageTracker(TorchDispatchMode):
         return out
 
     def _wants(self, storage: torch.UntypedStorage) -> bool:
-        """Whether the storage lives on the tracked device."""
+        """Whether the storage lives on the tracked device (meta: on meta or the CPU)."""
         if self.device is None:
             return True
         dev = storage.device
+        if self._meta:
+            return dev.type in ("meta", "cpu")
         return dev == self.device or (self.device.index is None and dev.type == self.device.type)
 
     def _bump(self, delta: int) -> None:
@@ -376,7 +409,7 @@ class StorageTracker(TorchDispatchMode):
             if entry is not None and entry[1]() is storage:
                 self._storage_resized(storage)
                 return
-            nbytes = _real_storage_nbytes(storage)
+            nbytes = _storage_nbytes(storage, meta=self._meta)
             if nbytes is None or not self._wants(storage):
                 return
             if entry is not None:
@@ -401,3 +434,123 @@ class StorageTracker(TorchDispatchMode):
             if entry is not None and entry[1] is ref:
                 del self._live[key]
                 self._current -= entry[0]
+
+
+def _profiler_config() -> Any:
+    """Kineto CPU profiling with ``profile_memory=True`` and nothing else recorded."""
+    from torch._C._profiler import _ExperimentalConfig
+    from torch.autograd import ProfilerConfig, ProfilerState
+
+    return ProfilerConfig(ProfilerState.KINETO, False, True, False, False, False, _ExperimentalConfig())
+
+
+def _allocation_events(result: Any) -> list[tuple[int, int, int, int]]:
+    """(time ns, order, address, signed size) of every CPU allocation event, in time order."""
+    from torch._C._profiler import _ExtraFields_Allocation
+
+    events = []
+    stack = list(reversed(result.experimental_event_tree()))
+    order = 0
+    while stack:
+        node = stack.pop()
+        fields = node.extra_fields
+        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == "cpu":
+            events.append((node.start_time_ns, order, fields.ptr, fields.alloc_size))
+        order += 1
+        stack.extend(reversed(node.children))
+    events.sort()
+    return events
+
+
+class CpuAllocatorMeter:
+    """Allocator-level CPU meter: every block c10's CPU allocator hands out or takes back.
+
+    While active, torch's profiler runs with ``profile_memory`` (the low-level calls behind
+    ``torch.profiler.profile``, without its slow post-processing) and records each allocation and
+    free with its address and size. A reading stops the profiler, replays the events in time order
+    and starts it again. :meth:`track` registers blocks that existed before, by address. The
+    profiler reports no frees of blocks allocated before it started, so registered blocks stay
+    counted until their address is handed out again; frees after the block are not seen.
+
+    Seen beyond :class:`StorageTracker`: scratch buffers that kernels allocate and free inside one
+    op, and tensors made without dispatch. Not seen: memory that libraries take from ``malloc``
+    themselves (oneDNN and MKL internals, OpenMP), allocations on threads the profiler does not
+    follow (intra-op worker threads), alignment slack and heap fragmentation.
+    """
+
+    method = ALLOCATOR_METHOD
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self._live: dict[int, int] = {}
+        self._current = 0
+        self._peak = 0
+        self._running = False
+
+    def __enter__(self) -> CpuAllocatorMeter:
+        if self._running:
+            raise RuntimeError("CpuAllocatorMeter is already active; enter a given meter once at a time")
+        if torch.autograd._profiler_enabled():
+            raise IreconError("another torch profiler is running; the allocator meter needs its own")
+        self._start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._running:
+            self._stop()
+
+    def memory_allocated(self) -> int:
+        """Bytes of the allocator blocks alive now that were registered or seen allocated."""
+        self._flush()
+        return self._current
+
+    def max_memory_allocated(self) -> int:
+        """Largest :meth:`memory_allocated` since creation or the last reset."""
+        self._flush()
+        return self._peak
+
+    def reset_peak_memory_stats(self) -> None:
+        """Set the peak to the current allocation."""
+        self._flush()
+        self._peak = self._current
+
+    def track(self, *objs: object) -> None:
+        """Register the CPU blocks of existing tensors, modules and optimisers (as StorageTracker.track)."""
+        for tensor in (t for obj in objs for t in _state_tensors(obj, grads=True)):
+            storage = _storage_of(tensor)
+            if storage is None or storage.device.type != "cpu":
+                continue
+            nbytes = _storage_nbytes(storage)
+            if nbytes and storage.data_ptr() not in self._live:
+                self._allocated(storage.data_ptr(), nbytes)
+
+    def _start(self) -> None:
+        from torch.autograd import ProfilerActivity, _enable_profiler, _prepare_profiler
+
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto prints every start and stop below 6
+        config, activities = _profiler_config(), {ProfilerActivity.CPU}
+        _prepare_profiler(config, activities)
+        _enable_profiler(config, activities)
+        self._running = True
+
+    def _stop(self) -> None:
+        from torch.autograd import _disable_profiler
+
+        self._running = False
+        for _, _, ptr, size in _allocation_events(_disable_profiler()):
+            if size > 0:
+                self._allocated(ptr, size)
+            else:
+                self._current -= self._live.pop(ptr, 0)
+
+    def _flush(self) -> None:
+        if self._running:
+            self._stop()
+            self._start()
+
+    def _allocated(self, ptr: int, nbytes: int) -> None:
+        """A block at ``ptr``; a block still listed there was freed unseen, so it is dropped."""
+        self._current += nbytes - self._live.get(ptr, 0)
+        self._live[ptr] = nbytes
+        if self._current > self._peak:
+            self._peak = self._current

@@ -1,15 +1,20 @@
-"""``irecon bench-memory``: options from :class:`BenchOptions`, the sweep from :func:`irecon.bench.run_bench`."""
+"""``irecon bench-memory``: options from :class:`BenchOptions`; the sweep from :func:`irecon.bench.run_bench`,
+the budget search from :func:`irecon.bench.run_budget`."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from irecon.bench import BenchOptions, Measurement, format_bytes, ratios, run_bench
-from irecon.cli.options import ListCommand, default_of, device_option, say, stdout_console
+from irecon.bench import BenchOptions, Measurement, format_bytes, human_bytes, ratios, run_bench, run_budget
+from irecon.cli.options import ListCommand, default_of, say, stdout_console
+from irecon.errors import IreconError
+from irecon.memory import METERS
+from irecon.planner import Fit, parse_bytes
 
 MODES = {"train": ("train",), "inference": ("inference",), "both": ("train", "inference")}
 
@@ -26,31 +31,59 @@ def _mode_name(modes: tuple[str, ...]) -> str:
 @click.option("--model", default=_default("model"), show_default=True, help="preset to measure")
 @click.option("--steps", multiple=True, type=int, default=_default("steps"), show_default=True,
               help="time steps T to sweep: --steps 1 2 4 (or the option repeated)")
-@click.option("--layers", multiple=True, type=int, default=_default("layers"), help="invertible layers per step to sweep (i-RIM)")
+@click.option("--layers", multiple=True, type=int, help="invertible layers per step to sweep (i-RIM)")
 @click.option("--size", type=(int, int), default=_default("size"), show_default=True, metavar="H W")
 @click.option("--slices", type=int, default=_default("slices"), show_default=True, help="slab depth for 3-D models")
-@click.option("--batches", type=int, default=_default("batches"), show_default=True,
-              help="mini-batches; the minimum peak is reported")
-@device_option
-@click.option("--mode", type=click.Choice(list(MODES)), default=_mode_name(_default("modes")), show_default=True)
+@click.option("--coils", type=int, help="receiver coils of the input  [default: the preset's]")
+@click.option("--batches", type=int, help="mini-batches; the minimum peak is reported  [default: 10; 1 on meta]")
+@click.option("--device", default=None, metavar="DEVICE",
+              help="cpu, cuda, cuda:N, or meta: the planner, shapes only  [default: cuda if available, else cpu]")
+@click.option("--meter", type=click.Choice(METERS),
+              help="CPU figure reported as the peak; both are recorded  [default: allocator]")
+@click.option("--mode", type=click.Choice(list(MODES)),
+              help=f"[default: {_mode_name(_default('modes'))}; train with --budget]")
 @click.option("--compare-plain", is_flag=True, help="also measure plain autograd on the same model")
 @click.option("--with-rim", is_flag=True, help="also measure the RIM baseline at the same step counts")
 @click.option("--timing-batches", type=int, default=_default("timing_batches"), show_default=True,
               help="untracked batches timed per setting")
+@click.option("--budget", metavar="SIZE",
+              help="plan on meta: the deepest T whose training/inference peak fits, e.g. 24GiB or 40GB")
+@click.option("--max-steps", type=int, default=_default("max_steps"), show_default=True,
+              help="deepest T the --budget search tries")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="write one record per measurement")
+              help="write one record per measurement (per search with --budget)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG of peak memory against depth")
-def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str, **params: Any) -> None:
-    """Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes."""
-    options = BenchOptions(steps=steps, layers=layers or None, modes=MODES[mode], **params)
+def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | None, **params: Any) -> None:
+    """Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes.
+
+    With --device meta the same protocol runs on shapes only (the planner); --budget then finds
+    the deepest T that fits, memory-free and with plain autograd.
+    """
+    if params["budget"] is not None:
+        params["budget"] = parse_bytes(params["budget"])
+    modes = MODES[mode] if mode else ("train",) if params["budget"] is not None else _default("modes")
+    options = BenchOptions(steps=steps, layers=layers or None, modes=modes, **params)
     console = stdout_console()
+    if options.budget is not None:
+        if options.plot_path is not None:
+            raise IreconError("--plot draws a depth sweep; leave it out with --budget")
+        started = time.perf_counter()
+        fits = run_budget(options, report=lambda f: say(console, fit_line(f)))
+        say(console, f"method: {fits[0].method}; planner answered in {time.perf_counter() - started:.1f} s")
+        if options.json_path is not None:
+            say(console, f"wrote {options.json_path}")
+        return
     records = run_bench(options, report=lambda m: say(console, progress_line(m)))
-    table = _table()
+    both = any(r.allocator_peak_bytes is not None for r in records)
+    table = _table(both)
     for record in records:
-        table.add_row(*_row(record))
+        table.add_row(*_row(record, both))
     console.print(table)
-    say(console, f"method: {records[0].method}; peak = min over {options.batches} mini-batches (batch size 1)")
+    batches = f"{options.batches} mini-batch{'es' if options.batches != 1 else ''}"
+    say(console, f"peak: {records[0].method}; min over {batches} (batch size 1)")
+    if both:
+        say(console, f"storages: {records[0].storage_method or '-'}; allocator: {records[0].allocator_method or '-'}")
     for description, value in ratios(records):
         say(console, f"{description}: {value:.3f}")
     for path in (options.json_path, options.plot_path):
@@ -58,29 +91,55 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str, **p
             say(console, f"wrote {path}")
 
 
-def _table() -> Table:
+def _table(both: bool) -> Table:
     table = Table(title="peak memory in MiB (weights = parameters + gradients + optimiser state)")
-    for column in ("model", "mode", "engine", "T", "layers", "peak", "activ.", "weights", "s/batch"):
+    columns = ["model", "mode", "engine", "T", "layers", "peak", "activ.", "weights", "s/batch"]
+    if both:
+        columns[6:6] = ["storages", "allocator"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("model", "mode", "engine") else "right")
     return table
 
 
-def _row(m: Measurement) -> list[str]:
+def _row(m: Measurement, both: bool = False) -> list[str]:
     engine = "free" if m.memory_free else "plain"
     mode = "infer" if m.mode == "inference" else m.mode
+    head = [m.model, mode, engine, str(m.steps), str(m.layers_total)]
     if m.skipped:
-        return [m.model, mode, engine, str(m.steps), str(m.layers_total), "skipped", m.skipped, "", ""]
+        return [*head, "skipped", *(["", ""] if both else []), m.skipped, "", ""]
+    cpu = [format_bytes(m.storage_peak_bytes), format_bytes(m.allocator_peak_bytes)] if both else []
+    seconds = "-" if m.step_seconds is None else f"{m.step_seconds:.3f}"
     return [
-        m.model, mode, engine, str(m.steps), str(m.layers_total), format_bytes(m.peak_bytes),
-        format_bytes(m.activation_bytes), format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes),
-        f"{m.step_seconds:.3f}",
+        *head, format_bytes(m.peak_bytes), *cpu, format_bytes(m.activation_bytes),
+        format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes), seconds,
     ]
 
 
 def progress_line(m: Measurement) -> str:
-    """The line printed as each measurement finishes."""
-    row = _row(m)
-    result = f"skipped ({m.skipped})" if m.skipped else f"peak {row[5]} MiB"
+    """The line printed as each measurement finishes, every figure with its method."""
     engine = "memory-free" if m.memory_free else "plain"
-    return f"measured {row[0]} {m.mode} {engine} T={row[3]} ({row[4]} layers): {result}"
+    head = f"measured {m.model} {m.mode} {engine} T={m.steps} ({m.layers_total} layers)"
+    if m.skipped:
+        return f"{head}: skipped ({m.skipped})"
+    line = f"{head}: peak {format_bytes(m.peak_bytes)} MiB [{m.method}]"
+    if m.storage_peak_bytes is not None and m.allocator_peak_bytes is not None:
+        line += (f"; storage tracker {format_bytes(m.storage_peak_bytes)} MiB,"
+                 f" allocator {format_bytes(m.allocator_peak_bytes)} MiB")
+    return line
 
+
+def fit_line(f: Fit) -> str:
+    """One budget answer: the deepest T, its peak, and the peak one step deeper."""
+    engine = "memory-free" if f.memory_free else "plain"
+    head = f"planned {f.model} {f.mode} {engine}, budget {human_bytes(f.budget_bytes)} ({f.budget_bytes:,} B)"
+    if f.steps == 0:
+        return f"{head}: nothing fits, T=1 needs {human_bytes(f.peaks[1])} ({f.seconds:.1f} s)"
+    answer = f"{head}: deepest T={f.steps}, peak {human_bytes(f.peak_bytes or 0)}"
+    if f.limit_reached:
+        answer += f" (the search stops at --max-steps {f.max_steps})"
+    else:
+        answer += f", T={f.steps + 1} needs {human_bytes(f.next_peak_bytes or 0)}"
+    return f"{answer} ({len(f.peaks)} depths, {f.seconds:.1f} s)"
+
+
+COMMANDS = (bench_memory,)

@@ -1,0 +1,150 @@
+"""The memory planner: peak memory from shapes alone, and the deepest model that fits a budget.
+
+A shapes-only run executes the real model, engine and optimiser on tensors of the meta device:
+every op computes its output's shape and allocates no memory, so any preset at any size runs in
+seconds on any machine. Counting the storages those ops create gives the exact tensor bytes of
+the same run on a real device (``StorageTracker("meta")``, checked against the CPU tracker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from irecon.errors import IreconError
+
+__all__ = ["Fit", "deepest_fit", "parse_bytes", "shapes_only"]
+
+UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """``"24GiB"``, ``"40 GB"``, ``"512MiB"``, ``"1.5e9"`` as a whole number of bytes (GB = 10^9, GiB = 2^30)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if match is None or match.group(2).lower() not in UNITS:
+        raise IreconError(f"cannot read '{text}' as a memory size (e.g. 24GiB, 40GB, 512MiB, 1e9)")
+    value = float(match.group(1)) * UNITS[match.group(2).lower()]
+    if value < 1:
+        raise IreconError(f"memory size '{text}' is below one byte")
+    return int(value)
+
+
+_original_is_enabled = torch.is_autocast_enabled
+_original_get_dtype = torch.get_autocast_dtype
+_original_autocast = torch.autocast
+
+
+def _is_autocast_enabled(*args: Any) -> bool:
+    if args and args[0] == "meta":
+        return False
+    return _original_is_enabled(*args)
+
+
+def _get_autocast_dtype(device_type: str) -> torch.dtype:
+    return _original_get_dtype("cpu" if device_type == "meta" else device_type)
+
+
+def _autocast(device_type: str, *args: Any, **kwargs: Any) -> Any:
+    if device_type != "meta":
+        return _original_autocast(device_type, *args, **kwargs)
+    enabled = kwargs.get("enabled", args[1] if len(args) > 1 else True)
+    if enabled:
+        raise RuntimeError("autocast has no meta backend: shapes-only runs are made without autocast")
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """While active, autocast queries and ``torch.autocast(..., enabled=False)`` accept ``"meta"``.
+
+    Torch has no autocast backend for the meta device, so asking whether autocast is on there
+    raises; the i-RIM engine asks on every op. A shapes-only run never enables autocast, so
+    "off" is the true answer; enabling it on meta still raises.
+    """
+    saved = torch.is_autocast_enabled, torch.get_autocast_dtype, torch.autocast
+    torch.is_autocast_enabled = _is_autocast_enabled  # type: ignore[assignment]
+    torch.get_autocast_dtype = _get_autocast_dtype  # type: ignore[assignment]
+    torch.autocast = _autocast  # type: ignore[assignment,misc]
+    try:
+        yield
+    finally:
+        torch.is_autocast_enabled, torch.get_autocast_dtype, torch.autocast = saved  # type: ignore[misc]
+
+
+@dataclass
+class Fit:
+    """The deepest number of time steps T whose peak fits a budget, with the figures that show it.
+
+    ``steps`` is 0 when even T=1 does not fit. ``next_peak_bytes`` is the peak at ``steps + 1``
+    (None when the search stopped at ``max_steps``, ``limit_reached``). ``peaks`` holds every depth
+    measured, as {T: bytes}.
+    """
+
+    model: str
+    mode: str
+    memory_free: bool
+    budget_bytes: int
+    max_steps: int
+    steps: int
+    peak_bytes: int | None
+    next_peak_bytes: int | None
+    limit_reached: bool
+    method: str
+    peaks: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def deepest_fit(peak_at: Callable[[int], int], budget: int, max_steps: int) -> tuple[int, dict[int, int]]:
+    """(largest T <= max_steps with peak_at(T) <= budget, every peak measured), 0 if none fits.
+
+    Peaks grow with T. The peaks at T = 1 and 2 give a straight-line guess; the guess is then
+    checked by measuring T and T + 1 and, if it was wrong, the answer is found by bisection between
+    measured depths. Every depth in the answer was measured.
+    """
+    peaks: dict[int, int] = {}
+
+    def peak(steps: int) -> int:
+        if steps not in peaks:
+            peaks[steps] = peak_at(steps)
+        return peaks[steps]
+
+    if peak(1) > budget:
+        return 0, peaks
+    if max_steps > 1:
+        slope = peak(2) - peak(1)
+        guess = max_steps if slope <= 0 else 1 + (budget - peak(1)) // slope
+        guess = max(1, min(max_steps, guess))
+        peak(guess)
+        if guess < max_steps and peaks[guess] <= budget:
+            peak(guess + 1)
+    while True:
+        low = max(t for t, p in peaks.items() if p <= budget)
+        high = min((t for t, p in peaks.items() if p > budget), default=max_steps + 1)
+        if high - low <= 1 or low == max_steps:
+            return low, peaks
+        peak((low + high) // 2)
+
+
+def timed_fit(
+    model: str, mode: str, memory_free: bool, budget: int, max_steps: int, method: str,
+    peak_at: Callable[[int], int],
+) -> Fit:
+    """:func:`deepest_fit` as a :class:`Fit` record, with the wall time it took."""
+    started = time.perf_counter()
+    steps, peaks = deepest_fit(peak_at, budget, max_steps)
+    return Fit(
+        model=model, mode=mode, memory_free=memory_free, budget_bytes=budget, max_steps=max_steps,
+        steps=steps, peak_bytes=peaks.get(steps), next_peak_bytes=peaks.get(steps + 1),
+        limit_reached=steps == max_steps, method=method, peaks=dict(sorted(peaks.items())),
+        seconds=time.perf_counter() - started,
+    )
