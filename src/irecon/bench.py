@@ -14,6 +14,7 @@ before the mini-batch).
 from __future__ import annotations
 
 import contextlib
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -255,6 +256,7 @@ def _measure(
         input_bytes=tensor_bytes(kspace, mask, target), device=device,
     )
     meters = _meters(device)
+    gc.collect()  # earlier runs' cyclic garbage is freed now, not inside the window
     with contextlib.ExitStack() as stack:
         for meter in meters.values():
             stack.enter_context(meter)

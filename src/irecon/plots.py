@@ -75,28 +75,41 @@ class MemoryRecord(Protocol):
 
 
 def memory_sweep(records: Sequence[MemoryRecord]) -> Figure:
-    """Training and inference peak memory against depth, memory-free vs plain (and the RIM)."""
+    """Training and inference peak memory against depth, memory-free vs plain (and the RIM).
+
+    Records that also carry the CPU storage tracker's figure (``storage_peak_bytes``) next to a
+    different reported peak get it drawn dashed in the same colour.
+    """
     modes = sorted({m.mode for m in records}, reverse=True)
     figure = _figure(6 * max(len(modes), 1), 4.2)
     axes = figure.subplots(1, max(len(modes), 1), squeeze=False)[0]
     for ax, mode in zip(axes, modes):
         series: dict[str, list[tuple[int, float]]] = {}
+        storages: dict[str, list[tuple[int, float]]] = {}
         for m in records:
             if m.mode != mode or m.peak_bytes is None:
                 continue
             engine = "memory-free" if m.memory_free else "plain autograd"
             label = "RIM (plain autograd)" if m.model == "rim" else f"{m.model} {engine}"
             series.setdefault(label, []).append((m.steps, m.peak_bytes / MIB))
+            storage = getattr(m, "storage_peak_bytes", None)
+            if storage is not None and getattr(m, "storage_method", None) != m.method:
+                storages.setdefault(label, []).append((m.steps, storage / MIB))
         for label, points in series.items():
             xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, marker="o", label=label)
+            (line,) = ax.plot(xs, ys, marker="o", label=label)
+            if label in storages:
+                xs, ys = zip(*sorted(storages[label]))
+                ax.plot(xs, ys, marker=".", linestyle="--", color=line.get_color(), label=f"{label}, tensors only")
         ax.set_xlabel("time steps T (i-RIM: T x layers coupling layers)")
         ax.set_ylabel("peak memory (MiB)")
         ax.set_title(f"{mode}: min over batches of peak allocated")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     method = records[0].method if records else ""
-    figure.suptitle(f"irecon bench-memory ({method})", fontsize=9)
+    storage_method = getattr(records[0], "storage_method", None) if records else None
+    dashed = f"; dashed: {storage_method}" if storage_method and storage_method != method else ""
+    figure.suptitle(f"irecon bench-memory (solid: {method}{dashed})", fontsize=9)
     return figure
 
 
