@@ -38,8 +38,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise IreconError("checkpoint does not exist", path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise IreconError(f"not a readable irecon checkpoint ({type(err).__name__})", path) from None
+    except Exception:  # torch raises many types for truncated or foreign files
+        raise IreconError(
+            "not a readable irecon checkpoint: truncated, corrupt, or not saved by irecon train", path
+        ) from None
     if not isinstance(payload, dict) or "model_config" not in payload or "model" not in payload:
         raise IreconError("not an irecon checkpoint (no model_config/model entries)", path)
     return payload

@@ -114,14 +114,32 @@ def memory_sweep(records: Sequence[MemoryRecord]) -> Figure:
 
 
 def preview(
-    panels: Sequence[tuple[str, np.ndarray]], title: str, top: float | None = None
+    images: Sequence[tuple[str, np.ndarray]], errors: Sequence[tuple[str, np.ndarray]], title: str,
+    top: float | None = None,
 ) -> Figure:
-    """One row of images; a panel labelled ``|error|`` uses a colour map, the others grey on [0, top]."""
-    figure = _figure(3 * len(panels), 3.6)
-    for axis, (label, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
-        is_error = label == "|error|"
-        axis.imshow(image, cmap="magma" if is_error else "gray", vmin=0, vmax=None if is_error else top)
-        axis.set_title(label)
+    """Labelled grey images on one row, on [0, top] or, when ``top`` is None, each on [0, its own max].
+
+    ``errors`` (|error| maps) go on a second row, under the first images, on one shared magma scale
+    [0, largest error] with one colour bar.
+    """
+    columns = max(len(images), len(errors), 1)
+    rows = 2 if errors else 1
+    figure = _figure(3 * columns + (0.8 if errors else 0), 3 * rows + 0.9)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis, (label, image) in zip(axes[0], images):
+        vmax = top if top is not None else float(np.max(image)) or None
+        axis.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+        axis.set_title(label, fontsize=9)
+    if errors:
+        error_top = max(float(np.max(error)) for _, error in errors) or None
+        shown = []
+        for axis, (label, error) in zip(axes[1], errors):
+            shown.append(axis.imshow(error, cmap="magma", vmin=0, vmax=error_top))
+            axis.set_title(label, fontsize=9)
+        bar = figure.colorbar(shown[0], ax=list(axes[1][: len(errors)]), shrink=0.85)
+        bar.set_label("|error|, one scale for all maps", fontsize=8)
+        bar.ax.tick_params(labelsize=8)
+    for axis in axes.flat:
         axis.set_axis_off()
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(title, fontsize=8)
     return figure

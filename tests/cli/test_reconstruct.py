@@ -1,7 +1,10 @@
-"""``irecon reconstruct --format`` and ``irecon export`` through the real ``main`` group."""
+"""``irecon reconstruct`` (formats, table, output failures, messages, progress) and ``irecon export``, through ``main``."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -9,11 +12,15 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from click.testing import CliRunner
+import torch
+from click.testing import CliRunner, _NamedTextIOWrapper
 
+from irecon.checkpoint import save_checkpoint
 from irecon.cli import main
 from irecon.data.synth import synthesize
+from irecon.errors import IreconError
 from irecon.export import images_from_nifti
+from irecon.models.presets import build_model, preset
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +73,143 @@ def test_export_of_a_target_and_of_a_bad_file(val_dir: Path, tmp_path: Path) -> 
     (tmp_path / "bad.h5").write_text("not hdf5")
     result = _run("export", tmp_path / "bad.h5", "--format", "dicom", "--out", tmp_path / "x")
     assert result.exit_code == 1 and result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained single-coil tiny-2d checkpoint."""
+    torch.manual_seed(0)
+    config = preset("tiny-2d", steps=1)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny-2d.pt"
+    save_checkpoint(path, {"model_config": config.to_dict(), "model": build_model(config).state_dict()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("two_val")
+    synthesize(out, split="val", volumes=2, slices=3, kspace_size=(32, 24), recon_size=(16, 12))
+    return out
+
+
+def _lines(text: str) -> list[str]:
+    return ANSI.sub("", text).splitlines()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_at_80_columns_every_name_and_the_mean_stay_whole(
+    two_val: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["file_brain_AXT2_200_2000019.h5", "file1000001.h5"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for source, name in zip(sorted(two_val.iterdir()), names):
+        shutil.copy(source, folder / name)
+    # stdout is an 80-column terminal (stderr stays a pipe, so no live progress bar)
+    monkeypatch.setattr(_NamedTextIOWrapper, "isatty", lambda self: self.name == "<stdout>", raising=False)
+    result = CliRunner().invoke(main, ["reconstruct", str(folder), "--checkpoint", str(checkpoint),
+                                       "--out", str(tmp_path / "out")], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = _lines(result.stdout)
+    assert max(map(len, lines)) <= 80
+    for name in names:
+        assert any(name in line for line in lines), result.stdout
+    assert any("mean (2 scored)" in line for line in lines)
+    assert sum("zero-filled" in line for line in lines) == 3  # two volumes and the mean
+
+
+def test_an_unwritable_preview_folder_is_one_line_and_creates_nothing(val_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a regular file")
+    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "out",
+                  "--preview", tmp_path / "file" / "previews")
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"error: {tmp_path / 'file'}: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_preview_not_written_is_a_warning_and_the_volume_keeps_its_output(
+    val_dir: Path, tmp_path: Path
+) -> None:
+    (source,) = val_dir.iterdir()
+    previews, report_file = tmp_path / "previews", tmp_path / "report.json"
+    (previews / f"{source.stem}.png").mkdir(parents=True)  # a folder where the PNG should go
+    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "out",
+                  "--preview", previews, "--json", report_file, "--overwrite")
+    assert result.exit_code == 3, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert str(previews / f"{source.stem}.png") in warning and "preview was not written" in warning
+    assert "error" not in result.stderr and "Traceback" not in result.output
+    assert (tmp_path / "out" / source.name).is_file()
+    assert source.name in result.stdout and "1 preview not written" in result.stdout
+    (record,) = json.loads(report_file.read_text())["volumes"]
+    assert record["error"] is None and record["output"] == str(tmp_path / "out" / source.name)
+    assert record["metrics"] is not None and record["preview"] is None and record["warnings"] == [warning[9:]]
+
+
+def test_an_unwritable_json_still_prints_the_table_then_one_error_line(
+    val_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import irecon.reconstruct.run as recon_module
+
+    def full_disk(path: Path, value: object, **_: object) -> None:
+        raise IreconError("no space left on device", path)
+
+    monkeypatch.setattr(recon_module, "write_json", full_disk)
+    report_file = tmp_path / "report.json"
+    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "out", "--json", report_file)
+    assert result.exit_code == 3
+    assert "mean (1 scored)" in result.stdout and "PSNR" in result.stdout
+    assert result.stderr.splitlines()[-1] == f"error: {report_file}: no space left on device"
+    assert "wrote" not in result.stdout and (tmp_path / "out").iterdir()
+
+
+def test_help_gives_the_exit_statuses() -> None:
+    text = _run("reconstruct", "--help").output
+    assert "Exit status:" in text
+    for code in ("0  every volume reconstructed", "1  nothing was done", "2  usage error", "3  every volume"):
+        assert code in text
+
+
+def test_off_a_terminal_each_volume_prints_one_progress_line(two_val: Path, tmp_path: Path) -> None:
+    result = _run("reconstruct", two_val, "--model", "zero-filled", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in two_val.iterdir())
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    for number, (line, name) in enumerate(zip(lines, names), start=1):
+        assert re.fullmatch(rf"reconstructed {number}/2 {re.escape(name)} in \d+\.\d s", line), line
+
+
+def test_counts_read_right(two_val: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(two_val, data)
+    (data / "bad.h5").write_text("not hdf5")
+    result = _run("reconstruct", data, "--model", "zero-filled", "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "1 volume failed;" in result.stdout and "volume(s)" not in result.output
+
+
+def test_a_bad_checkpoint_is_one_line_naming_no_exception_class(two_val: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model_config": preset("tiny-2d", steps=1).to_dict(),
+                           "model": build_model(preset("tiny-2d", steps=1)).state_dict()})
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:200])
+    for bad in ("junk.pt", "truncated.pt"):
+        result = _run("reconstruct", two_val, "--checkpoint", tmp_path / bad, "--out", tmp_path / "o")
+        assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+        assert result.output.startswith(f"error: {tmp_path / bad}: not a readable irecon checkpoint")
+        assert not re.search(r"Error|Exception|pickle", result.output.split(": ", 2)[2]), result.output
+
+
+def test_the_same_mistake_gets_the_same_message_as_train(two_val: Path, tmp_path: Path) -> None:
+    recon = _run("reconstruct", two_val, "--model", "zero-filled", "--out", tmp_path / "r", "--batch-size", "0")
+    train = _run("train", two_val, "--val", two_val, "--model", "tiny-2d", "--out", tmp_path / "t", "--batch-size", "0")
+    assert recon.exit_code == train.exit_code == 1
+    assert recon.output == train.output == "error: --batch-size must be at least 1, got 0\n"
+    recon = _run("reconstruct", two_val, "--model", "zero-filled", "--out", tmp_path / "r", "--acceleration", "0")
+    train = _run("train", two_val, "--val", two_val, "--model", "tiny-2d", "--out", tmp_path / "t",
+                 "--accelerations", "0", "--center-fractions", "0.08")
+    assert recon.output == train.output == "error: acceleration 0 is below 1\n"

@@ -274,10 +274,10 @@ def test_preview_and_json(val_dir: Path, test_dir: Path, tmp_path: Path) -> None
     assert data["mask"] == {"mask_type": "random", "acceleration": 4, "center_fraction": 0.08}
     assert data["failed"] == 0 and len(data["volumes"]) == 4
     keys = {"input", "output", "slices", "mask_source", "sampled_lines", "acceleration", "has_target",
-            "seconds", "metrics", "zero_filled", "preview", "exports", "error"}
+            "seconds", "metrics", "zero_filled", "preview", "exports", "error", "warnings"}
     for record in data["volumes"]:
         assert set(record) == keys
-        assert Path(record["preview"]).is_file() and record["error"] is None
+        assert Path(record["preview"]).is_file() and record["error"] is None and record["warnings"] == []
         if record["has_target"]:
             assert set(record["metrics"]) == {"nmse", "psnr", "ssim"} and record["mask_source"] == "drawn"
         else:
@@ -322,15 +322,23 @@ def test_cli_with_checkpoint_prints_the_table(val_dir: Path, checkpoints: dict[s
     assert result.exit_code == 0, result.output
     for word in ("NMSE", "PSNR", "SSIM", "zf PSNR", "time (s)", "mean (2 scored)"):
         assert word in result.stdout
-    assert result.stderr == ""
+    assert all(line.startswith("reconstructed ") for line in result.stderr.splitlines())
 
 
-def test_coil_count_mismatch_fails_the_volume(
+def test_a_coil_count_the_model_was_not_built_for_is_refused_once_before_anything_is_created(
     multicoil_dir: Path, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    report = run([multicoil_dir], tmp_path / "a", checkpoint=checkpoints["tiny-2d"])
-    assert report.exit_code == 1 and "2 coil(s)" in report.volumes[0].error
-    assert not list((tmp_path / "a").iterdir())
+    folder = tmp_path / "inputs"
+    shutil.copytree(multicoil_dir, folder)
+    (original,) = folder.iterdir()
+    shutil.copy(original, folder / "second.h5")
+    out = tmp_path / "a"
+    result = invoke(folder, "--checkpoint", checkpoints["tiny-2d"], "--out", out, "--preview", tmp_path / "p")
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {checkpoints['tiny-2d']}: the model takes single-coil k-space")
+    assert "2 of 2 inputs have another coil count" in line and "second.h5 (2 coils)" in line
+    assert not out.exists() and not (tmp_path / "p").exists()
     report = run([multicoil_dir], tmp_path / "b", model="zero-filled")  # RSS of the coils
     assert report.exit_code == 0 and read_output(report.volumes[0].output).shape == (3, 16, 16)
 
@@ -342,6 +350,14 @@ def test_bad_options_fail_before_anything_is_written(val_dir: Path, tmp_path: Pa
     with pytest.raises(IreconError, match="batch-size"):
         run([val_dir], out, model="zero-filled", batch_size=0)
     assert not out.exists()
+
+
+def test_a_bad_mask_type_gets_the_mask_specs_own_message(val_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(IreconError) as expected:
+        MaskSpec("bogus").validate()
+    with pytest.raises(IreconError) as got:
+        run([val_dir], tmp_path / "out", model="zero-filled", mask_type="bogus")
+    assert str(got.value) == str(expected.value)
 
 
 def test_cudnn_benchmark_is_off_during_the_run_and_restored(

@@ -6,12 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 
 from irecon.cli.options import default_of, device_option, exit_with, stderr_console, stdout_console
 from irecon.data.masks import MASK_TYPES
 from irecon.export.options import DATASETS, FORMATS, ExportOptions
 from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
+from irecon.text import plural
 
 
 def _default(name: str) -> Any:
@@ -48,15 +52,25 @@ def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
 
     Volumes with a target are scored (NMSE, PSNR, SSIM as fastmri.evaluate) against zero-filling
-    under the same mask. A failed volume gets a one-line error and no output; the exit status is 1
-    if any volume failed.
+    under the same mask. A failed volume gets a one-line error and the others still run; a preview
+    that cannot be written is a warning line, and the volume keeps its output. Off a terminal each
+    volume prints one progress line to stderr. The table is always printed.
+
+    \b
+    Exit status:
+      0  every volume reconstructed and every file written
+      1  nothing was done (bad option, model, inputs or output path), or a volume failed
+      2  usage error (an unknown option or a bad option value)
+      3  every volume reconstructed, but a preview or the --json report was not written
     """
     from irecon.reconstruct.run import reconstruct
 
     options = ReconstructOptions(inputs=inputs, **params)
     report = reconstruct(options, console=stderr_console())
     stdout_console().print(report_table(report))
-    if options.json_path is not None:
+    if report.json_error is not None:
+        click.echo(f"error: {report.json_error}", err=True)
+    elif options.json_path is not None:
         click.echo(f"wrote {options.json_path}")
     exit_with(report.exit_code)
 
@@ -92,33 +106,98 @@ def export_command(inputs: tuple[Path, ...], formats: tuple[str, ...], **params:
     exit_with(result.exit_code)
 
 
-def report_table(report: Any) -> Table:
-    """One row per reconstructed volume of a :class:`ReconstructReport` and the mean.
+def report_table(report: Any) -> ReportTable:
+    """The table of a :class:`~irecon.reconstruct.report.ReconstructReport`, for ``Console.print``."""
+    return ReportTable(report)
 
-    Metric columns (model and zero-filled under the same mask) appear only when some volume has a
-    target; volumes without one show dashes there.
+
+class ReportTable:
+    """One row per reconstructed volume and the mean, laid out for the width it is printed at.
+
+    Metric columns appear only when some volume has a target (dashes for the others), zero-filled's
+    only when the model is not zero-filled itself. Where the model's and zero-filled's scores do not
+    fit side by side, zero-filled's go on a row of their own under each volume's. The volume column
+    is as wide as the longest name (up to ``NAME_WIDTH``); only where even that does not fit, and
+    past ``NAME_WIDTH``, are names folded onto more lines, never cut.
     """
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        labels = _labels(self.report, side_by_side=False)
+        name_width = max(min(max(map(cell_len, labels), default=0), NAME_WIDTH), len("volume"))
+        unlimited = options.update_width(_UNLIMITED)
+        for side_by_side in (True, False):
+            table = _table(self.report, side_by_side, name_width)
+            excess = Measurement.get(console, unlimited, table).maximum - options.max_width
+            if excess <= 0:
+                yield table
+                return
+        yield _table(self.report, False, max(name_width - excess, _NAME_MIN))
+
+
+NAME_WIDTH = 40
+_NAME_MIN = 12
+_UNLIMITED = 10_000
+_ZERO_FILLED_ROW = "  zero-filled"
+
+
+def _has_baseline(report: Any) -> bool:
+    """Whether zero-filled's scores are shown beside the model's (not when the model is zero-filled)."""
+    return bool(report.scored) and report.config.kind != "zero-filled"
+
+
+def _mean_label(report: Any) -> str:
+    return f"mean ({len(report.scored)} scored)" if report.scored else "mean"
+
+
+def _labels(report: Any, side_by_side: bool) -> list[str]:
+    """The texts of the volume column, below the header."""
+    if not report.succeeded:
+        return []
+    below = _has_baseline(report) and not side_by_side
+    return [v.input.name for v in report.succeeded] + [_mean_label(report)] + ([_ZERO_FILLED_ROW] if below else [])
+
+
+def _table(report: Any, side_by_side: bool, name_width: int) -> Table:
     with_metrics = bool(report.scored)
+    beside = _has_baseline(report) and side_by_side
+    below = _has_baseline(report) and not side_by_side
     table = Table(title=f"{report.model_name} on {report.device}", title_justify="left")
-    table.add_column("volume", overflow="fold")
+    table.add_column("volume", width=name_width, overflow="fold")
     table.add_column("slices", justify="right", no_wrap=True)
     if with_metrics:
-        for label in ("NMSE", "PSNR", "SSIM", "zf NMSE", "zf PSNR", "zf SSIM"):
+        for label in ("NMSE", "PSNR", "SSIM", *(("zf NMSE", "zf PSNR", "zf SSIM") if beside else ())):
             table.add_column(label, justify="right", no_wrap=True, min_width=6)
-    table.add_column("time (s)", justify="right", no_wrap=True)
+    table.add_column("time (s)" if side_by_side else "time\n(s)", justify="right", no_wrap=True)
+
     for result in report.succeeded:
         row = [result.input.name, str(result.slices)]
         if with_metrics:
-            row += _score_cells(result.metrics) + _score_cells(result.zero_filled)
+            row += _score_cells(result.metrics)
+        if beside:
+            row += _score_cells(result.zero_filled)
         table.add_row(*row, _fmt(result.seconds, ".3f"))
+        if below and result.zero_filled is not None:
+            table.add_row(_ZERO_FILLED_ROW, "", *_score_cells(result.zero_filled), "", style="dim")
     if report.succeeded:
-        mean = [f"mean ({len(report.scored)} scored)" if with_metrics else "mean", ""]
+        mean = [_mean_label(report), ""]
         if with_metrics:
-            mean += _score_cells(report.mean_metrics()) + _score_cells(report.mean_zero_filled())
+            mean += _score_cells(report.mean_metrics())
+        if beside:
+            mean += _score_cells(report.mean_zero_filled())
         table.add_section()
         table.add_row(*mean, _fmt(report.mean_seconds(), ".3f"), style="bold")
+        if below:
+            table.add_row(_ZERO_FILLED_ROW, "", *_score_cells(report.mean_zero_filled()), "", style="bold dim")
+
+    caption = []
     if report.failed:
-        table.caption = f"{len(report.failed)} volume(s) failed; see the errors above"
+        caption.append(f"{plural(len(report.failed), 'volume')} failed; see the errors above")
+    if report.warnings:
+        caption.append(f"{plural(len(report.warnings), 'preview')} not written; see the warnings above")
+    table.caption = "; ".join(caption) or None
     return table
 
 

@@ -1,4 +1,4 @@
-"""The files a reconstruct run writes per volume: the fastMRI ``.h5`` and the preview PNG."""
+"""The files a reconstruct run writes per volume: the fastMRI ``.h5`` and the preview PNG (and its figure)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from irecon.checkpoint import LoadedModel
@@ -13,21 +14,26 @@ from irecon.errors import IreconError
 from irecon.files import EXISTS_MESSAGE, atomic_write
 from irecon.metrics import Scores
 from irecon.physics import common_crop
-from irecon.plots import preview as preview_figure
+from irecon.plots import preview as preview_plot
 from irecon.plots import save_png
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.report import VolumeResult
+from irecon.text import plural
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Refuse an existing ``path`` unless ``overwrite``."""
     if path.exists() and not overwrite:
         raise IreconError(EXISTS_MESSAGE, path)
 
 
 def read_header(source: Path) -> bytes | None:
     """The input's ``ismrmrd_header`` XML (None when it has none)."""
-    with h5py.File(source, "r") as hf:
-        return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
+    try:
+        with h5py.File(source, "r") as hf:
+            return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
+    except (OSError, KeyError):
+        raise IreconError("not a readable HDF5 file: its ismrmrd_header could not be read", source) from None
 
 
 def write_reconstruction(
@@ -45,32 +51,62 @@ def write_reconstruction(
         hf.attrs["acceleration"] = options.acceleration
 
 
-def write_preview(
-    path: Path, name: str, images: Tensor, zero_filled: Tensor | None, target: Tensor | None,
-    result: VolumeResult,
-) -> None:
-    """PNG of the middle slice: zero-filled | reconstruction [| target | |error|], metrics in the title."""
+def write_preview(path: Path, figure: Figure) -> None:
+    """Write a :func:`preview_figure` as PNG (replacing an older preview: the caller checked overwrite)."""
+    save_png(figure, path, overwrite=True)
+
+
+def preview_figure(
+    name: str, images: Tensor, zero_filled: Tensor | None, target: Tensor | None, result: VolumeResult,
+    loaded: LoadedModel, options: ReconstructOptions,
+) -> Figure:
+    """The middle slice: zero-filled, the reconstruction [, the target and each one's |error|].
+
+    ``zero_filled`` is None when the model is zero-filling itself, which then shows once. With a
+    target the images share its scale; without one each is on its own. The title names the model,
+    the checkpoint and the mask and gives the whole volume's scores.
+    """
     index = images.shape[0] // 2
     if target is not None:
         images, target = common_crop(images, target)
         zero_filled = None if zero_filled is None else common_crop(zero_filled, target)[0]
-    recon = images[index].numpy()
-    panels = [("zero-filled", zero_filled[index].numpy() if zero_filled is not None else None),
-              ("reconstruction", recon)]
+    pictures = [] if zero_filled is None else [("zero-filled", zero_filled[index].numpy())]
+    pictures.append(("zero-filled" if zero_filled is None else "reconstruction", images[index].numpy()))
+    errors: list[tuple[str, np.ndarray]] = []
+    top = None
     if target is not None:
         truth = target[index].numpy()
-        panels += [("target", truth), ("|error|", np.abs(recon - truth))]
-    panels = [(label, image) for label, image in panels if image is not None]
-    top = float(target.max()) if target is not None else float(recon.max())
-    figure = preview_figure(panels, _preview_title(name, index, images.shape[0], result), top)
-    save_png(figure, path, overwrite=True)
+        errors = [(f"|{label} - target|", np.abs(image - truth)) for label, image in pictures]
+        pictures.append(("target", truth))
+        top = float(target.max())
+    title = "\n".join([
+        f"{name}: slice {index + 1} of {images.shape[0]}",
+        f"model: {loaded.name}" if options.checkpoint is not None else f"model: {loaded.name} (no checkpoint)",
+        _mask_text(result, options),
+        *_scores_lines(result, images.shape[0], zero_filled is None),
+    ])
+    return preview_plot(pictures, errors, title, top)
 
 
-def _preview_title(name: str, index: int, slices: int, result: VolumeResult) -> str:
-    title = f"{name}, slice {index + 1} of {slices}"
-    if result.metrics is not None and result.zero_filled is not None:
-        title += f"\nmodel: {_scores_text(result.metrics)}\nzero-filled: {_scores_text(result.zero_filled)}"
-    return title
+def _mask_text(result: VolumeResult, options: ReconstructOptions) -> str:
+    sampled = plural(result.sampled_lines or 0, "line") + " sampled"
+    if result.acceleration is not None:
+        sampled += f" ({result.acceleration:.1f}x)"
+    if result.mask_source == "file":
+        return f"mask: the file's own, {sampled}"
+    return (
+        f"mask: {options.mask_type}, acceleration {options.acceleration}, centre fraction "
+        f"{options.center_fraction:g}, seeded by the file name: {sampled}"
+    )
+
+
+def _scores_lines(result: VolumeResult, slices: int, model_is_zero_filled: bool) -> list[str]:
+    if result.metrics is None or result.zero_filled is None:
+        return ["no target: not scored; each image on its own grey scale"]
+    scores = f"zero-filled {_scores_text(result.zero_filled)}"
+    if not model_is_zero_filled:
+        scores = f"model {_scores_text(result.metrics)}  |  {scores}"
+    return [f"scores of the whole volume ({plural(slices, 'slice')}), not of this slice:", scores]
 
 
 def _scores_text(scores: Scores) -> str:

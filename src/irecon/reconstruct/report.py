@@ -1,4 +1,9 @@
-"""What a reconstruct run did: one :class:`VolumeResult` per input and the run's :class:`ReconstructReport`."""
+"""What a reconstruct run did: one :class:`VolumeResult` per input and the run's :class:`ReconstructReport`.
+
+Exit statuses of a run (``ReconstructReport.exit_code``; the command line adds 2 for usage errors):
+0 everything was written, 1 a volume failed (it has no reconstruction), 3 every volume was
+reconstructed but a preview or the ``--json`` report could not be written.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,18 @@ from irecon.data.masks import MaskSpec
 from irecon.metrics import Scores, mean_scores
 from irecon.models.presets import ModelConfig
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NOT_WRITTEN = 3
+
 
 @dataclass
 class VolumeResult:
-    """What happened to one input volume; ``error`` is set (and ``output`` None) when it failed."""
+    """What happened to one input volume.
+
+    ``error`` is set when the volume failed; what was written before the failure stays recorded.
+    ``warnings`` name files that were not written (a preview) although the volume was reconstructed.
+    """
 
     input: Path
     output: Path | None = None
@@ -31,9 +44,10 @@ class VolumeResult:
     preview: Path | None = None
     exports: list[Path] = field(default_factory=list)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON record of the module docstring."""
+        """The volume's record in the ``--json`` report (schema in docs/formats.md)."""
         return {
             "input": str(self.input),
             "output": _str_or_none(self.output),
@@ -48,12 +62,16 @@ class VolumeResult:
             "preview": _str_or_none(self.preview),
             "exports": [str(p) for p in self.exports],
             "error": self.error,
+            "warnings": list(self.warnings),
         }
 
 
 @dataclass
 class ReconstructReport:
-    """The outcome of a run: per-volume results, skipped-file notes, and the model that ran."""
+    """The outcome of a run: per-volume results, skipped-file notes, and the model that ran.
+
+    ``json_error`` is the problem met writing the ``--json`` report, if any.
+    """
 
     model_name: str
     config: ModelConfig
@@ -63,6 +81,7 @@ class ReconstructReport:
     mask_spec: MaskSpec
     volumes: list[VolumeResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    json_error: str | None = None
 
     @property
     def failed(self) -> list[VolumeResult]:
@@ -77,9 +96,17 @@ class ReconstructReport:
         return [v for v in self.succeeded if v.metrics is not None]
 
     @property
+    def warnings(self) -> list[str]:
+        return [w for v in self.volumes for w in v.warnings]
+
+    @property
     def exit_code(self) -> int:
-        """1 if any volume failed, else 0."""
-        return 1 if self.failed else 0
+        """1 if any volume failed, else 3 if a preview or the JSON report was not written, else 0."""
+        if self.failed:
+            return EXIT_FAILED
+        if self.warnings or self.json_error is not None:
+            return EXIT_NOT_WRITTEN
+        return EXIT_OK
 
     def mean_metrics(self) -> Scores | None:
         scored = self.scored
@@ -94,7 +121,7 @@ class ReconstructReport:
         return float(np.mean(times)) if times else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of the module docstring."""
+        """The ``--json`` report (schema in docs/formats.md)."""
         return {
             "irecon_version": __version__,
             "model": {

@@ -11,17 +11,22 @@ dataset) uses its own mask; any other file gets a mask of ``mask_type``/``accele
 (``irecon.data.datasets.load_volume``). When a file has a target, the model and zero-filling under
 the same mask are scored with fastMRI's volume metrics (``irecon.metrics.score_volume``).
 
-A problem with one volume (unreadable file, existing output without ``overwrite``, wrong coil
-count, out of GPU memory) fails that volume only: it gets a one-line error, no output file, and the
-others still run; the command then exits with status 1.
+Problems with the run as a whole (options, the model, a coil count the model was not built for,
+unwritable output folders or JSON file) are refused before anything is created. A problem with one
+volume (unreadable file, existing output without ``overwrite``, out of GPU memory) fails that
+volume only: it gets a one-line error, its record keeps what was written before the failure, and
+the others still run. A preview that cannot be written is a warning: the volume keeps its output
+and scores. The exit statuses are in :mod:`irecon.reconstruct.report`.
 
-The ``--json`` report's schema is in ``docs/formats.md``. ``formats`` adds NIfTI and DICOM
+The ``--json`` report's schema is in ``docs/formats.md``; a failure to write it is kept in the
+report (``json_error``), so the results are still shown. ``formats`` adds NIfTI and DICOM
 copies of each reconstruction (:mod:`irecon.export`) beside or instead of the ``.h5``.
 
 Metrics are per volume exactly as ``fastmri.evaluate`` computes them (NMSE, PSNR and SSIM with the
 target volume's max as data range); the means are plain means over the scored volumes. ``seconds``
 is the wall time of the model on the volume (k-space in host memory to cropped magnitudes in host
-memory); reading, writing, the zero-filled baseline and scoring are not included.
+memory); reading, writing, the zero-filled baseline and scoring are not included. The progress
+line printed per volume off a terminal gives the whole volume's wall time.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -39,58 +44,71 @@ from torch import Tensor
 
 from irecon.checkpoint import LoadedModel, load_model
 from irecon.data.datasets import Volume, load_volume
-from irecon.data.masks import MASK_TYPES
-from irecon.data.volumes import find_volumes
+from irecon.data.volumes import find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.export import SeriesInfo, export_volume
-from irecon.files import check_writable_file, check_writable_folder, write_json
+from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_folder, write_json
 from irecon.inference import reconstruct_volume, score_prediction
 from irecon.models.presets import build_model, preset
 from irecon.physics import common_crop
 from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
-from irecon.reconstruct.outputs import read_header, refuse_existing, write_preview, write_reconstruction
+from irecon.reconstruct.outputs import (
+    preview_figure,
+    read_header,
+    refuse_existing,
+    write_preview,
+    write_reconstruction,
+)
 from irecon.reconstruct.report import ReconstructReport, VolumeResult
+from irecon.text import plural
 
 # Models whose channel count is fixed by the coil count they were built for.
 _COIL_BOUND_KINDS = ("irim", "rim")
+_NAMES_SHOWN = 3
 
 
 def reconstruct(options: ReconstructOptions, console: Console | None = None) -> ReconstructReport:
     """Reconstruct every input volume; see the module docstring for outputs and failure handling.
 
-    With a ``console`` (stderr in the CLI) skip notes and per-volume errors are printed as they
-    happen and a progress bar is shown on a terminal; without one the run is silent. Raises
-    IreconError only for problems with the run as a whole (options, model, folders); problems with
-    one volume are recorded in its :class:`VolumeResult`.
+    With a ``console`` (stderr in the CLI) skip notes, per-volume errors and warnings are printed as
+    they happen, with a progress bar on a terminal and one progress line per volume elsewhere;
+    without one the run is silent. Raises IreconError only for problems with the run as a whole,
+    before anything is created; problems with one volume are recorded in its :class:`VolumeResult`.
     """
     _check_options(options)
     files, notes = find_volumes(options.inputs)
     device = resolve_device(options.device)
     loaded = load_model(options.checkpoint, options.model, device)
-    json_path = None
-    if options.json_path is not None:
-        json_path = check_writable_file(options.json_path, overwrite=options.overwrite)
-    out_dir = check_writable_folder(options.out_dir)
-    preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
+    _check_coils(files, loaded, options.checkpoint)
+    json_path, out_dir, preview_dir = _prepare_outputs(options)
     report = ReconstructReport(
         model_name=loaded.name, config=loaded.config,
         checkpoint=None if options.checkpoint is None else Path(options.checkpoint),
         device=str(device), batch_size=options.batch_size, mask_spec=options.mask_spec, notes=notes,
     )
     _say(console, *(f"note: {note}" for note in notes))
+    plain_progress = console is not None and not console.is_terminal
     with _cudnn_benchmark_off(), _progress(console) as progress:
         run = _Run(options, loaded, device, out_dir, preview_dir, progress)
         volumes_task = progress.add_task("volumes", total=len(files))
-        for path in files:
+        for number, path in enumerate(files, start=1):
+            started = time.perf_counter()
             result = run.volume(path)
+            report.volumes.append(result)
             if result.error is not None:
                 _say(console, f"error: {result.error}")
-            report.volumes.append(result)
+            elif plain_progress:
+                seconds = time.perf_counter() - started
+                _say(console, f"reconstructed {number}/{len(files)} {path.name} in {seconds:.1f} s")
+            _say(console, *(f"warning: {warning}" for warning in result.warnings))
             progress.advance(volumes_task)
             _free_memory(device)
     if json_path is not None:
-        write_json(json_path, report.to_dict())
+        try:
+            write_json(json_path, report.to_dict())
+        except IreconError as err:
+            report.json_error = str(err)
     return report
 
 
@@ -106,6 +124,7 @@ class _Run:
         self.device = device
         self.out_dir = out_dir
         self.preview_dir = preview_dir
+        self.model_is_zero_filled = loaded.config.kind == "zero-filled"
         self.zero_filled = build_model(preset("zero-filled")).to(device).eval()
         self.names: dict[str, Path] = {}
         self.progress = progress
@@ -116,26 +135,27 @@ class _Run:
 
     def volume(self, path: Path) -> VolumeResult:
         """Reconstruct one volume; any IreconError or GPU OOM becomes this volume's error."""
+        result = VolumeResult(input=path)
         try:
-            return self._volume(path)
+            self._volume(path, result)
         except IreconError as err:
-            return VolumeResult(input=path, error=str(err))
+            result.error = str(err)
         except torch.OutOfMemoryError:
-            return VolumeResult(
-                input=path,
-                error=f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) "
-                "or --device cpu",
+            result.error = (
+                f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) or --device cpu"
             )
+        return result
 
     @torch.inference_mode()
-    def _volume(self, path: Path) -> VolumeResult:
-        output, preview = self._output_paths(path)
+    def _volume(self, path: Path, result: VolumeResult) -> None:
+        """Fill ``result`` step by step, so that a failure leaves what was written recorded."""
+        output = self._output_path(path)
         volume = load_volume(path, self.options.mask_spec)
-        self._check_coils(volume)
         start = time.perf_counter()
         images = self._run_model(volume)
-        result = _describe_volume(path, volume, time.perf_counter() - start)
-        needs_zero_filled = volume.target is not None or preview is not None
+        _describe_volume(result, volume, time.perf_counter() - start)
+        preview = self._preview_path(path, result)
+        needs_zero_filled = volume.target is not None or (preview is not None and not self.model_is_zero_filled)
         zero_filled = self._zero_filled(volume, images) if needs_zero_filled else None
         target = None
         if volume.target is not None:
@@ -143,24 +163,29 @@ class _Run:
             result.metrics = score_prediction(images_scored, target)
             result.zero_filled = score_prediction(zero_filled, target)
         header = read_header(path)
+        exports = [f for f in self.options.formats if f != "h5"]
+        if exports and header is None:
+            raise IreconError("has no ismrmrd_header to take the NIfTI/DICOM geometry from", path)
         if "h5" in self.options.formats:
             write_reconstruction(output, images.numpy(), header, self.loaded, self.options)
             result.output = output
-        exports = [f for f in self.options.formats if f != "h5"]
         if exports:
-            if header is None:
-                raise IreconError("has no ismrmrd_header to take the NIfTI/DICOM geometry from", path)
             result.exports = export_volume(
                 images.numpy(), header, self.out_dir, path.stem, exports, self.series, self.options.overwrite,
                 series_number=len(self.names),
             )
         if preview is not None:
-            write_preview(preview, path.name, images, zero_filled, target, result)
-            result.preview = preview
-        return result
+            shown_zero_filled = None if self.model_is_zero_filled else zero_filled
+            figure = preview_figure(path.name, images, shown_zero_filled, target, result, self.loaded, self.options)
+            try:
+                write_preview(preview, figure)
+            except IreconError as err:
+                result.warnings.append(f"{preview}: {err.problem}; the preview was not written (the reconstruction was)")
+            else:
+                result.preview = preview
 
-    def _output_paths(self, path: Path) -> tuple[Path, Path | None]:
-        """Output (and preview) paths for ``path``, refused when they clash or exist."""
+    def _output_path(self, path: Path) -> Path:
+        """The output path for ``path``, refused when it clashes or exists."""
         output = self.out_dir / path.name
         first = self.names.setdefault(path.name, path)
         if first != path:
@@ -172,20 +197,17 @@ class _Run:
         if output.resolve() == path.resolve():
             raise IreconError("the output would replace this input file; choose another --out", path)
         refuse_existing(output, self.options.overwrite)
-        preview = None
-        if self.preview_dir is not None:
-            preview = self.preview_dir / f"{path.stem}.png"
-            refuse_existing(preview, self.options.overwrite)
-        return output, preview
+        return output
 
-    def _check_coils(self, volume: Volume) -> None:
-        config = self.loaded.config
-        coils = volume.kspace.shape[1]
-        if config.kind in _COIL_BOUND_KINDS and coils != config.coils:
-            raise IreconError(
-                f"file has {coils} coil(s) but the model was built for {config.coils}",
-                volume.info.path,
-            )
+    def _preview_path(self, path: Path, result: VolumeResult) -> Path | None:
+        """The preview path, or None (with a warning when an existing preview is kept)."""
+        if self.preview_dir is None:
+            return None
+        preview = self.preview_dir / f"{path.stem}.png"
+        if preview.exists() and not self.options.overwrite:
+            result.warnings.append(f"{preview}: {EXISTS_MESSAGE}; the preview was not written")
+            return None
+        return preview
 
     def _run_model(self, volume: Volume) -> Tensor:
         """(S, h, w) magnitudes: 2-D models in batches of ``batch_size`` slices, 3-D models at once."""
@@ -208,30 +230,25 @@ class _Run:
 
     def _zero_filled(self, volume: Volume, images: Tensor) -> Tensor:
         """Zero-filled magnitudes under the volume's mask (the model's own output if it is zero-filled)."""
-        if self.loaded.config.kind == "zero-filled":
+        if self.model_is_zero_filled:
             return images
         return reconstruct_volume(
             self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device
         )
 
 
-def _describe_volume(path: Path, volume: Volume, seconds: float) -> VolumeResult:
+def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> None:
     sampled = int(volume.mask.sum().item())
-    width = volume.mask.shape[-1]
-    return VolumeResult(
-        input=path,
-        slices=int(volume.kspace.shape[0]),
-        mask_source="file" if volume.info.has_mask else "drawn",
-        sampled_lines=sampled,
-        acceleration=width / sampled if sampled else None,
-        has_target=volume.target is not None,
-        seconds=seconds,
-    )
+    result.slices = int(volume.kspace.shape[0])
+    result.mask_source = "file" if volume.info.has_mask else "drawn"
+    result.sampled_lines = sampled
+    result.acceleration = volume.mask.shape[-1] / sampled if sampled else None
+    result.has_target = volume.target is not None
+    result.seconds = seconds
 
 
 def _check_options(options: ReconstructOptions) -> None:
-    if options.mask_type not in MASK_TYPES:
-        raise IreconError(f"unknown mask type {options.mask_type!r} (choose from {', '.join(MASK_TYPES)})")
+    """The plain options, with the messages ``irecon train`` gives for the same mistakes."""
     options.mask_spec.validate()
     unknown = [f for f in options.formats if f not in OUTPUT_FORMATS]
     if unknown or not options.formats:
@@ -239,8 +256,53 @@ def _check_options(options: ReconstructOptions) -> None:
             f"--format must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
         )
     batch = options.batch_size
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise IreconError(f"--batch-size must be a whole number >= 1, got {batch!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise IreconError(f"--batch-size must be a whole number, got {batch!r}")
+    if batch < 1:
+        raise IreconError(f"--batch-size must be at least 1, got {batch}")
+
+
+def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | Path | None) -> None:
+    """Refuse, from the headers alone, inputs whose coil count the model was not built for.
+
+    Unreadable files are left to fail on their own when their turn comes.
+    """
+    config = loaded.config
+    if config.kind not in _COIL_BOUND_KINDS:
+        return
+    others = []
+    for path in files:
+        try:
+            info = read_volume_info(path)
+        except IreconError:
+            continue
+        if info.num_coils != config.coils:
+            others.append(info)
+    if not others:
+        return
+    names = ", ".join(f"{info.path.name} ({plural(info.num_coils, 'coil')})" for info in others[:_NAMES_SHOWN])
+    if len(others) > _NAMES_SHOWN:
+        names += ", ..."
+    takes = "single-coil k-space" if config.coils == 1 else f"{config.coils}-coil k-space"
+    raise IreconError(
+        f"the model takes {takes}, but {len(others)} of {plural(len(files), 'input')} "
+        f"{'has' if len(others) == 1 else 'have'} another coil count: {names}; reconstruct them with a "
+        "checkpoint trained on such files, or with --model zero-filled",
+        checkpoint,
+    )
+
+
+def _prepare_outputs(options: ReconstructOptions) -> tuple[Path | None, Path, Path | None]:
+    """The JSON file, output and preview folders: all proven writable before any is created."""
+    json_path = None
+    if options.json_path is not None:
+        json_path = check_writable_file(options.json_path, overwrite=options.overwrite)
+    folders = [Path(options.out_dir)] + ([] if options.preview_dir is None else [Path(options.preview_dir)])
+    for folder in folders:
+        check_writable_folder(folder, create=False)
+    out_dir = check_writable_folder(options.out_dir)
+    preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
+    return json_path, out_dir, preview_dir
 
 
 def _say(console: Console | None, *lines: str) -> None:
