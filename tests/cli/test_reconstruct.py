@@ -213,3 +213,11 @@ def test_the_same_mistake_gets_the_same_message_as_train(two_val: Path, tmp_path
     train = _run("train", two_val, "--val", two_val, "--model", "tiny-2d", "--out", tmp_path / "t",
                  "--accelerations", "0", "--center-fractions", "0.08")
     assert recon.output == train.output == "error: acceleration 0 is below 1\n"
+
+
+def test_a_nifti_only_run_is_not_refused_for_an_h5_it_does_not_write(val_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run("reconstruct", val_dir, "--model", "zero-filled", "--out", out).exit_code == 0
+    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", out, "--format", "nifti")
+    assert result.exit_code == 0, result.output
+    assert list(out.glob("*.nii.gz")) and len(list(out.glob("*.h5"))) == 1

@@ -43,7 +43,8 @@ def _default(name: str) -> Any:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Write per-volume records and the mean as JSON.")
 @click.option("--preview", "preview_dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder for one PNG per volume: the middle slice with metrics.")
+              help="Folder for one PNG per volume: the middle slice, zero-filled, reconstruction, target and "
+                   "|error| maps on one scale, with the model, mask and the volume's scores.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(OUTPUT_FORMATS),
               default=_default("formats"), show_default=True,
               help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "

@@ -185,7 +185,7 @@ class _Run:
                 result.preview = preview
 
     def _output_path(self, path: Path) -> Path:
-        """The output path for ``path``, refused when it clashes or exists."""
+        """The ``.h5`` output path for ``path``, refused when it clashes, or exists and is to be written."""
         output = self.out_dir / path.name
         first = self.names.setdefault(path.name, path)
         if first != path:
@@ -196,7 +196,8 @@ class _Run:
             )
         if output.resolve() == path.resolve():
             raise IreconError("the output would replace this input file; choose another --out", path)
-        refuse_existing(output, self.options.overwrite)
+        if "h5" in self.options.formats:
+            refuse_existing(output, self.options.overwrite)
         return output
 
     def _preview_path(self, path: Path, result: VolumeResult) -> Path | None:
