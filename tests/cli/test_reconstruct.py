@@ -92,11 +92,12 @@ def two_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _lines(text: str) -> list[str]:
-    return ANSI.sub("", text).splitlines()
-
-
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of terminal output, without colour and cursor codes."""
+    return ANSI.sub("", text).splitlines()
 
 
 def test_at_80_columns_every_name_and_the_mean_stay_whole(
