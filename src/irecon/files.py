@@ -37,11 +37,14 @@ def os_problem(err: OSError) -> str:
 
 @contextlib.contextmanager
 def os_errors(path: str | Path) -> Iterator[None]:
-    """Turn an OSError raised inside the block into ``IreconError(<problem>, path)``."""
+    """Turn an OSError raised inside the block into ``IreconError(<problem>, path)``.
+
+    The error names ``path`` (what the user asked for), never a temporary file beside it.
+    """
     try:
         yield
     except OSError as err:
-        raise IreconError(os_problem(err), err.filename or path) from None
+        raise IreconError(os_problem(err), path) from None
 
 
 @contextlib.contextmanager

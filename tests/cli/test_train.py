@@ -65,7 +65,7 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(data: Path, tmp_path: P
         ("zero-filled", "no parameters to train"),
         ("slab with 2-D", "needs a 3-D preset"),
         ("impossible mask", "center fraction 0.3 with acceleration 4"),
-        ("mask pairs", "2 center fractions 0.08,0.04 but 1 accelerations 4"),
+        ("mask pairs", "2 center fractions 0.08,0.04 but 1 acceleration 4"),
         ("sizes differ", "needs --train-resolution H W"),
         ("existing run dir", "pass --resume to continue it or --overwrite"),
         ("resume without run", "no last.pt to resume from"),
@@ -227,6 +227,6 @@ def test_a_nan_slice_is_found_before_the_first_step_with_checks_message(data: Pa
 def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path) -> None:
     result = train_cli(cli_args(data, tmp_path / "run", "--threads", "1", "--max-steps", "1"))
     assert result.exit_code == 0, result.output
-    assert "1 thread;" in result.output
+    assert "1 thread, " in result.output and "loader worker" in result.output
     bad = train_cli(cli_args(data, tmp_path / "run2", "--threads", "0"))
     assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irecon.errors import IreconError
+from irecon.text import plural
 
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
 _FRACTION_TYPES = ("equispaced_fraction", "magic_fraction")
@@ -44,8 +45,8 @@ class MaskSpec:
             raise IreconError("mask needs at least one center fraction and one acceleration")
         if len(self.center_fractions) != len(self.accelerations):
             raise IreconError(
-                f"{len(self.center_fractions)} center fractions {_fmt(self.center_fractions)} but "
-                f"{len(self.accelerations)} accelerations {_fmt(self.accelerations)}; "
+                f"{plural(len(self.center_fractions), 'center fraction')} {_fmt(self.center_fractions)} but "
+                f"{plural(len(self.accelerations), 'acceleration')} {_fmt(self.accelerations)}; "
                 "they are used in pairs, so give the same number of each"
             )
         for acceleration in self.accelerations:

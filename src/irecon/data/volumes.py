@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from irecon.errors import IreconError
+from irecon.files import os_problem
 
 CHALLENGES = ("singlecoil", "multicoil")
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -140,7 +141,7 @@ def find_volumes(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             try:
                 entries = sorted(path.iterdir())
             except OSError as exc:
-                raise IreconError(f"cannot list folder ({_one_line(exc)})", path) from None
+                raise IreconError(f"cannot list folder ({os_problem(exc)})", path) from None
             h5_files = [e for e in entries if e.is_file() and _is_h5_name(e)]
             if not h5_files:
                 raise IreconError("folder has no .h5 files (subfolders are not searched)", path)
@@ -269,11 +270,6 @@ def _is_h5_name(path: Path) -> bool:
     return path.suffix.lower() == ".h5"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 @contextmanager
 def _open(path: Path) -> Iterator[h5py.File]:
     """Open ``path`` read-only; h5py errors, also those met while reading, become IreconError."""
@@ -283,15 +279,13 @@ def _open(path: Path) -> Iterator[h5py.File]:
         raise IreconError("no such file", path)
     try:
         hf = h5py.File(path, "r")
-    except OSError as exc:
-        raise IreconError(f"not a readable HDF5 file ({_one_line(exc)})", path) from None
+    except OSError:
+        raise IreconError("not a readable HDF5 file (not HDF5, truncated or corrupt)", path) from None
     try:
         with hf:
             yield hf
-    except (OSError, KeyError, RuntimeError) as exc:
-        raise IreconError(
-            f"not a readable HDF5 file: reading failed ({_one_line(exc)})", path
-        ) from None
+    except (OSError, KeyError, RuntimeError):
+        raise IreconError("not a readable HDF5 file: reading failed (truncated or corrupt)", path) from None
 
 
 def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:
