@@ -189,9 +189,9 @@ def _meter_name(options: BenchOptions) -> str:
 
 
 def _method(options: BenchOptions) -> str:
-    return {"cuda": CUDA_METHOD, "allocator": ALLOCATOR_METHOD}.get(
-        _meter_name(options), META_METHOD if options.device == "meta" else STORAGE_METHOD
-    )
+    if options.device == "meta":
+        return META_METHOD
+    return {"cuda": CUDA_METHOD, "allocator": ALLOCATOR_METHOD, "storages": STORAGE_METHOD}[_meter_name(options)]
 
 
 def _meters(device: str) -> dict[str, PeakMemoryMeter]:
@@ -426,12 +426,10 @@ def _validate(options: BenchOptions) -> None:
             raise IreconError(f"--budget plans on the meta device; use --device meta, not {options.device}")
         options.device = "meta"
     options.device = "meta" if options.device == "meta" else str(resolve_device(options.device))
-    if options.meter is not None and options.device != "cpu":
-        if not (options.device == "meta" and options.meter == "storages"):
-            raise IreconError(
-                f"--meter {options.meter} is a CPU meter; on {options.device} the figures come from "
-                f"{'the shapes-only storage tracker' if options.device == 'meta' else 'the CUDA allocator'}"
-            )
+    if options.meter not in (None, "storages") and options.device == "meta":
+        raise IreconError(f"--meter {options.meter} is a CPU meter; on meta the planner counts storages")
+    if options.meter is not None and options.device.startswith("cuda"):
+        raise IreconError(f"--meter {options.meter} is a CPU meter; on CUDA the caching allocator counts")
     if options.batches is None:
         options.batches = 1 if options.device == "meta" else 10
     for path in (options.json_path, options.plot_path):
