@@ -1,7 +1,8 @@
 """Tiny synthetic training data and helpers shared by the training and the ``irecon train`` tests.
 
 3 slices of 32x24 k-space, 16x16 targets, a 1-step, 2-layer i-RIM, single-threaded: a shared
-2-core machine makes threaded tiny convolutions slow.
+2-core machine makes threaded tiny convolutions slow. In-process runs read in the training process
+(``num_workers=0``) unless a test asks for workers; command-line runs keep the default.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def make_data(root: Path) -> Path:
 
 
 def make_options(data: Path, out: Path, **overrides: Any) -> TrainOptions:
-    values: dict[str, Any] = dict(epochs=1, batch_size=2, steps=1, layers=2, device="cpu")
+    values: dict[str, Any] = dict(epochs=1, batch_size=2, steps=1, layers=2, device="cpu", num_workers=0)
     values.update(overrides)
     model = values.pop("model", "tiny-2d")
     return TrainOptions(data / "train", data / "val", model, out, **values)

@@ -227,6 +227,6 @@ def test_a_nan_slice_is_found_before_the_first_step_with_checks_message(data: Pa
 def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path) -> None:
     result = train_cli(cli_args(data, tmp_path / "run", "--threads", "1", "--max-steps", "1"))
     assert result.exit_code == 0, result.output
-    assert "1 thread;" in result.output
+    assert "1 thread, " in result.output and "loader worker" in result.output
     bad = train_cli(cli_args(data, tmp_path / "run2", "--threads", "0"))
     assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output

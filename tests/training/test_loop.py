@@ -31,7 +31,7 @@ from tests.train_helpers import ROOT, assert_same_weights, load, make_options, s
 
 CHECKPOINT_KEYS = {
     "model_config", "model", "preset", "optimizer", "scheduler", "epoch", "epoch_position", "global_step",
-    "epoch_loss", "rng", "options", "best_ssim", "best_epoch", "history", "zero_filled", "train_files",
+    "epoch_loss", "epoch_loss_ranks", "rng", "options", "best_ssim", "best_epoch", "history", "zero_filled", "train_files",
     "world_size", "irecon_version", "torch_version", "wall_time_s", "time_budget_s",
 }
 
@@ -155,26 +155,95 @@ def test_best_checkpoint_is_the_epoch_with_the_highest_ssim(
     assert not all(torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
 
 
-def test_ddp_two_cpu_processes_end_with_identical_weights(data: Path, tmp_path: Path) -> None:
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def ddp_runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs of tests/train_ddp_worker.py: one 2-process gloo launch, after a 1-process run to resume."""
+    root = tmp_path_factory.mktemp("ddp")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train(make_options(data, root / "single", batch_size=1, seed=3, epochs=1))
+    torch.set_num_threads(previous)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        str(ROOT / "tests" / "train_ddp_worker.py"), str(data / "train"), str(data / "val"), str(out), str(weights),
+        str(ROOT / "tests" / "train_ddp_worker.py"), str(data / "train"), str(data / "val"), str(root),
     ]
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    rank0, rank1 = load(weights / "rank0.pt"), load(weights / "rank1.pt")
+    return root
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(data: Path, ddp_runs: Path) -> None:
+    rank0, rank1 = load(ddp_runs / "plain_rank0.pt"), load(ddp_runs / "plain_rank1.pt")
     assert_same_weights(rank0, rank1)
-    payload = load(out / "last.pt")
+    payload = load(ddp_runs / "plain" / "last.pt")
     assert_same_weights(payload["model"], rank0)
-    assert payload["world_size"] == 2 and payload["global_step"] == 3  # 6 slices over 2 ranks, batch 1
+    assert payload["world_size"] == 2 and payload["global_step"] == 6  # 6 slices over 2 ranks, batch 1, 2 epochs
     # Each rank validated one of the two volumes; the all-reduced mean is the mean over both.
     zero = build_model(preset("zero-filled", coils=1))
     infos = [read_volume_info(p) for p in sorted((data / "val").glob("*.h5"))]
     expected = mean_scores(score_model(zero, infos, MaskSpec("random", (0.08,), (4,)), torch.device("cpu")))
     assert payload["zero_filled"] == pytest.approx(expected.as_dict())
+
+
+def test_sharded_optimizer_trains_as_plain_adam_and_saves_adam_format(ddp_runs: Path) -> None:
+    plain, sharded = load(ddp_runs / "plain" / "last.pt"), load(ddp_runs / "sharded" / "last.pt")
+    assert_same_weights(load(ddp_runs / "sharded_rank0.pt"), load(ddp_runs / "sharded_rank1.pt"))
+    assert_same_weights(sharded["model"], load(ddp_runs / "sharded_rank0.pt"))
+    for key, weight in plain["model"].items():
+        assert (sharded["model"][key] - weight).abs().max() <= 1e-6, key
+    assert sharded["optimizer"]["param_groups"] == plain["optimizer"]["param_groups"]
+    assert list(sharded["optimizer"]["state"]) == list(plain["optimizer"]["state"])
+    for index, state in plain["optimizer"]["state"].items():
+        assert state.keys() == sharded["optimizer"]["state"][index].keys()
+        for name, value in state.items():
+            assert value.dtype == sharded["optimizer"]["state"][index][name].dtype
+            assert torch.allclose(value, sharded["optimizer"]["state"][index][name], rtol=0, atol=1e-6)
+    assert sharded["scheduler"] == plain["scheduler"] and sharded["options"]["shard_optimizer"] is True
+
+
+def test_adam_shards_are_the_bytes_each_rank_really_holds(ddp_runs: Path) -> None:
+    reports = [json.loads((ddp_runs / f"bytes_rank{rank}.json").read_text()) for rank in (0, 1)]
+    for report in reports:
+        assert report["actual"] == report["predicted"] > 0
+        assert report["parameters"] == len(report["held"])
+    assert not set(reports[0]["held"]) & set(reports[1]["held"])
+    plain = load(ddp_runs / "plain" / "last.pt")["optimizer"]["state"]
+    assert sorted(reports[0]["held"] + reports[1]["held"]) == sorted(plain)
+    assert reports[0]["actual"] + reports[1]["actual"] == sum(
+        t.untyped_storage().nbytes() for state in plain.values() for t in state.values()
+    )
+
+
+def test_sharded_resume_on_the_same_processes_is_exact(ddp_runs: Path) -> None:
+    split, whole = load(ddp_runs / "split" / "last.pt"), load(ddp_runs / "sharded" / "last.pt")
+    assert_same_run(whole, split)
+    assert_same_weights(load(ddp_runs / "split_rank1.pt"), whole["model"])
+
+
+def test_sharded_checkpoints_resume_on_another_number_of_processes(data: Path, ddp_runs: Path) -> None:
+    boundary = ddp_runs / "boundary"
+    stopped = load(boundary / "last.pt")
+    assert (stopped["epoch"], stopped["epoch_position"], stopped["global_step"], stopped["world_size"]) == (1, 0, 3, 2)
+    result = train(make_options(data, boundary, batch_size=1, seed=3, epochs=2, shard_optimizer=True, resume=True))
+    assert result.global_step == 3 + 6 and result.epochs_done == 2  # epoch 2 on one process: 6 steps
+    resumed = load(boundary / "last.pt")
+    assert resumed["world_size"] == 1 and resumed["optimizer"]["state"].keys() == stopped["optimizer"]["state"].keys()
+    assert all(torch.isfinite(w).all() for w in resumed["model"].values())
+    assert not all(torch.equal(resumed["model"][k], v) for k, v in stopped["model"].items())
+    single = load(ddp_runs / "single" / "last.pt")  # 1 process for epoch 1, then 2 sharded for epoch 2
+    assert (single["epoch"], single["global_step"], single["world_size"]) == (2, 6 + 3, 2)
+    assert all(torch.isfinite(w).all() for w in single["model"].values())
+
+
+def test_shard_optimizer_on_one_process_is_plain_adam(data: Path, tmp_path: Path) -> None:
+    shown = io.StringIO()
+    train(make_options(data, tmp_path / "run", max_steps=2, shard_optimizer=True),
+          console=Console(file=shown, width=300))
+    assert "(--shard-optimizer needs several processes)" in shown.getvalue()
+    plain = train(make_options(data, tmp_path / "plain", max_steps=2))
+    sharded = load(tmp_path / "run" / "last.pt")
+    assert_same_weights(sharded["model"], plain.model.state_dict())
+    assert sharded["optimizer"]["param_groups"] == load(tmp_path / "plain" / "last.pt")["optimizer"]["param_groups"]
 
 
 def test_overwrite_starts_afresh(data: Path, tmp_path: Path) -> None:

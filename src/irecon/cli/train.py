@@ -57,8 +57,12 @@ def _default(name: str) -> Any:
               help="Override weight sharing across steps.")
 @click.option("--checkpoint-every", type=int, default=_default("checkpoint_every"), show_default=True,
               help="Write last.pt every N steps.")
-@click.option("--num-workers", type=int, default=_default("num_workers"), show_default=True,
-              help="DataLoader worker processes.")
+@click.option("--num-workers", type=int, default=_default("num_workers"),
+              help="DataLoader worker processes per training process (0: read in the training process).  "
+                   "[default: min(4, CPUs - 1)]")
+@click.option("--shard-optimizer/--no-shard-optimizer", default=_default("shard_optimizer"), show_default=True,
+              help="Under torchrun, shard the Adam state over the processes (ZeRO); checkpoints stay whole and "
+                   "resume on any number of processes. On one process it is plain Adam.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in RUN_DIR from last.pt, exactly where it stopped, with its options "
                    "(TRAIN_DIR, --val and --model may be left out; an option given must not conflict).")

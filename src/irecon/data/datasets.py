@@ -29,6 +29,7 @@ import torch
 from fastmri.data.transforms import complex_center_crop
 from torch import Tensor
 
+from irecon.data.handles import OpenFiles
 from irecon.data.masks import MaskSpec, apply_padding, make_mask, seed_for_file, training_seed
 from irecon.data.volumes import (
     CHALLENGES,
@@ -176,9 +177,11 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
     target is left as it is: it is the centre crop of the image, which the resize does not move, so
     the resolution must be at least the target's size.
 
-    Call :meth:`set_epoch` before each training epoch; DataLoader workers see the new epoch only
-    when they are re-created per epoch (``persistent_workers=False``, the default). Volumes of
-    different sizes can only share a batch after ``resolution`` makes them one size.
+    Call :meth:`set_epoch` before each training epoch, or ask for :meth:`item` ``(index, epoch)``:
+    DataLoader workers see a new :meth:`set_epoch` only when they are re-created, while ``item``
+    needs no state. Each process keeps one read-only HDF5 handle per file it has read (opened on
+    first use, see :meth:`close`). Volumes of different sizes can only share a batch after
+    ``resolution`` makes them one size.
     """
 
     def __init__(
@@ -218,6 +221,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         self._items = self._build_index()
         self._max_values: dict[int, float] = {}
         self._eval_masks: dict[int, np.ndarray] = {}
+        self._files = OpenFiles()
 
     @property
     def volumes(self) -> list[VolumeInfo]:
@@ -234,6 +238,14 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         return len(self._items)
 
     def __getitem__(self, index: int) -> Sample:
+        return self.item(index, self.epoch)
+
+    def item(self, index: int, epoch: int) -> Sample:
+        """Item ``index`` as epoch ``epoch`` draws it (``dataset[index]`` is ``item(index, dataset.epoch)``).
+
+        Passing the epoch with the index lets DataLoader workers that outlive an epoch
+        (``persistent_workers``) serve the next one without being told of :meth:`set_epoch`.
+        """
         if not -len(self._items) <= index < len(self._items):
             raise IndexError(f"index {index} out of range for {len(self._items)} items")
         index = int(index) % len(self._items)
@@ -242,10 +254,11 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         if self.slab == 1:
             start, selection = position, position
         else:
-            start = position if position >= 0 else self._random_start(info, index)
+            start = position if position >= 0 else self._random_start(info, index, epoch)
             selection = slice(start, start + self.slab)
 
-        kspace = torch.from_numpy(read_kspace(info.path, selection))
+        kspace_np, target_np = self._files.read(info, selection, start)
+        kspace = torch.from_numpy(kspace_np)
         if info.challenge == "singlecoil":
             kspace = kspace.unsqueeze(0)
         elif self.slab > 1:
@@ -253,10 +266,9 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         if self.resolution is not None:
             kspace = resize_kspace(kspace, self.resolution)
 
-        mask = torch.from_numpy(self._mask(volume_index, index, kspace.shape[-1]))
+        mask = torch.from_numpy(self._mask(volume_index, index, kspace.shape[-1], epoch))
         mask = mask.reshape((1,) * (kspace.dim() - 1) + (-1,))
 
-        target_np = read_target(info.path, info, selection)
         target = torch.zeros(0) if target_np is None else torch.from_numpy(target_np)
         return Sample(
             kspace=kspace * mask,
@@ -266,6 +278,10 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
             fname=info.path.name,
             slice_index=int(start),
         )
+
+    def close(self) -> None:
+        """Close the HDF5 files this process opened; later items open them again."""
+        self._files.close()
 
     def _check_volumes(self, challenge: str | None) -> None:
         """Refuse file sets the dataset cannot serve, naming the first offending file."""
@@ -345,18 +361,18 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
             items.extend((volume_index, s) for s in starts)
         return items
 
-    def _random_start(self, info: VolumeInfo, index: int) -> int:
-        rng = np.random.default_rng((self.seed, self.epoch, index, _SLAB_STREAM))
+    def _random_start(self, info: VolumeInfo, index: int, epoch: int) -> int:
+        rng = np.random.default_rng((self.seed, epoch, index, _SLAB_STREAM))
         return int(rng.integers(0, info.num_slices - self.slab + 1))
 
-    def _mask(self, volume_index: int, index: int, width: int) -> np.ndarray:
+    def _mask(self, volume_index: int, index: int, width: int, epoch: int) -> np.ndarray:
         info = self._volumes[volume_index]
         if not self.train or info.has_mask:
             if volume_index not in self._eval_masks:
                 self._eval_masks[volume_index] = eval_mask(info, self.mask_spec)[0]
             return self._eval_masks[volume_index].copy()
         assert self.mask_spec is not None  # checked in __init__
-        seed = training_seed(self.seed, self.epoch, index)
+        seed = training_seed(self.seed, epoch, index)
         mask, _ = _draw(self.mask_spec, width, seed, info.path)
         if width == info.kspace_shape[1]:
             mask = apply_padding(mask, info.padding_left, info.padding_right)

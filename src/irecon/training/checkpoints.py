@@ -1,9 +1,11 @@
 """A training run's checkpoint: the one dict ``last.pt``/``best.pt`` hold, and the rules for resuming it.
 
 The payload is plain values and tensors (``torch.load(weights_only=True)`` reads it): the model
-config and weights (what any command needs), the optimiser, scheduler and RNG states, the run's
-:class:`Progress`, its options, the training file names and the world size. A resumed run must keep
-the options in :data:`RESUME_FIXED`, the model config and the training files.
+config and weights (what any command needs), the optimiser state (``torch.optim.Adam``'s format,
+also when it was sharded), the scheduler and RNG states, the run's :class:`Progress` with every
+rank's epoch loss so far, its options, the training file names and the world size. A resumed run
+must keep the options in :data:`RESUME_FIXED`, the model config and the training files; it may
+change the world size at an epoch's end.
 """
 
 from __future__ import annotations
@@ -45,10 +47,17 @@ class Progress:
     zero_filled: dict[str, float] | None = None
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Progress":
+    def from_payload(cls, payload: dict[str, Any], rank: int = 0, world_size: int = 1) -> "Progress":
+        """Rank ``rank``'s progress: its own epoch loss when the world size is the checkpoint's, else
+        rank 0 takes the whole epoch loss (at an epoch's end, where it is zero) and the others none."""
+        ranks = payload.get("epoch_loss_ranks")
+        if ranks is not None and len(ranks) == world_size:
+            epoch_loss = list(ranks[rank])
+        else:
+            epoch_loss = list(payload["epoch_loss"]) if rank == 0 else [0.0, 0.0]
         return cls(
             epoch=payload["epoch"], epoch_position=payload["epoch_position"],
-            global_step=payload["global_step"], epoch_loss=list(payload["epoch_loss"]),
+            global_step=payload["global_step"], epoch_loss=epoch_loss,
             best_ssim=payload["best_ssim"], best_epoch=payload["best_epoch"],
             history=list(payload["history"]), zero_filled=payload["zero_filled"],
         )
@@ -59,6 +68,34 @@ class Progress:
             "epoch_loss": list(self.epoch_loss), "best_ssim": self.best_ssim, "best_epoch": self.best_epoch,
             "history": list(self.history), "zero_filled": self.zero_filled,
         }
+
+
+def training_payload(
+    options: TrainOptions, plan: Any, model: torch.nn.Module, optimizer_state: dict[str, Any], scheduler: Any,
+    progress: Progress, epoch_loss_ranks: list[list[float]], wall_time_s: float,
+) -> dict[str, Any]:
+    """The checkpoint dict of a run (``plan``: its :class:`irecon.training.plan.Plan`); weights on the CPU.
+
+    ``epoch_loss_ranks`` holds every rank's (loss sum, slices) of the epoch so far; ``epoch_loss``
+    is their sum, and its length is the world size.
+    """
+    summed = [sum(pair[0] for pair in epoch_loss_ranks), sum(pair[1] for pair in epoch_loss_ranks)]
+    return {
+        "model_config": plan.config.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "preset": options.model,
+        "optimizer": optimizer_state,
+        "scheduler": scheduler.state_dict(),
+        **progress.to_payload(),
+        "epoch_loss": summed,
+        "epoch_loss_ranks": epoch_loss_ranks,
+        "rng": rng_state(plan.device),
+        "options": options.to_dict(),
+        "train_files": [v.path.name for v in plan.train_set.volumes],
+        "world_size": len(epoch_loss_ranks),
+        "wall_time_s": wall_time_s,
+        "time_budget_s": options.time_budget_s,
+    }
 
 
 def rng_state(device: torch.device) -> dict[str, Tensor]:

@@ -19,35 +19,24 @@ What a run guarantees:
   one step (or one validation, which always runs to its end) of its budget, writing ``last.pt``;
   the budget counts everything from the loop's start, validation included;
 * under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel; every rank
-  validates its share of the volumes, the score sums are all-reduced, and only rank 0 writes.
+  validates its share of the volumes, the score sums are all-reduced, and only rank 0 writes;
+  with ``shard_optimizer`` the Adam state is sharded (see :mod:`irecon.training.optim`).
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import re
-import signal
 import time
 import warnings
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
 from irecon.checkpoint import save_checkpoint
 from irecon.data.volumes import VolumeInfo
@@ -55,80 +44,40 @@ from irecon.errors import IreconError
 from irecon.files import write_jsonl
 from irecon.inference import score_model
 from irecon.losses import ImageLoss
-from irecon.models.presets import ModelConfig, build_model, preset
+from irecon.models.presets import build_model, preset
 from irecon.physics import center_crop
 from irecon.plots import save_png, training_curve
-from irecon.training.checkpoints import (
-    Progress as RunProgress,
-)
-from irecon.training.checkpoints import (
-    make_run_dir,
-    resume_command,
-    rng_state,
-    set_rng_state,
-)
+from irecon.training.checkpoints import Progress as RunProgress
+from irecon.training.checkpoints import make_run_dir, resume_command, set_rng_state, training_payload
+from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
+from irecon.training.optim import adam_summary, build_optimizer, gather_state, is_sharded, load_state
 from irecon.training.options import TrainOptions
 from irecon.training.plan import Plan, prepare
+from irecon.training.report import (
+    Outcome,
+    TrainResult,
+    epoch_line,
+    plural,
+    progress_bar,
+    say,
+    volume_progress,
+)
 from irecon.training.runtime import (
-    EXIT_CODES,
     StopSignals,
     World,
     format_bytes,
-    ignore_sigint,
     peak_memory_bytes,
     peak_memory_kind,
     process_group,
     reset_peak_memory,
 )
 
+__all__ = ["Outcome", "TrainResult", "Trainer", "train"]
+
 
 def now() -> float:
     """The loop's clock (seconds, monotonic); one place, so budget tests can drive it."""
     return time.perf_counter()
-
-
-class Outcome(enum.Enum):
-    """Why a run ended."""
-
-    COMPLETED = "completed"
-    MAX_STEPS = "max_steps"
-    TIME_BUDGET = "time_budget"
-    SIGINT = "SIGINT"
-    SIGTERM = "SIGTERM"
-
-    @property
-    def exit_code(self) -> int:
-        """0, or 130/143 after SIGINT/SIGTERM."""
-        return EXIT_CODES[signal.Signals[self.value]] if self.value.startswith("SIG") else 0
-
-    @classmethod
-    def from_signal(cls, signum: int) -> "Outcome":
-        return cls(signal.Signals(signum).name)
-
-
-@dataclass
-class TrainResult:
-    """What a run did."""
-
-    run_dir: Path
-    model: nn.Module
-    config: ModelConfig
-    epochs_done: int
-    global_step: int
-    epoch_step: int
-    history: list[dict[str, Any]]
-    zero_filled: dict[str, float]
-    best_epoch: int | None
-    best_ssim: float | None
-    stopped: Outcome
-    wall_time_s: float
-    total_wall_time_s: float
-    is_main: bool
-    resume_command: str
-
-    @property
-    def exit_code(self) -> int:
-        return self.stopped.exit_code
 
 
 def train(
@@ -151,8 +100,11 @@ def train(
         world.barrier()
         console = (console or Console()) if world.is_main else Console(quiet=True)
         trainer = Trainer(options, plan, world, console)
-        with StopSignals() as signals:
-            return trainer.run(signals, started)
+        try:
+            with StopSignals() as signals:
+                return trainer.run(signals, started)
+        finally:
+            trainer.feed.close()
 
 
 class Trainer:
@@ -162,13 +114,14 @@ class Trainer:
         self.options, self.plan, self.world, self.console = options, plan, world, console
         self.device = plan.device
         self.model = plan.model.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
+        self.optimizer = build_optimizer(self.model.parameters(), options.lr, options.shard_optimizer, world.size)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=options.lr_step, gamma=options.lr_gamma
         )
         self.loss_fn = ImageLoss(options.loss).to(self.device)
         self.progress = RunProgress()
-        self.epoch_speed: float | None = None
+        self.feed = TrainFeed(plan.train_set, options.batch_size, resolve_workers(options.num_workers), world,
+                              options.seed, self.device)
         self.bad_steps = 0  # skipped non-finite steps in this process's current epoch
         self.bad_in_a_row = 0
         self.started = now()
@@ -204,8 +157,8 @@ class Trainer:
                 break
             try:
                 stopped_early = self._train_epoch(signals)
-            except IreconError:  # a bad slice met mid-epoch: keep the work done so far
-                self._save("last.pt")
+            except IreconError:  # a bad slice met mid-epoch (maybe on this rank only): keep the work done so far
+                self._save("last.pt", every_rank=False)
                 raise
             if stopped_early is not None:
                 outcome = stopped_early
@@ -214,34 +167,36 @@ class Trainer:
         return self._result(outcome, started)
 
     def _announce(self) -> None:
-        plan, config = self.plan, self.plan.config
+        plan, config, world = self.plan, self.plan.config, self.world
         count = sum(p.numel() for p in self.model.parameters())
         slices = sum(v.num_slices for v in plan.train_set.volumes)
-        where = f"{self.device}" + (f" x {self.world.size} processes" if self.world.size > 1 else "")
+        where = f"{self.device}" + (f" x {world.size} processes" if world.size > 1 else "")
         if self.progress.epoch >= self.options.epochs:
             self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise --epochs to go on")
             return
         verb = "resuming at" if plan.resume else "starting"
+        adam = adam_summary(self.model.parameters(), world.size, is_sharded(self.optimizer),
+                            self.options.shard_optimizer)
         self._say(
             f"{verb} epoch {self.progress.epoch + 1}/{self.options.epochs}: {self.options.model} "
             f"({config.kind} {config.dims}-D, {count:,} parameters"
             f"{', memory-free' if self.options.memory_free and config.kind == 'irim' else ''}) on "
             f"{plural(len(plan.train_set.volumes), 'volume')} / {plural(slices, 'slice')}, validating on "
-            f"{plural(len(plan.val_infos), 'volume')}; device {where}, {plural(torch.get_num_threads(), 'thread')}; "
-            f"run dir {self.options.out}"
+            f"{plural(len(plan.val_infos), 'volume')}; device {where}, {plural(torch.get_num_threads(), 'thread')}, "
+            f"{plural(self.feed.workers, 'loader worker')}; {adam}; run dir {self.options.out}"
         )
 
     def _train_epoch(self, signals: StopSignals) -> Outcome | None:
         """Train the rest of the current epoch; None when it ran to its end (validate next)."""
-        loader, total = self._loader()
+        batches, total = self.feed.epoch(self.progress.epoch, self.progress.epoch_position)
         reset_peak_memory(self.device)
         tick, slices = time.perf_counter(), 0
         logged = tick
         stop: Outcome | None = None
-        with self._progress_bar() as bar:
+        with progress_bar(self.console, self.world.is_main and self.console.is_terminal) as bar:
             task = bar.add_task("train", total=total, completed=self.progress.epoch_position,
                                 epoch=self._epoch_label(), loss=math.nan, speed=0.0, memory="")
-            for batch in loader:
+            for batch in batches:
                 loss, count = self._step(batch)
                 slices += count
                 self._account(loss, count)
@@ -264,25 +219,8 @@ class Trainer:
                     self._save("last.pt")
                 if stop is not None:
                     break
-        self.epoch_speed = slices / max(time.perf_counter() - tick, 1e-9)
+        self.feed.stats.finish()
         return stop
-
-    def _loader(self) -> tuple[DataLoader, int]:
-        """This epoch's remaining batches: the seeded sampler's order minus the batches already done."""
-        dataset, options = self.plan.train_set, self.options
-        dataset.set_epoch(self.progress.epoch)
-        sampler = DistributedSampler(
-            dataset, num_replicas=self.world.size, rank=self.world.rank, shuffle=True, seed=options.seed
-        )
-        sampler.set_epoch(self.progress.epoch)
-        indices = list(sampler)[self.progress.epoch_position * options.batch_size :]
-        total = math.ceil(len(sampler) / options.batch_size)
-        loader = DataLoader(
-            dataset, batch_size=options.batch_size, sampler=indices, num_workers=options.num_workers,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=ignore_sigint if options.num_workers else None,
-        )
-        return loader, total
 
     def _step(self, batch: Any) -> tuple[float, int]:
         """One optimisation step; returns the batch's loss (NaN when skipped) and its number of slices.
@@ -300,7 +238,7 @@ class Trainer:
             loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        slices = int(target.shape[0] * (target.shape[1] if target.dim() == 4 else 1))
+        slices = slice_count(target)
         if not self._finite_step(loss):
             self.optimizer.zero_grad(set_to_none=True)
             self._count_bad_step()
@@ -352,7 +290,7 @@ class Trainer:
         """Validate, record, step the scheduler, then write best.pt, last.pt and the reports."""
         lr = self.optimizer.param_groups[0]["lr"]
         volumes = self._my_volumes()
-        progress = self._validation_progress(f"validating epoch {self._epoch_label()}")
+        progress = self._volume_progress(f"validating epoch {self._epoch_label()}")
         scores = score_model(self.model, volumes, self.options.val_mask_spec, self.device, progress)
         record = self._record(self.world.mean_scores(scores, self.device), lr)
         self.progress.epoch += 1
@@ -381,7 +319,7 @@ class Trainer:
             **{f"val_{k}": v for k, v in val.items()},
             **{f"zero_filled_{k}": v for k, v in zero.items()},
             "lr": lr,
-            "slices_per_s": self.epoch_speed,
+            **self.feed.stats.record(self.world, self.device),
             "skipped_steps": int(self.world.all_reduce(bad, torch.distributed.ReduceOp.MAX)),
             "wall_time_s": self._total_wall_time(),
             "time_budget_s": self.options.time_budget_s,
@@ -408,37 +346,34 @@ class Trainer:
     def _zero_filled_scores(self) -> dict[str, float]:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
         zero = build_model(preset("zero-filled", coils=self.plan.config.coils)).to(self.device)
-        progress = self._validation_progress("scoring zero-filled")
+        progress = self._volume_progress("scoring zero-filled")
         scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress)
         return self.world.mean_scores(scores, self.device)
 
-    def _save(self, name: str) -> None:
-        if self.world.is_main:
-            save_checkpoint(self.options.out / name, self._payload())
+    def _save(self, name: str, every_rank: bool = True) -> None:
+        """Rank 0 writes ``name``; a sharded optimiser's state is gathered from every rank first.
 
-    def _payload(self) -> dict[str, Any]:
-        """The checkpoint dict (see :mod:`irecon.training.checkpoints`)."""
-        return {
-            "model_config": self.plan.config.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "preset": self.options.model,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            **self.progress.to_payload(),
-            "rng": rng_state(self.device),
-            "options": self.options.to_dict(),
-            "train_files": [v.path.name for v in self.plan.train_set.volumes],
-            "world_size": self.world.size,
-            "wall_time_s": self._total_wall_time(),
-            "time_budget_s": self.options.time_budget_s,
-        }
+        ``every_rank=False`` (a stop only this rank met) cannot gather a sharded state: the file
+        already on disk is kept.
+        """
+        if is_sharded(self.optimizer) and not every_rank:
+            self._say(f"{name} not rewritten: the sharded optimiser state needs every process; the last one stands")
+            return
+        optimizer_state = gather_state(self.optimizer, self.world.rank)
+        losses = self.world.gather(self.progress.epoch_loss, self.device) if every_rank else None
+        if self.world.is_main:
+            assert optimizer_state is not None
+            losses = losses or [list(self.progress.epoch_loss)] + [[0.0, 0.0]] * (self.world.size - 1)
+            payload = training_payload(self.options, self.plan, self.model, optimizer_state, self.scheduler,
+                                       self.progress, losses, self._total_wall_time())
+            save_checkpoint(self.options.out / name, payload)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        load_state(self.optimizer, payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload.get("rng", {}), self.device)
-        self.progress = RunProgress.from_payload(payload)
+        self.progress = RunProgress.from_payload(payload, self.world.rank, self.world.size)
         self.earlier_wall_time = float(payload.get("wall_time_s") or 0.0)
 
     def _write_reports(self) -> None:
@@ -450,32 +385,11 @@ class Trainer:
         save_png(training_curve(history, self.progress.zero_filled, self.options.loss, title),
                  out / "training_curve.png")
 
-    def _progress_bar(self) -> Progress:
-        return Progress(
-            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.1f} slices/s"),
-            TextColumn("{task.fields[memory]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, transient=True, disable=not (self.world.is_main and self.console.is_terminal),
-        )
-
-    def _validation_progress(self, label: str) -> Callable[[int, int], None]:
-        """A per-volume callback: a transient bar on a terminal, plain lines every ``log_every`` s otherwise."""
-        started = [time.perf_counter(), time.perf_counter()]
-
-        def report(done: int, total: int) -> None:
-            if not self.world.is_main:
-                return
-            if self.console.is_terminal:
-                self.console.print(f"{label}: {done}/{total} volumes", end="\r", markup=False, highlight=False)
-            elif done == total or time.perf_counter() - started[1] >= self.options.log_every:
-                started[1] = time.perf_counter()
-                self._say(f"{label}: {done}/{total} volumes ({time.perf_counter() - started[0]:.0f} s)")
-
-        return report
+    def _volume_progress(self, label: str) -> Any:
+        return volume_progress(self.console, label, self.options.log_every, self.world.is_main)
 
     def _say(self, line: str) -> None:
-        """One plain line: no rich markup (``[best]`` is text) and no hard wrapping in logs."""
-        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        say(self.console, line)
 
     def _epoch_label(self) -> str:
         return f"{self.progress.epoch + 1}/{self.options.epochs}"
@@ -496,19 +410,3 @@ class Trainer:
             is_main=self.world.is_main, resume_command=resume_command(continued, self.world.size),
         )
 
-
-def plural(count: int, noun: str) -> str:
-    """``1 volume``, ``2 volumes``."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
-def epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """The one line printed after each epoch."""
-    skipped = record.get("skipped_steps") or 0
-    return (
-        f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f}  "
-        f"val NMSE {record['val_nmse']:.4f} PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f}  "
-        f"(zero-filled SSIM {record.get('zero_filled_ssim', math.nan):.4f})  lr {record['lr']:.2e}  "
-        f"{record['slices_per_s'] or math.nan:.1f} slices/s"
-        f"{f'  {skipped} skipped non-finite step(s)' if skipped else ''}{'  [best]' if record['best'] else ''}"
-    )

@@ -21,9 +21,11 @@ class TrainOptions:
     """Everything ``irecon train`` accepts; the command line's defaults are these.
 
     ``slab`` None means 8 for a 3-D preset and 1 for a 2-D one; ``device`` None means CUDA when
-    available; ``max_steps`` stops after that many optimisation steps in total (demos and tests);
-    the model overrides (``steps`` ... ``shared_weights``) replace the preset's values when set.
-    Validation uses the first acceleration / center-fraction pair.
+    available; ``num_workers`` None means min(4, CPUs - 1); ``shard_optimizer`` shards the Adam
+    state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
+    optimisation steps in total (demos and tests); the model overrides (``steps`` ...
+    ``shared_weights``) replace the preset's values when set. Validation uses the first
+    acceleration / center-fraction pair.
     """
 
     train_dir: Path | None
@@ -51,7 +53,8 @@ class TrainOptions:
     multiplicity: int | None = None
     shared_weights: bool | None = None
     checkpoint_every: int = 100
-    num_workers: int = 0
+    num_workers: int | None = None
+    shard_optimizer: bool = False
     resume: bool = False
     overwrite: bool = False
     max_steps: int | None = None

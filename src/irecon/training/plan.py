@@ -111,7 +111,7 @@ def check_options(options: TrainOptions) -> None:
     if not options.log_every > 0:
         raise IreconError(f"--log-every must be a positive number of seconds, got {options.log_every}")
     for name in ("num_workers", "seed"):
-        if getattr(options, name) < 0:
+        if getattr(options, name) is not None and getattr(options, name) < 0:
             raise IreconError(f"--{flag(name)} must not be negative, got {getattr(options, name)}")
     if options.max_steps is not None and options.max_steps < 1:
         raise IreconError(f"--max-steps must be at least 1, got {options.max_steps}")

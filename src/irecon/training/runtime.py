@@ -49,6 +49,15 @@ class World:
             dist.all_reduce(values, op=op)
         return values
 
+    def gather(self, values: Sequence[float], device: torch.device) -> list[list[float]]:
+        """Every rank's ``values`` (as float64), in rank order (every rank must call this)."""
+        mine = torch.tensor(list(values), dtype=torch.float64, device=device)
+        if self.size == 1:
+            return [mine.tolist()]
+        every = [torch.empty_like(mine) for _ in range(self.size)]
+        dist.all_gather(every, mine)
+        return [t.tolist() for t in every]
+
     def mean_scores(self, scores: Sequence[Scores], device: torch.device) -> dict[str, float]:
         """Mean NMSE/PSNR/SSIM over all volumes of all ranks (every rank must call this)."""
         sums = [sum(getattr(s, key) for s in scores) for key in ("nmse", "psnr", "ssim")]
