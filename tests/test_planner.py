@@ -1,0 +1,66 @@
+"""The planner's pieces: memory sizes, the depth search, and autocast on the meta device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irecon.errors import IreconError
+from irecon.planner import deepest_fit, parse_bytes, shapes_only
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("24GiB", 24 * 2**30), ("24 gib", 24 * 2**30), ("40GB", 40 * 10**9), ("512MiB", 512 * 2**20),
+    ("1.5MB", 1_500_000), ("3KiB", 3072), ("1e9", 10**9), ("4096", 4096), ("2TiB", 2 * 2**40),
+])
+def test_memory_sizes_read_binary_and_decimal_units(text: str, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GiB", "24 parsecs", "-1GB", "0.1", "1..5GB"])
+def test_unreadable_memory_sizes_are_user_errors(text: str) -> None:
+    with pytest.raises(IreconError):
+        parse_bytes(text)
+
+
+def _search(peak, budget: int, max_steps: int) -> tuple[int, dict[int, int]]:
+    return deepest_fit(peak, budget, max_steps)
+
+
+def test_a_straight_line_is_answered_with_four_measured_depths() -> None:
+    steps, peaks = _search(lambda t: 100 + 10 * t, budget=455, max_steps=1000)
+    assert steps == 35 and sorted(peaks) == [1, 2, 35, 36]
+    assert peaks[35] <= 455 < peaks[36]
+
+
+def test_growth_faster_than_a_line_is_bisected_on_measured_depths() -> None:
+    for budget in range(0, 3000, 37):
+        steps, peaks = _search(lambda t: 50 + 3 * t + t * t, budget, max_steps=60)
+        want = max((t for t in range(1, 61) if 50 + 3 * t + t * t <= budget), default=0)
+        assert steps == want
+        if 0 < steps < 60:
+            assert peaks[steps] <= budget < peaks[steps + 1]
+
+
+def test_nothing_fits_and_the_limit_is_reported_as_reached() -> None:
+    assert _search(lambda t: 10 * t, budget=5, max_steps=10) == (0, {1: 10})
+    steps, peaks = _search(lambda t: 10 * t, budget=10**6, max_steps=10)
+    assert steps == 10 and 11 not in peaks
+    assert _search(lambda t: 10 * t, budget=100, max_steps=1)[0] == 1
+
+
+def test_shapes_only_answers_autocast_off_for_meta_and_restores_torch() -> None:
+    originals = torch.is_autocast_enabled, torch.get_autocast_dtype, torch.autocast
+    with pytest.raises(RuntimeError):
+        torch.is_autocast_enabled("meta")
+    with shapes_only():
+        assert torch.is_autocast_enabled("meta") is False
+        assert isinstance(torch.get_autocast_dtype("meta"), torch.dtype)
+        with torch.autocast("meta", enabled=False):
+            pass
+        with pytest.raises(RuntimeError, match="no meta backend"):
+            torch.autocast("meta", dtype=torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # other devices pass through
+            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            assert torch.is_autocast_enabled() == originals[0]()
+    assert (torch.is_autocast_enabled, torch.get_autocast_dtype, torch.autocast) == originals
