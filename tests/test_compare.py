@@ -106,3 +106,16 @@ def test_missing_training_folder_fails_before_anything_is_written(
     assert [line for line in lines if line.startswith("error: ")] == [lines[-1]]
     assert "no such file or folder" in lines[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_earlier_runs_are_kept_without_overwrite(
+    folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    earlier = tmp_path / "out" / "steps" / "tiny-rim"
+    earlier.mkdir(parents=True)
+    (earlier / "last.pt").write_bytes(b"earlier run")
+    assert run(folders, tmp_path / "out") == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == [f"error: {tmp_path / 'out'}: holds runs of an earlier comparison; pass --overwrite to replace them"]
+    assert (earlier / "last.pt").read_bytes() == b"earlier run"
+    assert not (tmp_path / "out" / "steps" / "tiny-2d").exists()
