@@ -167,8 +167,7 @@ def run_model(args: argparse.Namespace, options: TrainOptions, console: Console)
     """Train one model, then score its best.pt (last.pt when no epoch was validated)."""
     result = train(options, console=console)
     checkpoint = options.out / ("best.pt" if (options.out / "best.pt").exists() else "last.pt")
-    history = [{k: r[k] for k in HISTORY_KEYS}
-               for r in result.history]
+    history = [{k: r[k] for k in HISTORY_KEYS} for r in result.history]
     run = Run(
         model=options.model, kind=result.config.kind,
         parameters=sum(p.numel() for p in result.model.parameters()), steps=result.global_step,
