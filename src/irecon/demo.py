@@ -1,7 +1,8 @@
 """``make demo``: the main job end to end on built-in synthetic data, as a new user would run it.
 
 synth (train / val / test-style volumes) -> train a tiny-2d i-RIM -> reconstruct the validation and
-test-style volumes with previews -> compare i-RIM with zero-filled -> a short bench-memory sweep.
+test-style volumes with previews -> a short bench-memory sweep -> i-RIM, RIM and U-Net trained for
+the same steps and scored next to zero-filled -> i-RIM against zero-filled.
 Every step is the real ``irecon`` command, printed before it runs. Outputs go to ``demo-output/``.
 """
 
@@ -48,6 +49,28 @@ def comparison(report_path: Path) -> Table:
     return table
 
 
+COMPARE_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+DEMO_BUDGET_S = 15 * 60
+COMPARE_COST_S = 4 * 60  # what the comparison below took at most on a loaded 2-core CPU
+
+
+def compare(started: float) -> None:
+    """i-RIM vs RIM vs U-Net vs zero-filled at equal steps, if the demo's 15 minutes allow it."""
+    left = DEMO_BUDGET_S - (time.perf_counter() - started)
+    if not COMPARE_SCRIPT.is_file():
+        console.print("[dim]benchmarks/compare.py is not here (not a source checkout); comparison skipped[/dim]")
+        return
+    steps = 36 if left > COMPARE_COST_S else 12
+    irecon("synth", DATA / "compare-train", "--volumes", 4, "--slices", 6, *SIZE, "--seed", 3, "--overwrite")
+    words = [str(COMPARE_SCRIPT), DATA / "compare-train", DATA / "val", "--out", OUT / "compare",
+             "--steps", steps, "--accelerations", 4, "--device", "cpu", "--overwrite"]
+    console.print(f"\n[bold]$ python benchmarks/compare.py {' '.join(str(w) for w in words[1:])}[/bold]")
+    result = subprocess.run([sys.executable, *map(str, words)])
+    if result.returncode != 0:
+        console.print(f"[red]compare failed with exit status {result.returncode}[/red]")
+        sys.exit(result.returncode)
+
+
 def main() -> None:
     started = time.perf_counter()
     irecon("synth", DATA / "train", "--volumes", 16, "--slices", 6, *SIZE, "--seed", 0, "--overwrite")
@@ -66,6 +89,7 @@ def main() -> None:
     irecon("bench-memory", "--model", "tiny-2d", "--steps", 1, "--steps", 4, "--steps", 16, "--size", 160, 128,
            "--batches", 3, "--timing-batches", 1, "--compare-plain", "--with-rim", "--device", "cpu",
            "--json", OUT / "bench-memory.json", "--plot", OUT / "bench-memory.png")
+    compare(started)
     console.print()
     console.print(comparison(OUT / "recon" / "val.json"))
     console.print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; outputs:")
@@ -73,8 +97,9 @@ def main() -> None:
         (DATA, "synthetic fastMRI volumes (train / val / test-style)"),
         (OUT / "run", "checkpoints (last.pt, best.pt), metrics.jsonl, training_curve.png"),
         (OUT / "recon", "reconstructions (fastMRI format) and val.json scores"),
-        (OUT / "previews", "PNG previews: zero-filled | i-RIM | target | error"),
+        (OUT / "previews", "PNG previews: zero-filled | i-RIM | target, and their error maps"),
         (OUT / "bench-memory.png", "peak memory against depth (bench-memory.json: the figures)"),
+        (OUT / "compare", "i-RIM vs RIM vs U-Net vs zero-filled: compare.md, compare.json, compare.png"),
     ):
         console.print(f"  {path}: {what}")
 
