@@ -219,9 +219,12 @@ def test_a_nan_slice_is_found_before_the_first_step_with_checks_message(data: Pa
     message = next(line for line in checked.output.splitlines() if line.startswith("error: "))
     assert result.output.strip() == message
     assert not (tmp_path / "run").exists()
-    unscanned = train_cli([*args, "--no-scan", "--checkpoint-every", "1000"])
-    assert unscanned.exit_code == 1 and unscanned.output.strip().splitlines()[-1] == message
-    assert load(tmp_path / "run" / "last.pt")["global_step"] >= 0  # written before the error ended the run
+    for workers in ("0", "1"):  # read in the training process, or in a DataLoader worker
+        unscanned = train_cli([*args, "--no-scan", "--checkpoint-every", "1000", "--num-workers", workers,
+                               "--overwrite"])
+        assert unscanned.exit_code == 1 and unscanned.output.strip().splitlines()[-1] == message, unscanned.output
+        assert "Traceback" not in unscanned.output
+        assert load(tmp_path / "run" / "last.pt")["global_step"] >= 0  # written before the error ended the run
 
 
 def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 from collections.abc import Callable
@@ -442,3 +443,61 @@ def test_bad_input_files_and_indices(tmp_path: Path, singlecoil_file: Path) -> N
     torch.testing.assert_close(ds[-1].kspace, ds[len(ds) - 1].kspace, rtol=0, atol=0)
     with pytest.raises(IreconError, match="epoch"):
         ds.set_epoch(-1)
+
+
+# --- open files, workers -----------------------------------------------------------------------
+
+
+def test_item_takes_the_epoch_and_keeps_one_handle_per_file(tmp_path: Path) -> None:
+    files = make_files(tmp_path, "multicoil", slices=3)
+    ds = MRIDataset(files, SPEC, train=True, slab=2, seed=4)
+    ds.set_epoch(3)
+    by_epoch = [ds[i] for i in range(len(ds))]
+    ds.set_epoch(0)
+    for i, sample in enumerate(by_epoch):
+        again = ds.item(i, 3)
+        torch.testing.assert_close(again.kspace, sample.kspace, rtol=0, atol=0)
+        assert again.slice_index == sample.slice_index
+    assert len(ds._files) == len(files)  # every read went through one kept handle per file
+    ds.close()
+    assert len(ds._files) == 0
+    torch.testing.assert_close(ds.item(0, 3).kspace, by_epoch[0].kspace, rtol=0, atol=0)  # reopened on use
+
+
+class _AtEpoch(torch.utils.data.Dataset):
+    """``dataset.item(index, epochs[index])``: the dataset read from DataLoader workers."""
+
+    def __init__(self, dataset: MRIDataset, epochs: list[int]) -> None:
+        self.dataset, self.epochs = dataset, epochs
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset.item(index, self.epochs[index])
+
+
+def test_workers_open_their_own_files_and_serve_what_the_main_process_does(tmp_path: Path) -> None:
+    files = make_files(tmp_path, "singlecoil")
+    ds = MRIDataset(files, SPEC, train=True)
+    expected = [ds.item(i, 1) for i in range(len(ds))]  # the main process holds open handles now
+    assert len(ds._files) == len(files)
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned worker receives: no handles
+    assert len(clone._files) == 0
+    keys = [1] * len(ds)
+    loader = DataLoader(_AtEpoch(ds, keys), batch_size=None, num_workers=2)
+    for got, want in zip(loader, expected):
+        torch.testing.assert_close(got.kspace, want.kspace, rtol=0, atol=0)
+        torch.testing.assert_close(got.mask, want.mask, rtol=0, atol=0)
+    ds.close()
+
+
+def test_a_nan_slice_read_through_a_kept_handle_names_file_and_slice(tmp_path: Path) -> None:
+    files = make_files(tmp_path, "singlecoil")
+    with h5py.File(files[1], "r+") as hf:
+        hf["kspace"][2, 0, 0] = np.nan
+    ds = MRIDataset(files, SPEC, train=True)
+    with pytest.raises(IreconError, match=re.escape(f"{files[1]}: kspace slice 2 contains NaN or Inf values")):
+        ds[SLICES + 2]
+    with pytest.raises(IreconError, match="kspace slice 2 contains NaN"):
+        read_kspace(files[1], 2)

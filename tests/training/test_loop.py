@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def test_one_epoch_writes_checkpoints_and_reports(data: Path, tmp_path: Path) ->
     assert result.exit_code == 0 and result.stopped is Outcome.COMPLETED
     epoch_line = next(x for x in shown.getvalue().splitlines() if x.startswith("epoch 1/1"))
     assert "val NMSE" in epoch_line and "zero-filled SSIM" in epoch_line and epoch_line.endswith("[best]")
+    assert re.search(r"slices/s \(loader [0-9.]+, model [0-9.]+ slices/s; waited \d+% on data\)", epoch_line)
     assert result.epochs_done == 1 and result.global_step == 3  # 6 slices in batches of 2
     assert {p.name for p in out.iterdir()} == {"last.pt", "best.pt", "metrics.jsonl", "training_curve.png"}
     payload = load(out / "last.pt")
@@ -58,7 +60,8 @@ def test_one_epoch_writes_checkpoints_and_reports(data: Path, tmp_path: Path) ->
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1
     record = result.history[0]
-    for key in ("train_loss", "val_nmse", "val_psnr", "val_ssim", "zero_filled_ssim", "lr", "peak_memory_bytes"):
+    for key in ("train_loss", "val_nmse", "val_psnr", "val_ssim", "zero_filled_ssim", "lr", "peak_memory_bytes",
+                "slices_per_s", "model_slices_per_s", "loader_slices_per_s", "loader_wait_fraction"):
         assert record[key] is not None
     assert record["peak_memory_kind"] == "process_peak_rss"
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,6 +106,20 @@ def test_resume_after_max_steps_reproduces_the_uninterrupted_run_exactly(
         train(make_options(data, out, epochs=3, steps=2, resume=True))
     with pytest.raises(IreconError, match="different training options: lr"):
         train(make_options(data, out, epochs=3, lr=1e-2, resume=True))
+
+
+def test_loader_workers_that_persist_across_epochs_give_the_same_run_and_resume_exactly(
+    data: Path, tmp_path: Path, whole_run: dict[str, Any]
+) -> None:
+    out = tmp_path / "workers"
+    train(make_options(data, out, epochs=2, checkpoint_every=2, max_steps=4, num_workers=2))
+    train(make_options(data, out, epochs=2, checkpoint_every=2, resume=True, num_workers=1))
+    assert_same_run(whole_run, load(out / "last.pt"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["num_workers"] for r in records] == [2, 1]
+    for record in records:
+        assert record["loader_slices_per_s"] > 0 and record["model_slices_per_s"] > 0
+        assert 0 <= record["loader_wait_fraction"] <= 1
 
 
 def test_resume_after_a_signal_at_the_end_of_an_epoch_is_exact(

@@ -59,7 +59,7 @@ def _default(name: str) -> Any:
               help="Write last.pt every N steps.")
 @click.option("--num-workers", type=int, default=_default("num_workers"),
               help="DataLoader worker processes per training process (0: read in the training process).  "
-                   "[default: min(4, CPUs - 1)]")
+                   "[default: 0 on the CPU, min(4, CPUs per process - 1) on a GPU]")
 @click.option("--shard-optimizer/--no-shard-optimizer", default=_default("shard_optimizer"), show_default=True,
               help="Under torchrun, shard the Adam state over the processes (ZeRO); checkpoints stay whole and "
                    "resume on any number of processes. On one process it is plain Adam.")

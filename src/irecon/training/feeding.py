@@ -38,11 +38,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_workers(requested: int | None, cpus: int | None = None) -> int:
-    """``--num-workers``: a count as given, or None (auto) for ``min(4, CPUs - 1)`` (0 on one CPU)."""
+def resolve_workers(requested: int | None, device: torch.device, cpus: int | None = None,
+                    processes_here: int | None = None) -> int:
+    """``--num-workers`` as given, or for None (auto): 0 when training on the CPU, else ``min(4, c - 1)``.
+
+    ``c`` is this process's share of the CPUs (usable CPUs over ``LOCAL_WORLD_SIZE``, the training
+    processes on this host). On the CPU the model needs every core and the in-process loader is
+    two orders of magnitude faster than it (see docs/distributed.md); on a GPU, workers read while
+    the main process drives the device.
+    """
     if requested is not None:
         return requested
-    return max(0, min(AUTO_WORKERS_MAX, (usable_cpus() if cpus is None else cpus) - 1))
+    if device.type == "cpu":
+        return 0
+    here = processes_here or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    share = (usable_cpus() if cpus is None else cpus) // max(here, 1)
+    return max(0, min(AUTO_WORKERS_MAX, share - 1))
 
 
 class EpochItems(Dataset[tuple[Sample, float]]):
@@ -121,13 +132,13 @@ class TrainFeed:
     """The run's training DataLoader: persistent workers, pinned memory on CUDA, seeded order."""
 
     def __init__(self, dataset: MRIDataset, batch_size: int, workers: int, world: World, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, prefetch: int = PREFETCH_FACTOR) -> None:
         self.dataset, self.batch_size, self.workers, self.world, self.seed = dataset, batch_size, workers, world, seed
         self.order = EpochOrder()
         self.loader: DataLoader | None = DataLoader(
             EpochItems(dataset), batch_size=batch_size, sampler=self.order, num_workers=workers,
             pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=PREFETCH_FACTOR if workers else None,
+            prefetch_factor=prefetch if workers else None,
             worker_init_fn=ignore_sigint if workers else None,
         )
         self.stats = FeedStats(workers)

@@ -102,9 +102,11 @@ def train(
         trainer = Trainer(options, plan, world, console)
         try:
             with StopSignals() as signals:
-                return trainer.run(signals, started)
+                result = trainer.run(signals, started)
         finally:
             trainer.feed.close()
+        world.barrier()  # every rank returns once rank 0 has written the last checkpoint
+        return result
 
 
 class Trainer:
@@ -120,8 +122,8 @@ class Trainer:
         )
         self.loss_fn = ImageLoss(options.loss).to(self.device)
         self.progress = RunProgress()
-        self.feed = TrainFeed(plan.train_set, options.batch_size, resolve_workers(options.num_workers), world,
-                              options.seed, self.device)
+        workers = resolve_workers(options.num_workers, self.device)
+        self.feed = TrainFeed(plan.train_set, options.batch_size, workers, world, options.seed, self.device)
         self.bad_steps = 0  # skipped non-finite steps in this process's current epoch
         self.bad_in_a_row = 0
         self.started = now()

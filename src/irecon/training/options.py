@@ -21,7 +21,7 @@ class TrainOptions:
     """Everything ``irecon train`` accepts; the command line's defaults are these.
 
     ``slab`` None means 8 for a 3-D preset and 1 for a 2-D one; ``device`` None means CUDA when
-    available; ``num_workers`` None means min(4, CPUs - 1); ``shard_optimizer`` shards the Adam
+    available; ``num_workers`` None means 0 on the CPU and min(4, CPUs per process - 1) on a GPU; ``shard_optimizer`` shards the Adam
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
     ``shared_weights``) replace the preset's values when set. Validation uses the first
