@@ -18,6 +18,7 @@ import pytest
 
 import irecon.export.dicom as dicom_module
 from irecon.data.synth import synthesize
+from irecon.data.volumes import write_header_xml
 from irecon.errors import IreconError
 from irecon.export import (
     ExportOptions,
@@ -120,9 +121,15 @@ def test_geometry_comes_from_the_recon_space_and_says_orientation_is_unknown() -
     assert (scan.field_strength_t, scan.flip_angle_deg) == (2.89362, 140)
 
 
-def test_a_header_without_field_of_view_gets_1_mm_flagged_as_assumed(inputs: list[Path]) -> None:
+def test_synth_headers_carry_a_field_of_view(inputs: list[Path]) -> None:
     with h5py.File(inputs[0], "r") as hf:
-        header = hf["ismrmrd_header"][()]
+        geometry = geometry_from_header(hf["ismrmrd_header"][()])
+    assert (geometry.row_spacing, geometry.column_spacing, geometry.slice_spacing) == (0.5, 0.5, 3.0)
+    assert not geometry.spacing_assumed
+
+
+def test_a_header_without_field_of_view_gets_1_mm_flagged_as_assumed() -> None:
+    header = write_header_xml((32, 24, 1), (16, 16, 1), center=12, maximum=23)
     geometry = geometry_from_header(header)
     assert (geometry.row_spacing, geometry.column_spacing, geometry.slice_spacing) == (1, 1, 1)
     assert geometry.spacing_assumed and SPACING_ASSUMED in geometry.assumptions
@@ -280,10 +287,9 @@ def test_an_old_reconstruction_takes_the_header_from_its_input(
             ExportOptions(inputs=[recon], out_dir=out, header_from=header_from)
         )
         assert result.errors == [] and result.written == [out / f"{recon.stem}.nii.gz"]
-        assert any("1 mm spacing assumed" in note for note in result.notes)
         image = nib.load(result.written[0])
-        assert image.header.get_zooms() == (1, 1, 1)
-        assert "spacing assumed 1mm" in image.header["descrip"].item().decode()
+        assert image.header.get_zooms() == (0.5, 0.5, 3.0)  # the input's header gave the spacing
+        assert "orientation unknown" in image.header["descrip"].item().decode()
     short = write_recon(tmp_path / inputs[1].name, target_of(inputs[1])[:3], header=None)
     wrong = export_reconstruction(
         ExportOptions(inputs=[short], out_dir=tmp_path / "b", header_from=inputs[0].parent)

@@ -39,6 +39,8 @@ from irecon.files import atomic_write, check_writable_folder
 SPLITS = ("train", "val", "test")
 ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
 MIN_SIZE = 8
+PIXEL_SPACING_MM = 0.5  # in-plane spacing of the recon grid written to the header (knee-like)
+SLICE_THICKNESS_MM = 3.0
 
 _SLICE_SPACING = 0.05  # distance between slices, in units of the recon box half-width
 _FOV_LIMIT = 0.95  # structures stay within this fraction of the recon box half-size
@@ -102,7 +104,11 @@ def synthesize(
                 raise IreconError("file exists; pass --overwrite to replace it", out / name)
 
     width = kspace_hw[1]
-    header = write_header_xml((*kspace_hw, 1), (*recon_hw, 1), center=width // 2, maximum=width - 1)
+    spacing = PIXEL_SPACING_MM
+    field_of_view = ((kspace_hw[0] * spacing, recon_hw[1] * spacing, SLICE_THICKNESS_MM),
+                     (recon_hw[0] * spacing, recon_hw[1] * spacing, SLICE_THICKNESS_MM))
+    header = write_header_xml((*kspace_hw, 1), (*recon_hw, 1), center=width // 2, maximum=width - 1,
+                              field_of_view_mm=field_of_view)
     mask_spec = _mask_spec(mask_type, center_fraction, acceleration, kspace_hw) if split == "test" else None
     try:
         out.mkdir(parents=True, exist_ok=True)

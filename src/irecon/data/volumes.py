@@ -81,13 +81,15 @@ class VolumeInfo:
 
 
 def write_header_xml(
-    encoding_size: Sequence[int], recon_size: Sequence[int], center: int, maximum: int
+    encoding_size: Sequence[int], recon_size: Sequence[int], center: int, maximum: int,
+    field_of_view_mm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> bytes:
-    """Return a minimal namespaced ISMRMRD header holding exactly the fields fastMRI reads.
+    """Return a minimal namespaced ISMRMRD header holding the fields fastMRI reads.
 
     ``encoding_size`` and ``recon_size`` are (x, y, z); ``center`` and ``maximum`` are the
     ``kspace_encoding_step_1`` limits, so ``padding_left = y // 2 - center`` and
-    ``padding_right = padding_left + maximum + 1``.
+    ``padding_right = padding_left + maximum + 1``. ``field_of_view_mm`` (encoded, recon), each
+    (x, y, z) in mm, adds the fields that give exports their voxel spacing.
     """
     if len(encoding_size) != 3 or len(recon_size) != 3:
         raise ValueError("encoding_size and recon_size must be (x, y, z)")
@@ -100,10 +102,15 @@ def write_header_xml(
 
     root = etree.Element(f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader")
     encoding = element(root, "encoding")
-    for space, size in (("encodedSpace", encoding_size), ("reconSpace", recon_size)):
-        matrix = element(element(encoding, space), "matrixSize")
+    for index, (space, size) in enumerate((("encodedSpace", encoding_size), ("reconSpace", recon_size))):
+        space_element = element(encoding, space)
+        matrix = element(space_element, "matrixSize")
         for axis, value in zip("xyz", size):
             element(matrix, axis, value)
+        if field_of_view_mm is not None:
+            fov = element(space_element, "fieldOfView_mm")
+            for axis, value in zip("xyz", field_of_view_mm[index]):
+                etree.SubElement(fov, f"{{{ISMRMRD_NAMESPACE}}}{axis}").text = f"{float(value):g}"
     step1 = element(element(encoding, "encodingLimits"), "kspace_encoding_step_1")
     element(step1, "minimum", 0)
     element(step1, "maximum", maximum)
