@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    # More workers than CPUs is what some rows measure on purpose; torch warns about it on every loader.
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
     console = Console()
     rows, reads = [], {}
     for name in args.sets:

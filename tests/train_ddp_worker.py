@@ -4,8 +4,8 @@ Joins the gloo group once and runs :func:`irecon.training.loop.train` several ti
 run 2 epochs of the tiny model, batch 1, seed 3), writing this rank's final weights beside each:
 
 * ``plain``: unsharded Adam; ``sharded``: ``shard_optimizer``, plus ``bytes_rank{RANK}.json``
-  (this rank's real Adam state bytes and the parameters it holds, and what
-  :func:`irecon.training.optim.adam_shards` predicts);
+  (this rank's real Adam state bytes, the parameters it holds, the storages its gradients use,
+  and what :func:`irecon.training.optim.adam_shards` predicts);
 * ``split``: sharded, stopped by ``max_steps=4`` mid-epoch and resumed on the same 2 processes;
 * ``boundary``: sharded, stopped by ``max_steps=3`` at the end of epoch 1 (the test resumes it on 1);
 * ``single``: the 1-process run the test left in ROOT, resumed here sharded over 2.
@@ -65,7 +65,9 @@ def main(train_dir: str, val_dir: str, root_dir: str) -> None:
     sharded = run(options("sharded", shard_optimizer=True), root, "sharded")
     actual, held = state_bytes(built[-1])
     predicted = adam_shards(list(sharded.model.parameters()), dist.get_world_size())[rank]
-    report = {"actual": actual, "held": held, "predicted": predicted.total_bytes, "parameters": predicted.parameters}
+    grads = [p.grad for p in sharded.model.parameters()]
+    report = {"actual": actual, "held": held, "predicted": predicted.total_bytes, "parameters": predicted.parameters,
+              "grad_storages": len({g.untyped_storage().data_ptr() for g in grads}), "grads": len(grads)}
     (root / f"bytes_rank{rank}.json").write_text(json.dumps(report))
 
     split = options("split", shard_optimizer=True, max_steps=4)

@@ -271,7 +271,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
 
         target = torch.zeros(0) if target_np is None else torch.from_numpy(target_np)
         return Sample(
-            kspace=kspace * mask,
+            kspace=kspace.mul_(mask),  # in place: the array was just read, nothing else holds it
             mask=mask,
             target=target,
             max_value=self._max_value(volume_index),

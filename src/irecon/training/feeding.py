@@ -4,8 +4,9 @@ Workers persist across epochs: every item is asked for as ``(epoch, index)``, so
 in one epoch draws the next epoch's masks and slabs without being told (see
 :meth:`irecon.data.datasets.MRIDataset.item`). The order is ``DistributedSampler``'s (seeded by
 ``--seed`` and the epoch) minus the batches already done, so a resumed run sees what the stopped
-one would have, with any number of workers. Each batch also carries the seconds its items took to
-read, so an epoch reports how fast the loader can go beside how fast the model went.
+one would have, with any number of workers. Each batch also carries the seconds it took to make
+(reading and masking its items, collating them), so an epoch reports how fast the loader can go
+beside how fast the model went.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from irecon.data.datasets import MRIDataset, Sample
 from irecon.errors import IreconError
@@ -71,6 +72,16 @@ class EpochItems(Dataset[tuple[Sample, float]]):
         return sample, time.perf_counter() - started
 
 
+def timed_collate(items: list[tuple[Sample, float]]) -> tuple[Sample, float]:
+    """``default_collate`` of the samples, and the seconds the batch took to make: its items' and this collation's.
+
+    In a worker the collated batch is written into shared memory here, so that copy is counted too.
+    """
+    started = time.perf_counter()
+    batch = default_collate([sample for sample, _ in items])
+    return batch, sum(seconds for _, seconds in items) + time.perf_counter() - started
+
+
 class EpochOrder(Sampler[tuple[int, int]]):
     """The keys of the current epoch; set before each pass over the loader."""
 
@@ -101,7 +112,7 @@ class FeedStats:
 
     @property
     def loader_slices_per_s(self) -> float:
-        """What the loader can deliver: slices per second of reading, times the readers working at once."""
+        """What the loader can deliver: slices per second of making batches, times the workers making them."""
         return self.slices * max(self.workers, 1) / self.read_s if self.read_s > 0 else math.inf
 
     @property
@@ -136,7 +147,7 @@ class TrainFeed:
         self.dataset, self.batch_size, self.workers, self.world, self.seed = dataset, batch_size, workers, world, seed
         self.order = EpochOrder()
         self.loader: DataLoader | None = DataLoader(
-            EpochItems(dataset), batch_size=batch_size, sampler=self.order, num_workers=workers,
+            EpochItems(dataset), batch_size=batch_size, sampler=self.order, num_workers=workers, collate_fn=timed_collate,
             pin_memory=device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=prefetch if workers else None,
             worker_init_fn=ignore_sigint if workers else None,
@@ -166,7 +177,7 @@ class TrainFeed:
             except IreconError as err:
                 raise worker_error(err) from None
             stats.wait_s += time.perf_counter() - asked
-            stats.read_s += float(seconds.sum())
+            stats.read_s += seconds
             stats.slices += slice_count(batch.target)
             yield batch
 

@@ -133,10 +133,11 @@ class Trainer:
         self.network = self._wrap(self.model)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
+        """DDP with the gradients as views into its all-reduce buckets: no second copy of them."""
         if self.world.size == 1:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
 
     def run(self, signals: StopSignals, started: float) -> TrainResult:
         """Epochs until done, ``max_steps`` or a signal; the stop conditions read top to bottom."""
