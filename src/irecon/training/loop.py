@@ -57,9 +57,9 @@ from irecon.training.report import (
     Outcome,
     TrainResult,
     epoch_line,
-    plural,
     progress_bar,
     say,
+    start_line,
     volume_progress,
 )
 from irecon.training.runtime import (
@@ -170,24 +170,12 @@ class Trainer:
         return self._result(outcome, started)
 
     def _announce(self) -> None:
-        plan, config, world = self.plan, self.plan.config, self.world
-        count = sum(p.numel() for p in self.model.parameters())
-        slices = sum(v.num_slices for v in plan.train_set.volumes)
-        where = f"{self.device}" + (f" x {world.size} processes" if world.size > 1 else "")
         if self.progress.epoch >= self.options.epochs:
             self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise --epochs to go on")
             return
-        verb = "resuming at" if plan.resume else "starting"
-        adam = adam_summary(self.model.parameters(), world.size, is_sharded(self.optimizer),
+        adam = adam_summary(self.model.parameters(), self.world.size, is_sharded(self.optimizer),
                             self.options.shard_optimizer)
-        self._say(
-            f"{verb} epoch {self.progress.epoch + 1}/{self.options.epochs}: {self.options.model} "
-            f"({config.kind} {config.dims}-D, {count:,} parameters"
-            f"{', memory-free' if self.options.memory_free and config.kind == 'irim' else ''}) on "
-            f"{plural(len(plan.train_set.volumes), 'volume')} / {plural(slices, 'slice')}, validating on "
-            f"{plural(len(plan.val_infos), 'volume')}; device {where}, {plural(torch.get_num_threads(), 'thread')}, "
-            f"{plural(self.feed.workers, 'loader worker')}; {adam}; run dir {self.options.out}"
-        )
+        self._say(start_line(self.options, self.plan, self.progress.epoch, self.world.size, self.feed.workers, adam))
 
     def _train_epoch(self, signals: StopSignals) -> Outcome | None:
         """Train the rest of the current epoch; None when it ran to its end (validate next)."""

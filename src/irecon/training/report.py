@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -76,6 +77,26 @@ class TrainResult:
 def plural(count: int, noun: str) -> str:
     """``1 volume``, ``2 volumes``."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def start_line(options: Any, plan: Any, epoch: int, world_size: int, workers: int, adam: str) -> str:
+    """The line a run starts with: what trains on what, where, with which loader and optimiser state.
+
+    ``options`` and ``plan`` are the run's :class:`~irecon.training.options.TrainOptions` and
+    :class:`~irecon.training.plan.Plan`; ``epoch`` the one it starts at (0-based).
+    """
+    config = plan.config
+    count = sum(p.numel() for p in plan.model.parameters())
+    slices = sum(v.num_slices for v in plan.train_set.volumes)
+    where = f"{plan.device}" + (f" x {world_size} processes" if world_size > 1 else "")
+    memory_free = ", memory-free" if options.memory_free and config.kind == "irim" else ""
+    return (
+        f"{'resuming at' if plan.resume else 'starting'} epoch {epoch + 1}/{options.epochs}: {options.model} "
+        f"({config.kind} {config.dims}-D, {count:,} parameters{memory_free}) on "
+        f"{plural(len(plan.train_set.volumes), 'volume')} / {plural(slices, 'slice')}, validating on "
+        f"{plural(len(plan.val_infos), 'volume')}; device {where}, {plural(torch.get_num_threads(), 'thread')}, "
+        f"{plural(workers, 'loader worker')}; {adam}; run dir {options.out}"
+    )
 
 
 def rate(value: float | None) -> str:
