@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import subprocess
@@ -28,20 +29,28 @@ def train_cli(args: list[str]):
     return CliRunner().invoke(main, ["train", *args])
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_writes_last_checkpoint_exits_and_resumes(data: Path, tmp_path: Path, signum: int, status: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "status", "group"), [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)]
+)
+def test_signal_writes_last_checkpoint_exits_and_resumes(
+    data: Path, tmp_path: Path, signum: int, status: int, group: bool
+) -> None:
+    # group: the signal goes to the whole process group (a batch scheduler's stop), loader workers included.
     out = tmp_path / "run"
-    args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1")
+    args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1", *(["--num-workers", "1"] if group else []))
     process = subprocess.Popen(
         [sys.executable, "-m", "irecon.cli", "train", *args], env=subprocess_env(), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group,
     )
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.1)
-    process.send_signal(signum)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 
 from irecon.data.datasets import MRIDataset, Sample
 from irecon.errors import IreconError
-from irecon.training.runtime import World, ignore_sigint
+from irecon.training.runtime import World, ignore_stop_signals
 
 AUTO_WORKERS_MAX = 4
 PREFETCH_FACTOR = 2
@@ -150,7 +150,7 @@ class TrainFeed:
             EpochItems(dataset), batch_size=batch_size, sampler=self.order, num_workers=workers, collate_fn=timed_collate,
             pin_memory=device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=prefetch if workers else None,
-            worker_init_fn=ignore_sigint if workers else None,
+            worker_init_fn=ignore_stop_signals if workers else None,
         )
         self.stats = FeedStats(workers)
 

@@ -116,9 +116,11 @@ class StopSignals:
         return signum
 
 
-def ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which stops them cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: the training process gets them (also when a
+    scheduler signals the whole process group), finishes its step and then ends the workers."""
+    for signum in EXIT_CODES:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def reset_peak_memory(device: torch.device) -> None:
