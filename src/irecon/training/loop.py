@@ -294,8 +294,7 @@ class Trainer:
             self.scheduler.step()
         if record["best"]:
             self.progress.best_ssim, self.progress.best_epoch = record["val_ssim"], record["epoch"]
-            self._save("best.pt")
-        self._save("last.pt")
+        self._save(*(("best.pt", "last.pt") if record["best"] else ("last.pt",)))
         self._write_reports()
         self._say(epoch_line(record, self.options.epochs))
 
@@ -341,14 +340,15 @@ class Trainer:
         scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress)
         return self.world.mean_scores(scores, self.device)
 
-    def _save(self, name: str, every_rank: bool = True) -> None:
-        """Rank 0 writes ``name``; a sharded optimiser's state is gathered from every rank first.
+    def _save(self, *names: str, every_rank: bool = True) -> None:
+        """Rank 0 writes each of ``names``; a sharded optimiser's state is gathered from every rank first, once.
 
-        ``every_rank=False`` (a stop only this rank met) cannot gather a sharded state: the file
-        already on disk is kept.
+        ``every_rank=False`` (a stop only this rank met) cannot gather a sharded state: the files
+        already on disk are kept.
         """
         if is_sharded(self.optimizer) and not every_rank:
-            self._say(f"{name} not rewritten: the sharded optimiser state needs every process; the last one stands")
+            self._say(f"{', '.join(names)} not rewritten: the sharded optimiser state needs every process; "
+                      "the last one stands")
             return
         optimizer_state = gather_state(self.optimizer, self.world.rank)
         losses = self.world.gather(self.progress.epoch_loss, self.device) if every_rank else None
@@ -357,7 +357,8 @@ class Trainer:
             losses = losses or [list(self.progress.epoch_loss)] + [[0.0, 0.0]] * (self.world.size - 1)
             payload = training_payload(self.options, self.plan, self.model, optimizer_state, self.scheduler,
                                        self.progress, losses, self._total_wall_time())
-            save_checkpoint(self.options.out / name, payload)
+            for name in names:
+                save_checkpoint(self.options.out / name, payload)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
