@@ -222,3 +222,11 @@ def test_a_nifti_only_run_is_not_refused_for_an_h5_it_does_not_write(val_dir: Pa
     result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", out, "--format", "nifti")
     assert result.exit_code == 0, result.output
     assert list(out.glob("*.nii.gz")) and len(list(out.glob("*.h5"))) == 1
+
+
+def test_threads_are_set_and_named_in_the_table_title(val_dir: Path, tmp_path: Path) -> None:
+    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "zero-filled on cpu, 1 thread" in result.output
+    bad = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "b", "--threads", "0")
+    assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output

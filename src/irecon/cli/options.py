@@ -79,6 +79,15 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads N``: torch's CPU threads (the options dataclass's default, None, keeps torch's)."""
+    return click.option(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads for torch. On a busy or shared machine torch's default (one per core) can be "
+             "many times slower than 1 or 2.  [default: torch's]",
+    )(fn)
+
+
 def stdout_console() -> Console:
     """A rich console on stdout; wide enough for the tables when the output goes to a file or a pipe."""
     return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)

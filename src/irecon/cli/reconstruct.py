@@ -11,7 +11,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
 
-from irecon.cli.options import default_of, device_option, exit_with, stderr_console, stdout_console
+from irecon.cli.options import default_of, device_option, exit_with, stderr_console, stdout_console, threads_option
 from irecon.data.masks import MASK_TYPES
 from irecon.export.options import DATASETS, FORMATS, ExportOptions
 from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
@@ -39,6 +39,7 @@ def _default(name: str) -> Any:
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
               help="Slices per forward pass of a 2-D model (3-D models take the whole volume).")
 @device_option
+@threads_option
 @click.option("--overwrite", is_flag=True, help="Replace existing output, preview and JSON files.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Write per-volume records and the mean as JSON.")
@@ -165,7 +166,8 @@ def _table(report: Any, side_by_side: bool, name_width: int) -> Table:
     with_metrics = bool(report.scored)
     beside = _has_baseline(report) and side_by_side
     below = _has_baseline(report) and not side_by_side
-    table = Table(title=f"{report.model_name} on {report.device}", title_justify="left")
+    table = Table(title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}",
+                  title_justify="left")
     table.add_column("volume", width=name_width, overflow="fold")
     table.add_column("slices", justify="right", no_wrap=True)
     if with_metrics:

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from irecon.cli.options import ListCommand, default_of, device_option, exit_with, say
+from irecon.cli.options import ListCommand, default_of, device_option, exit_with, say, threads_option
 from irecon.data.masks import MASK_TYPES
 from irecon.training.options import TrainOptions, parse_duration
 
@@ -74,9 +74,7 @@ def _default(name: str) -> Any:
 @click.option("--time-budget", "time_budget_s", callback=lambda ctx, param, value: _duration(value), default=None,
               metavar="DURATION", help="Stop cleanly (last.pt + resume command) after this wall time, validation "
                                        "included: 90s, 15m, 2h, 1h30m or seconds. Applies to each launch.")
-@click.option("--threads", type=int, default=_default("threads"),
-              help="CPU threads for torch. On a busy or shared machine torch's default (one per core) can be "
-                   "many times slower than 1 or 2.  [default: torch's]")
+@threads_option
 @click.option("--scan/--no-scan", default=_default("scan"), show_default=True,
               help="Read every training and validation file whole for NaN/Inf before the first step, as irecon "
                    "check does (--no-scan for huge datasets already checked).")

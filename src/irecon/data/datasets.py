@@ -8,7 +8,7 @@ What the models consume:
 * the mask is float32 and broadcasts against it: ``(1, 1, W)`` for a slice, ``(1, 1, 1, W)`` for a
   slab or a volume (after ``default_collate``: ``(B, 1, 1, W)`` / ``(B, 1, 1, 1, W)``).
 
-Masks follow the i-RIM / fastMRI protocol (digest §e.3): in training they are re-drawn for every
+Masks follow the i-RIM / fastMRI protocol: in training they are re-drawn for every
 sample and every epoch, seeded by ``(seed, epoch, index)`` so that a resumed run draws the same
 ones; outside training they are seeded by the file name, so every slice of a volume and every run
 sees the same mask; a test-style file (one with a ``mask`` dataset) always uses its own mask.
@@ -94,7 +94,7 @@ def resize_kspace(kspace: Tensor, resolution: tuple[int, int]) -> Tensor:
     (``fastmri.data.transforms.complex_center_crop``) and zero-padded along each smaller one, then
     transformed back with ``fastmri.fft2c``. Padding puts the image at the offset that a centre crop
     back to the old size reads from, so cropping undoes padding exactly. This is the i-RIM training
-    crop (``--train_resolution``, digest §f.3): it removes the readout oversampling and gives
+    crop (the official code's ``--train_resolution``): it removes the readout oversampling and gives
     training inputs one size.
     """
     if not kspace.is_complex():

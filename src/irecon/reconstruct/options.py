@@ -28,6 +28,7 @@ class ReconstructOptions:
     acceleration: int = 4
     center_fraction: float = 0.08
     batch_size: int = 8
+    threads: int | None = None
     device: str | None = None
     overwrite: bool = False
     json_path: str | Path | None = None

@@ -82,6 +82,7 @@ class ReconstructReport:
     volumes: list[VolumeResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     json_error: str | None = None
+    threads: int = 1
 
     @property
     def failed(self) -> list[VolumeResult]:

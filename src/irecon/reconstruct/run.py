@@ -77,6 +77,8 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     before anything is created; problems with one volume are recorded in its :class:`VolumeResult`.
     """
     _check_options(options)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     files, notes = find_volumes(options.inputs)
     device = resolve_device(options.device)
     loaded = load_model(options.checkpoint, options.model, device)
@@ -86,6 +88,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         model_name=loaded.name, config=loaded.config,
         checkpoint=None if options.checkpoint is None else Path(options.checkpoint),
         device=str(device), batch_size=options.batch_size, mask_spec=options.mask_spec, notes=notes,
+        threads=torch.get_num_threads(),
     )
     _say(console, *(f"note: {note}" for note in notes))
     plain_progress = console is not None and not console.is_terminal
@@ -251,6 +254,8 @@ def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> No
 def _check_options(options: ReconstructOptions) -> None:
     """The plain options, with the messages ``irecon train`` gives for the same mistakes."""
     options.mask_spec.validate()
+    if options.threads is not None and options.threads < 1:
+        raise IreconError(f"--threads must be at least 1, got {options.threads}")
     unknown = [f for f in options.formats if f not in OUTPUT_FORMATS]
     if unknown or not options.formats:
         raise IreconError(
@@ -323,7 +328,7 @@ def _progress(console: Console | None) -> Progress:
 
 @contextlib.contextmanager
 def _cudnn_benchmark_off() -> Iterator[None]:
-    """cuDNN autotuning keeps workspaces per input size, and volume sizes vary (digest §g.1)."""
+    """cuDNN autotuning keeps a workspace per input size, and volume sizes vary: off for the run."""
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
     try:

@@ -24,6 +24,7 @@ from rich.progress import (
 from torch import nn
 
 from irecon.models.presets import ModelConfig
+from irecon.text import plural
 from irecon.training.runtime import EXIT_CODES
 
 # The model waited on the loader for more than this share of an epoch: the epoch line says so.
@@ -72,11 +73,6 @@ class TrainResult:
     @property
     def exit_code(self) -> int:
         return self.stopped.exit_code
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 volume``, ``2 volumes``."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def start_line(options: Any, plan: Any, epoch: int, world_size: int, workers: int, adam: str) -> str:
