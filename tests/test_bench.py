@@ -239,4 +239,4 @@ def test_cuda_bench_counts_cached_memory_as_available_and_plans_plain_runs() -> 
     records = run_bench(BenchOptions(steps=(1,), modes=("train",), compare_plain=True, device=device, **TINY))
     assert all(r.method == CUDA_METHOD and r.peak_bytes for r in records)
     plain = [r for r in records if not r.memory_free][0]
-    assert plain.planned_peak_bytes and 0.5 < plain.peak_bytes / plain.planned_peak_bytes < 4
+    assert plain.planned_peak_bytes and plain.storage_peak_bytes is None and plain.allocator_peak_bytes is None
