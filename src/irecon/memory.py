@@ -18,8 +18,8 @@ benchmarks need exact, repeatable peak numbers on every device:
 
 Three details make :class:`StorageTracker` exact (each was found by testing):
 
-1. ``torch.UntypedStorage.resize_`` does not go through dispatch, but memory-free couplings free and
-   refill activations with it, so it is patched while any tracker is active.
+1. ``torch.UntypedStorage.resize_`` does not go through dispatch, but memory-saving code frees and
+   refills activations with it, so it is patched while any tracker is active.
 2. Storages are keyed on the identity of their Python object (storages have PyObject preservation:
    one object per C++ storage, alive exactly as long as the storage), never on ``data_ptr``, which
    changes when a storage is resized.
