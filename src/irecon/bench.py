@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from irecon.adam_shards import adam_shards
+from irecon.bench_options import BenchOptions
 from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.files import check_writable_file
@@ -76,36 +78,16 @@ class Measurement:
     storage_method: str | None = None
     allocator_method: str | None = None
     planned_peak_bytes: int | None = None
+    world_size: int = 1
+    shard_optimizer: bool = False
+    rank_optimizer_bytes: list[int] = field(default_factory=list)
+    rank_peak_bytes: list[int] = field(default_factory=list)
     skipped: str | None = None
 
-
-@dataclass
-class BenchOptions:
-    """What ``irecon bench-memory`` measures; every field has a command-line option.
-
-    ``batches`` None means 10 (appendix C), or 1 on meta, where every mini-batch after the
-    warm-up is the same shapes-only computation. ``meter`` None means the allocator meter on the
-    CPU. ``budget`` (bytes) asks the planner for the deepest T up to ``max_steps`` that fits.
-    """
-
-    model: str = "paper-2d"
-    steps: Sequence[int] = (1, 2, 4)
-    layers: Sequence[int] | None = None
-    size: tuple[int, int] = (320, 320)
-    slices: int = 8
-    coils: int | None = None
-    batches: int | None = None
-    device: str | None = None
-    meter: str | None = None
-    modes: Sequence[str] = ("train", "inference")
-    compare_plain: bool = False
-    with_rim: bool = False
-    timing_batches: int = 3
-    budget: int | None = None
-    max_steps: int = 100
-    memory_limit: int | None = None
-    json_path: str | Path | None = None
-    plot_path: str | Path | None = None
+    @property
+    def rank_weight_bytes(self) -> list[int]:
+        """Per rank: parameters + gradients + the Adam state that rank holds."""
+        return [self.param_bytes + self.grad_bytes + adam for adam in self.rank_optimizer_bytes]
 
 
 def measure_peaks(
@@ -277,7 +259,24 @@ def _measure(
         record.allocator_method = meters["allocator"].method
     if device != "meta":
         record.step_seconds = _median_seconds(batch, options.timing_batches, device)
+    if optimizer is not None:
+        _per_rank(record, params, options)
     return record
+
+
+def _per_rank(record: Measurement, params: list[Tensor], options: BenchOptions) -> None:
+    """Each rank's Adam bytes and peak under DDP over ``world_size`` ranks (sharded or not).
+
+    Every rank holds the whole parameters and gradients (DDP's gradients are views of its buckets)
+    and runs the same step on its own batch, so a rank's peak is the one-process peak with its own
+    share of the Adam state in place of the whole state.
+    """
+    record.world_size, record.shard_optimizer = options.world_size, options.shard_optimizer
+    shards = adam_shards(params, options.world_size, options.shard_optimizer)
+    whole = record.optimizer_bytes
+    record.rank_optimizer_bytes = [s.total_bytes for s in shards]
+    if record.peak_bytes is not None:
+        record.rank_peak_bytes = [record.peak_bytes - whole + s.total_bytes for s in shards]
 
 
 def _warm_up(train_batch: Callable[[], None], optimizer: torch.optim.Optimizer, params: list[Tensor], device: str) -> None:
@@ -409,6 +408,12 @@ def _validate(options: BenchOptions) -> None:
         raise IreconError(f"--size {options.size[0]} {options.size[1]} is too small (at least 8 x 8)")
     if options.slices < 1:
         raise IreconError(f"--slices must be at least 1, got {options.slices}")
+    if options.world_size < 1:
+        raise IreconError(f"--world-size must be at least 1, got {options.world_size}")
+    if options.threads is not None:
+        if options.threads < 1:
+            raise IreconError(f"--threads must be at least 1, got {options.threads}")
+        torch.set_num_threads(options.threads)
     if options.coils is not None and options.coils < 1:
         raise IreconError(f"--coils must be at least 1, got {options.coils}")
     if options.timing_batches < 1:

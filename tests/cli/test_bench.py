@@ -36,3 +36,30 @@ def test_steps_take_a_list_or_the_repeated_option() -> None:
     assert listed.exit_code == repeated.exit_code == 0, listed.output + repeated.output
     for output in (listed.output, repeated.output):
         assert "T=1 " in output and "T=2 " in output
+
+
+def test_the_meter_names_on_the_command_line_are_the_library_s() -> None:
+    from irecon.cli.bench import METERS as CLI_METERS
+    from irecon.memory import METERS
+
+    assert CLI_METERS == METERS
+
+
+def test_world_size_reports_each_rank_s_adam_bytes_and_peak() -> None:
+    from irecon.bench import run_bench
+    from irecon.bench_options import BenchOptions
+
+    common = dict(model="tiny-2d", steps=(1,), size=(16, 16), device="meta", modes=("train",))
+    (one,) = run_bench(BenchOptions(**common))
+    assert one.rank_optimizer_bytes == [one.optimizer_bytes] and one.rank_peak_bytes == [one.peak_bytes]
+    (whole,) = run_bench(BenchOptions(**common, world_size=2))
+    (sharded,) = run_bench(BenchOptions(**common, world_size=2, shard_optimizer=True))
+    assert whole.rank_optimizer_bytes == [one.optimizer_bytes] * 2
+    moments = [b for b in sharded.rank_optimizer_bytes]
+    assert sum(moments) == one.optimizer_bytes and max(moments) < one.optimizer_bytes
+    assert [p - sharded.peak_bytes for p in sharded.rank_peak_bytes] == [b - one.optimizer_bytes for b in moments]
+    result = CliRunner().invoke(main, ["bench-memory", "--model", "tiny-2d", "--steps", "1", "--size", "16", "16",
+                                       "--device", "meta", "--mode", "train", "--world-size", "2",
+                                       "--shard-optimizer"])
+    assert result.exit_code == 0, result.output
+    assert "per rank, 2 ranks (Adam sharded): tiny-2d train memory-free T=1: weights" in result.output

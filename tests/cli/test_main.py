@@ -81,7 +81,7 @@ def test_the_command_list_shows_each_commands_own_first_help_line() -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["reconstruct", "--help"],
                                   ["export", "--help"], ["synth", "--help"], ["check", "--help"],
-                                  ["models", "--help"]])
+                                  ["models", "--help"], ["bench-memory", "--help"]])
 def test_help_and_version_do_not_load_torch(args: list[str]) -> None:
     code = (f"import sys\nfrom irecon.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
             "    assert e.code == 0, e.code\nprint('torch' in sys.modules)")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
+from irecon.adam_shards import adam_shards, optimizer_bytes_per_rank, rank_of_parameters
 from irecon.models.presets import build_model, preset
-from irecon.training.optim import adam_shards, optimizer_bytes_per_rank, rank_of_parameters
 
 
 def zero() -> Any:

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
-from irecon.bench import BenchOptions, Measurement, format_bytes, human_bytes, ratios, run_bench, run_budget
-from irecon.cli.options import ListCommand, default_of, say, stdout_console
+from irecon.bench_options import BenchOptions
+from irecon.cli.options import ListCommand, default_of, say, stdout_console, threads_option
 from irecon.errors import IreconError
-from irecon.memory import METERS
-from irecon.planner import Fit, parse_bytes
+from irecon.text import plural
+
+if TYPE_CHECKING:
+    from irecon.bench import Measurement
+    from irecon.planner import Fit
+
+METERS = ("allocator", "storages")  # irecon.memory.METERS, named here so --help need not load torch
 
 MODES = {"train": ("train",), "inference": ("inference",), "both": ("train", "inference")}
 
@@ -50,6 +55,10 @@ def _mode_name(modes: tuple[str, ...]) -> str:
               help="plan on meta: the deepest T whose training/inference peak fits, e.g. 24GiB or 40GB")
 @click.option("--max-steps", type=int, default=_default("max_steps"), show_default=True,
               help="deepest T the --budget search tries")
+@click.option("--world-size", type=int, default=_default("world_size"), show_default=True,
+              help="DDP ranks: report each rank's Adam state and peak (training)")
+@click.option("--shard-optimizer", is_flag=True, help="with --world-size: Adam sharded as train --shard-optimizer does")
+@threads_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write one record per measurement (per search with --budget)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -60,6 +69,9 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
     With --device meta the same protocol runs on shapes only (the planner); --budget then finds
     the deepest T that fits, memory-free and with plain autograd.
     """
+    from irecon.bench import ratios, run_bench, run_budget
+    from irecon.planner import parse_bytes
+
     if params["budget"] is not None:
         params["budget"] = parse_bytes(params["budget"])
     modes = MODES[mode] if mode else ("train",) if params["budget"] is not None else _default("modes")
@@ -86,9 +98,29 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
         say(console, f"storages: {records[0].storage_method or '-'}; allocator: {records[0].allocator_method or '-'}")
     for description, value in ratios(records):
         say(console, f"{description}: {value:.3f}")
+    for line in rank_lines(records):
+        say(console, line)
     for path in (options.json_path, options.plot_path):
         if path is not None:
             say(console, f"wrote {path}")
+
+
+def rank_lines(records: list[Measurement]) -> list[str]:
+    """Per-rank weights and peak of each training record, when more than one rank was asked for."""
+    from irecon.bench import format_bytes
+
+    lines = []
+    for m in records:
+        if m.world_size < 2 or not m.rank_optimizer_bytes:
+            continue
+        how = "Adam sharded" if m.shard_optimizer else "Adam on every rank"
+        weights = max(m.rank_weight_bytes)
+        peak = f", peak {format_bytes(max(m.rank_peak_bytes))} MiB" if m.rank_peak_bytes else ""
+        lines.append(f"per rank, {plural(m.world_size, 'rank')} ({how}): {m.model} {m.mode} "
+                     f"{'memory-free' if m.memory_free else 'plain'} T={m.steps}: weights "
+                     f"{format_bytes(weights)} MiB{peak} (largest rank; one process: "
+                     f"{format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes)} MiB)")
+    return lines
 
 
 def _table(both: bool) -> Table:
@@ -102,6 +134,8 @@ def _table(both: bool) -> Table:
 
 
 def _row(m: Measurement, both: bool = False) -> list[str]:
+    from irecon.bench import format_bytes
+
     engine = "free" if m.memory_free else "plain"
     mode = "infer" if m.mode == "inference" else m.mode
     head = [m.model, mode, engine, str(m.steps), str(m.layers_total)]
@@ -117,6 +151,8 @@ def _row(m: Measurement, both: bool = False) -> list[str]:
 
 def progress_line(m: Measurement) -> str:
     """The line printed as each measurement finishes, every figure with its method."""
+    from irecon.bench import format_bytes
+
     engine = "memory-free" if m.memory_free else "plain"
     head = f"measured {m.model} {m.mode} {engine} T={m.steps} ({m.layers_total} layers)"
     if m.skipped:
@@ -130,6 +166,8 @@ def progress_line(m: Measurement) -> str:
 
 def fit_line(f: Fit) -> str:
     """One budget answer: the deepest T, its peak, and the peak one step deeper."""
+    from irecon.bench import human_bytes
+
     engine = "memory-free" if f.memory_free else "plain"
     head = f"planned {f.model} {f.mode} {engine}, budget {human_bytes(f.budget_bytes)} ({f.budget_bytes:,} B)"
     if f.steps == 0:
