@@ -25,6 +25,7 @@ test: $(STAMP) lint
 # The shape of the code: lint, formatting, and the import layers (cli -> commands -> ... -> base).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
 
 # The GPU check: one script, a Markdown + JSON report in gpu-check-report/. Without CUDA it runs the
@@ -40,4 +41,4 @@ bench: $(STAMP)
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 $(BIN)/python benchmarks/official_config.py
 
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) demo-output gpu-check-report

@@ -56,9 +56,15 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "kind": self.kind, "parameters": self.parameters, "steps": self.steps,
-            "epochs": self.epochs, "wall_time_s": self.wall_time_s, "checkpoint": self.checkpoint,
-            "scored_epoch": self.scored_epoch, "history": self.history,
+            "model": self.model,
+            "kind": self.kind,
+            "parameters": self.parameters,
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "wall_time_s": self.wall_time_s,
+            "checkpoint": self.checkpoint,
+            "scored_epoch": self.scored_epoch,
+            "history": self.history,
             "scores": {str(a): s.as_dict() for a, s in self.scores.items()},
         }
 
@@ -97,8 +103,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--time-budget", type=duration, help="wall-clock budget per model for table 2")
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--center-fractions", type=float, nargs="+",
-                        help="one per acceleration (default 0.08 for 4x, 0.04 for 8x)")
+    parser.add_argument(
+        "--center-fractions", type=float, nargs="+", help="one per acceleration (default 0.08 for 4x, 0.04 for 8x)"
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier comparison")
@@ -135,9 +142,16 @@ def check_args(args: argparse.Namespace) -> None:
 def train_options(args: argparse.Namespace, table: str, model: str) -> TrainOptions:
     """The run of ``model`` for ``table``: it stops after ``--steps`` steps or at ``--time-budget``."""
     options = TrainOptions(
-        args.train, args.val, model, args.out / table / model, epochs=UNLIMITED_EPOCHS,
-        batch_size=args.batch_size, accelerations=tuple(args.accelerations),
-        center_fractions=tuple(args.center_fractions), seed=args.seed, device=args.device,
+        args.train,
+        args.val,
+        model,
+        args.out / table / model,
+        epochs=UNLIMITED_EPOCHS,
+        batch_size=args.batch_size,
+        accelerations=tuple(args.accelerations),
+        center_fractions=tuple(args.center_fractions),
+        seed=args.seed,
+        device=args.device,
         overwrite=args.overwrite,
     )
     if table == "time":
@@ -149,11 +163,18 @@ def score(args: argparse.Namespace, checkpoint: Path | None, out: Path) -> dict[
     """Mean scores over the validation volumes per acceleration (zero-filled without a checkpoint)."""
     scores = {}
     for acceleration, fraction in zip(args.accelerations, args.center_fractions):
-        report = reconstruct(ReconstructOptions(
-            inputs=[args.val], out_dir=out / f"recon-{acceleration}x", checkpoint=checkpoint,
-            model=None if checkpoint else "zero-filled", acceleration=acceleration, center_fraction=fraction,
-            device=args.device, overwrite=args.overwrite,
-        ))
+        report = reconstruct(
+            ReconstructOptions(
+                inputs=[args.val],
+                out_dir=out / f"recon-{acceleration}x",
+                checkpoint=checkpoint,
+                model=None if checkpoint else "zero-filled",
+                acceleration=acceleration,
+                center_fraction=fraction,
+                device=args.device,
+                overwrite=args.overwrite,
+            )
+        )
         if report.failed:
             raise IreconError(report.failed[0].error or "reconstruction failed")
         mean = report.mean_metrics()
@@ -169,10 +190,15 @@ def run_model(args: argparse.Namespace, options: TrainOptions, console: Console)
     checkpoint = options.out / ("best.pt" if (options.out / "best.pt").exists() else "last.pt")
     history = [{k: r[k] for k in HISTORY_KEYS} for r in result.history]
     run = Run(
-        model=options.model, kind=result.config.kind,
-        parameters=sum(p.numel() for p in result.model.parameters()), steps=result.global_step,
-        epochs=result.epochs_done, wall_time_s=result.wall_time_s, checkpoint=checkpoint.name,
-        scored_epoch=result.best_epoch if checkpoint.name == "best.pt" else None, history=history,
+        model=options.model,
+        kind=result.config.kind,
+        parameters=sum(p.numel() for p in result.model.parameters()),
+        steps=result.global_step,
+        epochs=result.epochs_done,
+        wall_time_s=result.wall_time_s,
+        checkpoint=checkpoint.name,
+        scored_epoch=result.best_epoch if checkpoint.name == "best.pt" else None,
+        history=history,
     )
     run.scores = score(args, checkpoint, options.out)
     return run
@@ -182,11 +208,23 @@ def markdown(table: Table, zero_filled: dict[int, Scores], accelerations: Sequen
     """The table as Markdown: one row per model and a zero-filled row."""
     header = ["model", "parameters", "steps", "wall time", "scored"]
     header += [f"{a}x {m.upper() if m != 'psnr' else 'PSNR (dB)'}" for a in accelerations for m in METRICS]
-    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    rows = [[run.model, f"{run.parameters:,}", str(run.steps), f"{run.wall_time_s:.0f} s",
-             f"{run.checkpoint} (epoch {run.scored_epoch})" if run.scored_epoch else run.checkpoint,
-             *cells(run.scores, accelerations)] for run in table.runs]
+    lines = [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    rows = [
+        [
+            run.model,
+            f"{run.parameters:,}",
+            str(run.steps),
+            f"{run.wall_time_s:.0f} s",
+            f"{run.checkpoint} (epoch {run.scored_epoch})" if run.scored_epoch else run.checkpoint,
+            *cells(run.scores, accelerations),
+        ]
+        for run in table.runs
+    ]
     rows.append(["zero-filled", "0", "-", "-", "-", *cells(zero_filled, accelerations)])
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -194,8 +232,11 @@ def markdown(table: Table, zero_filled: dict[int, Scores], accelerations: Sequen
 
 def cells(scores: dict[int, Scores], accelerations: Sequence[int]) -> list[str]:
     """NMSE, PSNR and SSIM per acceleration, formatted for the table."""
-    return [text for a in accelerations
-            for text in (f"{scores[a].nmse:.4f}", f"{scores[a].psnr:.2f}", f"{scores[a].ssim:.4f}")]
+    return [
+        text
+        for a in accelerations
+        for text in (f"{scores[a].nmse:.4f}", f"{scores[a].psnr:.2f}", f"{scores[a].ssim:.4f}")
+    ]
 
 
 def ssim_bars(tables: Sequence[Table], zero_filled: dict[int, Scores], accelerations: Sequence[int]) -> Figure:
@@ -223,7 +264,8 @@ def describe(args: argparse.Namespace) -> list[str]:
         f"train: {args.train}, validation: {args.val}; batch {args.batch_size}, "
         f"seed {args.seed}, device {device}, {torch.get_num_threads()} thread(s), irecon {__version__}",
         "scores: mean over validation volumes of fastmri.evaluate NMSE / PSNR / SSIM, file-seeded masks "
-        "(centre fractions " + ", ".join(f"{a}x {f}" for a, f in zip(args.accelerations, args.center_fractions))
+        "(centre fractions "
+        + ", ".join(f"{a}x {f}" for a, f in zip(args.accelerations, args.center_fractions))
         + "); best.pt is chosen on the validation SSIM at the first acceleration",
     ]
 
@@ -258,14 +300,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     text = "\n\n".join(markdown(t, zero_filled, args.accelerations) for t in tables)
     write_bytes(args.out / "compare.md", ("\n\n".join(setup) + "\n\n" + text + "\n").encode())
-    write_json(args.out / "compare.json", {
-        "irecon_version": __version__, "setup": setup, "models": args.models, "steps": args.steps,
-        "batch_size": args.batch_size, "time_budget_s": args.time_budget, "seed": args.seed,
-        "accelerations": args.accelerations, "center_fractions": args.center_fractions,
-        "threads": torch.get_num_threads(),
-        "zero_filled": {str(a): s.as_dict() for a, s in zero_filled.items()},
-        "tables": [{"name": t.name, "title": t.title, "runs": [r.to_dict() for r in t.runs]} for t in tables],
-    })
+    write_json(
+        args.out / "compare.json",
+        {
+            "irecon_version": __version__,
+            "setup": setup,
+            "models": args.models,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "time_budget_s": args.time_budget,
+            "seed": args.seed,
+            "accelerations": args.accelerations,
+            "center_fractions": args.center_fractions,
+            "threads": torch.get_num_threads(),
+            "zero_filled": {str(a): s.as_dict() for a, s in zero_filled.items()},
+            "tables": [{"name": t.name, "title": t.title, "runs": [r.to_dict() for r in t.runs]} for t in tables],
+        },
+    )
     save_png(ssim_bars(tables, zero_filled, args.accelerations), args.out / "compare.png")
     print(text)
     return 0

@@ -74,15 +74,20 @@ def main() -> None:
     parser.add_argument("--timing-steps", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"paper-2d invertible chain, 64 channels, {args.size}x{args.size}, float32, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"paper-2d invertible chain, 64 channels, {args.size}x{args.size}, float32, {torch.get_num_threads()} threads"
+    )
     for steps in args.round_trip_steps:
-        print(f"round trip at {10 * steps:>4} coupling layers: max |x - reverse(forward(x))| / max |x| = "
-              f"{round_trip_error(steps, args.size):.2e}")
+        print(
+            f"round trip at {10 * steps:>4} coupling layers: max |x - reverse(forward(x))| / max |x| = "
+            f"{round_trip_error(steps, args.size):.2e}"
+        )
     for steps in args.timing_steps:
         free, plain = step_time_ratio(steps, args.size, args.repeats)
-        print(f"training step at {10 * steps:>4} layers: memory-free {free:.3f} s, plain {plain:.3f} s, "
-              f"memory-free / plain = {free / plain:.3f}")
+        print(
+            f"training step at {10 * steps:>4} layers: memory-free {free:.3f} s, plain {plain:.3f} s, "
+            f"memory-free / plain = {free / plain:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -132,9 +132,11 @@ def main() -> None:
         parser.error(f"--layers takes multiples of {LAYERS_PER_STEP}, got {args.layers}")
     log = (lambda _: None) if args.quiet else (lambda line: print(line, flush=True))
     rows = [measure(layers, size, args.seed, log) for layers in args.layers]
-    print(f"paper-2d i-RIM, {size[0]}x{size[1]}, batch 1, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; gradient errors are ||g - g64|| / ||g64|| "
-          "against float64 plain autograd")
+    print(
+        f"paper-2d i-RIM, {size[0]}x{size[1]}, batch 1, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}; gradient errors are ||g - g64|| / ||g64|| "
+        "against float64 plain autograd"
+    )
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

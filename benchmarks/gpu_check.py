@@ -88,11 +88,22 @@ def planner_against_tracker() -> Check:
         same = c.storage_peak_bytes == m.peak_bytes
         equal &= same
         allocator_above &= (c.allocator_peak_bytes or 0) >= (c.storage_peak_bytes or 0)
-        check.rows.append([c.mode, _engine(c.memory_free), c.steps, c.storage_peak_bytes, m.peak_bytes,
-                           c.allocator_peak_bytes, "yes" if same else "NO"])
+        check.rows.append(
+            [
+                c.mode,
+                _engine(c.memory_free),
+                c.steps,
+                c.storage_peak_bytes,
+                m.peak_bytes,
+                c.allocator_peak_bytes,
+                "yes" if same else "NO",
+            ]
+        )
     check.passed = equal and allocator_above
-    check.summary = (f"{len(cpu)} settings: planner {'equals' if equal else 'DIFFERS FROM'} the tracker to the byte; "
-                     f"allocator >= tracker: {'yes' if allocator_above else 'NO'}")
+    check.summary = (
+        f"{len(cpu)} settings: planner {'equals' if equal else 'DIFFERS FROM'} the tracker to the byte; "
+        f"allocator >= tracker: {'yes' if allocator_above else 'NO'}"
+    )
     return check
 
 
@@ -101,7 +112,10 @@ def cuda_tests(out: Path) -> Check:
     check = Check("cuda_tests", "Tests that need CUDA (pytest -k cuda)")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-k", "cuda", "-p", "no:cacheprovider", "tests"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     write_bytes(out / "cuda-tests.txt", (done.stdout + done.stderr).encode())
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -141,8 +155,26 @@ def bench_cuda(out: Path, device: str) -> tuple[Check, list[Measurement]]:
     """``irecon bench-memory --device cuda`` through the CLI, appendix C at paper-2d 320 x 320."""
     check = Check("bench_cuda", "bench-memory --device cuda: paper-2d 320 x 320, T = 1, 4, 8 (appendix C)")
     path = out / "bench-cuda.json"
-    command = [sys.executable, "-m", "irecon.cli", "bench-memory", "--model", "paper-2d", "--size", "320", "320",
-               "--steps", "1", "4", "8", "--compare-plain", "--device", device, "--json", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "irecon.cli",
+        "bench-memory",
+        "--model",
+        "paper-2d",
+        "--size",
+        "320",
+        "320",
+        "--steps",
+        "1",
+        "4",
+        "8",
+        "--compare-plain",
+        "--device",
+        device,
+        "--json",
+        str(path),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     write_bytes(out / "bench-cuda.txt", (done.stdout + done.stderr).encode())
     if done.returncode != 0:
@@ -152,15 +184,26 @@ def bench_cuda(out: Path, device: str) -> tuple[Check, list[Measurement]]:
     check.columns = ["mode", "engine", "T", "peak MiB", "activations MiB", "weights MiB", "s/batch"]
     for r in records:
         weights = r.param_bytes + r.grad_bytes + r.optimizer_bytes
-        check.rows.append([r.mode, _engine(r.memory_free), r.steps, r.skipped or _mib(r.peak_bytes),
-                           _mib(r.activation_bytes), _mib(weights), "-" if r.step_seconds is None else f"{r.step_seconds:.3f}"])
+        check.rows.append(
+            [
+                r.mode,
+                _engine(r.memory_free),
+                r.steps,
+                r.skipped or _mib(r.peak_bytes),
+                _mib(r.activation_bytes),
+                _mib(weights),
+                "-" if r.step_seconds is None else f"{r.step_seconds:.3f}",
+            ]
+        )
     free_train = [r.activation_bytes for r in records if r.mode == "train" and r.memory_free and r.activation_bytes]
     flat = len(free_train) == 3 and max(free_train) <= 1.05 * min(free_train)
     ran = all(r.peak_bytes is not None for r in records)
     check.passed = ran and flat
     spread = f"{max(free_train) / min(free_train):.3f}" if free_train else "-"
-    check.summary = (f"{len(records)} settings, all measured: {'yes' if ran else 'NO'}; memory-free training "
-                     f"activations T=8 / T=1: {spread} (must be <= 1.05)")
+    check.summary = (
+        f"{len(records)} settings, all measured: {'yes' if ran else 'NO'}; memory-free training "
+        f"activations T=8 / T=1: {spread} (must be <= 1.05)"
+    )
     return check, records
 
 
@@ -173,20 +216,40 @@ def cuda_against_planner_and_cpu(out: Path, cuda: list[Measurement]) -> Check:
     write_json(out / "bench-meta.json", [asdict(m) for m in meta])
     write_json(out / "bench-cpu.json", [asdict(m) for m in cpu])
     by_meta, by_cpu = {_key(m): m for m in meta}, {_key(m): m for m in cpu}
-    check.columns = ["mode", "engine", "T", "CUDA MiB", "planner MiB", "CPU tracker MiB", "CPU allocator MiB",
-                     "CUDA / planner", "CUDA / CPU allocator"]
+    check.columns = [
+        "mode",
+        "engine",
+        "T",
+        "CUDA MiB",
+        "planner MiB",
+        "CPU tracker MiB",
+        "CPU allocator MiB",
+        "CUDA / planner",
+        "CUDA / CPU allocator",
+    ]
     ratios = []
     for c in cuda:
         m, p = by_meta.get(_key(c)), by_cpu.get(_key(c))
         planner = m.peak_bytes if m else None
         allocator = p.allocator_peak_bytes if p else None
-        check.rows.append([c.mode, _engine(c.memory_free), c.steps, _mib(c.peak_bytes), _mib(planner),
-                           _mib(p.storage_peak_bytes if p else None), _mib(allocator),
-                           _ratio(c.peak_bytes, planner), _ratio(c.peak_bytes, allocator)])
+        check.rows.append(
+            [
+                c.mode,
+                _engine(c.memory_free),
+                c.steps,
+                _mib(c.peak_bytes),
+                _mib(planner),
+                _mib(p.storage_peak_bytes if p else None),
+                _mib(allocator),
+                _ratio(c.peak_bytes, planner),
+                _ratio(c.peak_bytes, allocator),
+            ]
+        )
         if c.peak_bytes and planner:
             ratios.append(c.peak_bytes / planner)
-    check.summary = (f"CUDA / planner from {min(ratios):.3f} to {max(ratios):.3f}" if ratios
-                     else "no CUDA figures to compare")
+    check.summary = (
+        f"CUDA / planner from {min(ratios):.3f} to {max(ratios):.3f}" if ratios else "no CUDA figures to compare"
+    )
     return check
 
 
@@ -217,8 +280,14 @@ def bf16_step(device: str) -> Check:
         grads[memory_free] = torch.cat([p.grad.flatten() for p in model.parameters()])
         optimizer.step()
         finite &= ok and all(torch.isfinite(p).all().item() for p in model.parameters())
-        check.rows.append([_engine(memory_free), f"{loss.item():.6f}", "yes" if ok else "NO",
-                           _mib(torch.cuda.max_memory_allocated(device)) if on_cuda else "-"])
+        check.rows.append(
+            [
+                _engine(memory_free),
+                f"{loss.item():.6f}",
+                "yes" if ok else "NO",
+                _mib(torch.cuda.max_memory_allocated(device)) if on_cuda else "-",
+            ]
+        )
     gap = ((grads[True] - grads[False]).norm() / grads[False].norm()).item()
     check.passed = finite
     check.summary = f"finite loss, gradients and weights: {'yes' if finite else 'NO'}; bf16 memory-free vs plain gradient gap {gap:.2e} (relative 2-norm)"
@@ -234,18 +303,43 @@ def cli_end_to_end(out: Path, device: str) -> Check:
         steps = [
             ["synth", work / "train", "--volumes", 4, "--slices", 3, *size, "--seed", 0],
             ["synth", work / "val", "--split", "val", "--volumes", 1, "--slices", 3, *size, "--seed", 1],
-            ["train", work / "train", "--val", work / "val", "--model", "tiny-2d", "--out", work / "run",
-             "--epochs", 2, "--batch-size", 2, "--device", device],
-            ["reconstruct", work / "val", "--checkpoint", work / "run" / "best.pt", "--out", work / "recon",
-             "--json", work / "val.json", "--device", device],
+            [
+                "train",
+                work / "train",
+                "--val",
+                work / "val",
+                "--model",
+                "tiny-2d",
+                "--out",
+                work / "run",
+                "--epochs",
+                2,
+                "--batch-size",
+                2,
+                "--device",
+                device,
+            ],
+            [
+                "reconstruct",
+                work / "val",
+                "--checkpoint",
+                work / "run" / "best.pt",
+                "--out",
+                work / "recon",
+                "--json",
+                work / "val.json",
+                "--device",
+                device,
+            ],
         ]
         log = []
         check.columns = ["command", "exit status", "seconds"]
         for words in steps:
             words = [str(w) for w in words]
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "irecon.cli", *words], cwd=ROOT, capture_output=True,
-                                  text=True, timeout=240)
+            done = subprocess.run(
+                [sys.executable, "-m", "irecon.cli", *words], cwd=ROOT, capture_output=True, text=True, timeout=240
+            )
             log.append(f"$ irecon {' '.join(words)}\n{done.stdout}{done.stderr}")
             check.rows.append([f"irecon {words[0]}", done.returncode, f"{time.perf_counter() - started:.1f}"])
             if done.returncode != 0:
@@ -268,20 +362,33 @@ def run_check(checks: list[Check], started: float, name: str, fn: Callable[[], C
     try:
         check = fn()
     except Exception as err:  # noqa: BLE001 - the report records every failure and goes on
-        check = Check(name, name, passed=False, summary=f"{type(err).__name__}: {err}",
-                      rows=[[line] for line in traceback.format_exc().splitlines()[-12:]], columns=["traceback"])
+        check = Check(
+            name,
+            name,
+            passed=False,
+            summary=f"{type(err).__name__}: {err}",
+            rows=[[line] for line in traceback.format_exc().splitlines()[-12:]],
+            columns=["traceback"],
+        )
     check.seconds = time.perf_counter() - begun
     checks.append(check)
-    print(f"gpu_check: {check.name}: {'ok' if check.passed else 'report' if check.passed is None else 'FAILED'}"
-          f" ({check.seconds:.0f} s) {check.summary}", flush=True)
+    print(
+        f"gpu_check: {check.name}: {'ok' if check.passed else 'report' if check.passed is None else 'FAILED'}"
+        f" ({check.seconds:.0f} s) {check.summary}",
+        flush=True,
+    )
     return check
 
 
 def markdown(report: dict[str, Any], checks: list[Check]) -> str:
-    lines = ["# irecon GPU check", "",
-             f"- device: {report['device'] or 'none (CUDA not available: CPU part only)'}",
-             f"- torch {report['torch']}, CUDA {report['cuda_version'] or '-'}, python {report['python']}",
-             f"- total: {report['seconds']:.0f} s; result: {'PASSED' if report['passed'] else 'FAILED'}", ""]
+    lines = [
+        "# irecon GPU check",
+        "",
+        f"- device: {report['device'] or 'none (CUDA not available: CPU part only)'}",
+        f"- torch {report['torch']}, CUDA {report['cuda_version'] or '-'}, python {report['python']}",
+        f"- total: {report['seconds']:.0f} s; result: {'PASSED' if report['passed'] else 'FAILED'}",
+        "",
+    ]
     for check in checks:
         verdict = "report" if check.passed is None else "ok" if check.passed else "FAILED"
         lines += [f"## {check.title}", "", f"**{verdict}** ({check.seconds:.0f} s): {check.summary}", ""]
@@ -303,8 +410,9 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     checks: list[Check] = []
     if not cuda:
-        print("gpu_check: CUDA is not available; running the CPU part only (planner against the CPU tracker)",
-              flush=True)
+        print(
+            "gpu_check: CUDA is not available; running the CPU part only (planner against the CPU tracker)", flush=True
+        )
     run_check(checks, started, "planner_vs_cpu_tracker", planner_against_tracker)
     if cuda:
         device = "cuda"
@@ -324,15 +432,20 @@ def main() -> int:
         run_check(checks, started, "cli_end_to_end", lambda: cli_end_to_end(out, device))
     report = {
         "device": torch.cuda.get_device_name(0) if cuda else None,
-        "torch": torch.__version__, "cuda_version": torch.version.cuda, "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "python": platform.python_version(),
         "seconds": time.perf_counter() - started,
         "passed": all(c.passed is not False for c in checks),
         "checks": [asdict(c) for c in checks],
     }
     write_json(out / "report.json", report)
     write_bytes(out / "report.md", markdown(report, checks).encode())
-    print(f"gpu_check: {'passed' if report['passed'] else 'FAILED'} in {report['seconds']:.0f} s; "
-          f"wrote {out / 'report.md'} and {out / 'report.json'}", flush=True)
+    print(
+        f"gpu_check: {'passed' if report['passed'] else 'FAILED'} in {report['seconds']:.0f} s; "
+        f"wrote {out / 'report.md'} and {out / 'report.json'}",
+        flush=True,
+    )
     return 0 if report["passed"] else 1
 
 

@@ -37,8 +37,9 @@ from irecon.training.runtime import World
 
 SETS = {
     "demo": dict(challenge="singlecoil", volumes=16, slices=6, kspace_size=(160, 128), recon_size=(96, 96)),
-    "fastmri-multicoil": dict(challenge="multicoil", coils=15, volumes=4, slices=4, kspace_size=(640, 368),
-                              recon_size=(320, 320)),
+    "fastmri-multicoil": dict(
+        challenge="multicoil", coils=15, volumes=4, slices=4, kspace_size=(640, 368), recon_size=(320, 320)
+    ),
 }
 SPEC = MaskSpec("random", (0.08, 0.04), (4, 8))
 
@@ -70,9 +71,13 @@ def measure(files: list[Path], workers: int, epochs: int, prefetch: int) -> dict
         feed.close()
     steady = rates[1:] or rates
     return {
-        "workers": workers, "prefetch": prefetch if workers else None, "slices": len(dataset),
-        "first_epoch_s": seconds[0], "first_epoch_slices_per_s": rates[0],
-        "slices_per_s": statistics.mean(steady), "estimate_slices_per_s": statistics.mean(estimates[1:] or estimates),
+        "workers": workers,
+        "prefetch": prefetch if workers else None,
+        "slices": len(dataset),
+        "first_epoch_s": seconds[0],
+        "first_epoch_slices_per_s": rates[0],
+        "slices_per_s": statistics.mean(steady),
+        "estimate_slices_per_s": statistics.mean(estimates[1:] or estimates),
         "megabytes_per_s": statistics.mean(steady) * slice_bytes(dataset) / 1e6,
     }
 
@@ -127,9 +132,16 @@ def main() -> None:
     for column in ("data", "workers", "prefetch", "slices", "first epoch s", "slices/s", "MB/s", "estimate"):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["data"], str(r["workers"]), str(r["prefetch"] or "-"), str(r["slices"]),
-                      f"{r['first_epoch_s']:.2f}", f"{r['slices_per_s']:.1f}", f"{r['megabytes_per_s']:.0f}",
-                      f"{r['estimate_slices_per_s']:.1f}")
+        table.add_row(
+            r["data"],
+            str(r["workers"]),
+            str(r["prefetch"] or "-"),
+            str(r["slices"]),
+            f"{r['first_epoch_s']:.2f}",
+            f"{r['slices_per_s']:.1f}",
+            f"{r['megabytes_per_s']:.0f}",
+            f"{r['estimate_slices_per_s']:.1f}",
+        )
     console.print(table)
     read_table = Table(title="one slice read (k-space + target), median ms")
     for column in ("data", "open per read", "kept handle"):

@@ -33,8 +33,9 @@ MIB = 2**20
 
 def build(steps: int, memory_free: bool = True) -> IRIM:
     torch.manual_seed(0)
-    return IRIM(coils=1, dims=2, n_latent=64, multiplicity=1, steps=steps, parametric_output=False,
-                memory_free=memory_free)
+    return IRIM(
+        coils=1, dims=2, n_latent=64, multiplicity=1, steps=steps, parametric_output=False, memory_free=memory_free
+    )
 
 
 def make_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -121,29 +122,41 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    print(f"paper-2d official form, single-coil {args.size}x{args.size}, batch 1, float32; "
-          "cpu storage tracker, exact tensor bytes")
+    print(
+        f"paper-2d official form, single-coil {args.size}x{args.size}, batch 1, float32; "
+        "cpu storage tracker, exact tensor bytes"
+    )
     print(f"{'layers':>7} {'activation peak (B)':>20} {'MiB':>8} {'params+grads+Adam (B)':>22} {'peak - that (B)':>16}")
     rows = []
     for steps in args.steps:
         fig = training_figures(steps, args.size)
         rows.append((steps, fig))
-        print(f"{10 * steps:>7} {fig['activation']:>20,} {fig['activation'] / MIB:>8.1f} "
-              f"{fig['state']:>22,} {fig['peak'] - fig['state']:>16,}")
+        print(
+            f"{10 * steps:>7} {fig['activation']:>20,} {fig['activation'] / MIB:>8.1f} "
+            f"{fig['state']:>22,} {fig['peak'] - fig['state']:>16,}"
+        )
     activations = [fig["activation"] for _, fig in rows]
     first, last = rows[0], rows[-1]
-    growth = ((last[1]["peak"] - last[1]["state"]) - (first[1]["peak"] - first[1]["state"])) / max(1, last[0] - first[0])
+    growth = ((last[1]["peak"] - last[1]["state"]) - (first[1]["peak"] - first[1]["state"])) / max(
+        1, last[0] - first[0]
+    )
     inference = inference_activation(args.steps[-1], args.size)
     free, plain = timing_ratio(args.timing_steps, args.size, args.repeats)
     print()
-    print(f"training activation peak: {max(activations):,} B = {max(activations) / MIB:.1f} MiB "
-          f"(official {OFFICIAL['train_activation'] / MIB:.1f} MiB; ratio {max(activations) / OFFICIAL['train_activation']:.3f}); "
-          f"spread over depths {max(activations) - min(activations):,} B")
+    print(
+        f"training activation peak: {max(activations):,} B = {max(activations) / MIB:.1f} MiB "
+        f"(official {OFFICIAL['train_activation'] / MIB:.1f} MiB; ratio {max(activations) / OFFICIAL['train_activation']:.3f}); "
+        f"spread over depths {max(activations) - min(activations):,} B"
+    )
     print(f"growth of the peak per step beyond params + grads + Adam: {growth:+,.0f} B/step (official +3.1 MiB)")
-    print(f"inference activation peak: {inference:,} B = {inference / MIB:.1f} MiB "
-          f"(official {OFFICIAL['inference_activation'] / MIB:.1f} MiB; ratio {inference / OFFICIAL['inference_activation']:.3f})")
-    print(f"training step time at {10 * args.timing_steps} layers: memory-free {free:.3f} s, plain {plain:.3f} s, "
-          f"ratio {free / plain:.3f} (official {OFFICIAL['ratio']})")
+    print(
+        f"inference activation peak: {inference:,} B = {inference / MIB:.1f} MiB "
+        f"(official {OFFICIAL['inference_activation'] / MIB:.1f} MiB; ratio {inference / OFFICIAL['inference_activation']:.3f})"
+    )
+    print(
+        f"training step time at {10 * args.timing_steps} layers: memory-free {free:.3f} s, plain {plain:.3f} s, "
+        f"ratio {free / plain:.3f} (official {OFFICIAL['ratio']})"
+    )
 
 
 if __name__ == "__main__":

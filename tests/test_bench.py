@@ -16,11 +16,37 @@ from irecon.memory import ALLOCATOR_METHOD, CUDA_METHOD, META_METHOD, STORAGE_ME
 from irecon.models.presets import preset
 
 TINY = dict(model="tiny-2d", size=(16, 16), batches=2, timing_batches=1)
-KEYS = {"model", "dims", "mode", "memory_free", "steps", "layers_total", "input_shape", "batches",
-        "peak_bytes", "peak_bytes_all", "param_bytes", "step_seconds", "device", "method",
-        "storage_peak_bytes", "allocator_peak_bytes", "storage_method", "allocator_method", "planned_peak_bytes"}
-SAME = ("peak_bytes", "activation_bytes", "param_bytes", "grad_bytes", "optimizer_bytes", "input_bytes",
-        "input_shape", "layers_total")
+KEYS = {
+    "model",
+    "dims",
+    "mode",
+    "memory_free",
+    "steps",
+    "layers_total",
+    "input_shape",
+    "batches",
+    "peak_bytes",
+    "peak_bytes_all",
+    "param_bytes",
+    "step_seconds",
+    "device",
+    "method",
+    "storage_peak_bytes",
+    "allocator_peak_bytes",
+    "storage_method",
+    "allocator_method",
+    "planned_peak_bytes",
+}
+SAME = (
+    "peak_bytes",
+    "activation_bytes",
+    "param_bytes",
+    "grad_bytes",
+    "optimizer_bytes",
+    "input_bytes",
+    "input_shape",
+    "layers_total",
+)
 
 
 def test_protocol_resets_before_each_batch_and_reports_every_peak() -> None:
@@ -58,8 +84,9 @@ def test_inference_runs_in_eval_mode_without_grad(monkeypatch: pytest.MonkeyPatc
 
 
 def test_sweep_memory_free_activations_constant_plain_grows(tmp_path: Path) -> None:
-    records = run_bench(BenchOptions(steps=(1, 3), modes=("train",), compare_plain=True, device="cpu",
-                                     meter="storages", **TINY))
+    records = run_bench(
+        BenchOptions(steps=(1, 3), modes=("train",), compare_plain=True, device="cpu", meter="storages", **TINY)
+    )
     free = [r for r in records if r.memory_free]
     plain = [r for r in records if not r.memory_free]
     assert free[0].activation_bytes == free[1].activation_bytes
@@ -89,14 +116,22 @@ def test_cpu_records_both_meters_and_the_allocator_sees_at_least_the_storages() 
     assert chosen.peak_bytes == chosen.storage_peak_bytes and chosen.method == STORAGE_METHOD
 
 
-@pytest.mark.parametrize(("model", "size", "slices"), [
-    ("tiny-2d", (16, 16), 1), ("tiny-2d", (17, 15), 1), ("tiny-3d", (16, 16), 3), ("tiny-3d", (15, 16), 2),
-])
+@pytest.mark.parametrize(
+    ("model", "size", "slices"),
+    [
+        ("tiny-2d", (16, 16), 1),
+        ("tiny-2d", (17, 15), 1),
+        ("tiny-3d", (16, 16), 3),
+        ("tiny-3d", (15, 16), 2),
+    ],
+)
 @pytest.mark.parametrize("mode", ["train", "inference"])
-def test_meta_planner_equals_the_cpu_tracker_to_the_byte(model: str, size: tuple[int, int], slices: int,
-                                                         mode: str, one_thread: None) -> None:
-    common = dict(model=model, size=size, slices=slices, steps=(2,), modes=(mode,), compare_plain=True,
-                  timing_batches=1)
+def test_meta_planner_equals_the_cpu_tracker_to_the_byte(
+    model: str, size: tuple[int, int], slices: int, mode: str, one_thread: None
+) -> None:
+    common = dict(
+        model=model, size=size, slices=slices, steps=(2,), modes=(mode,), compare_plain=True, timing_batches=1
+    )
     cpu = run_bench(BenchOptions(device="cpu", meter="storages", batches=2, **common))
     meta = run_bench(BenchOptions(device="meta", **common))
     assert [(r.steps, r.memory_free) for r in cpu] == [(r.steps, r.memory_free) for r in meta]
@@ -123,15 +158,20 @@ def test_multicoil_planner_at_a_coil_count(one_thread: None) -> None:
     options = BenchOptions(device="meta", model="tiny-2d", coils=3, size=(16, 16), steps=(1,), modes=("train",))
     record = run_bench(options)[0]
     assert record.input_shape == [1, 3, 16, 16]
-    assert record.peak_bytes > run_bench(BenchOptions(device="meta", model="tiny-2d", size=(16, 16), steps=(1,),
-                                                      modes=("train",)))[0].peak_bytes
+    assert (
+        record.peak_bytes
+        > run_bench(BenchOptions(device="meta", model="tiny-2d", size=(16, 16), steps=(1,), modes=("train",)))[
+            0
+        ].peak_bytes
+    )
 
 
 def test_plain_that_would_not_fit_is_reported_not_run() -> None:
     limit = 5 * 2**20
     config = preset("tiny-2d", steps=6)
-    options = BenchOptions(steps=(1, 2, 6), modes=("train",), compare_plain=True, memory_limit=limit,
-                           device="cpu", **TINY)
+    options = BenchOptions(
+        steps=(1, 2, 6), modes=("train",), compare_plain=True, memory_limit=limit, device="cpu", **TINY
+    )
     expected = planned_peak(config, "tiny-2d", "train", False, BenchOptions(size=(16, 16), device="cpu"))
     assert expected > 0.8 * limit
     records = run_bench(options)
@@ -148,8 +188,9 @@ def test_budget_gives_the_deepest_fitting_depth_measured_on_both_sides(tmp_path:
     peak = {t: planned_peak(preset("tiny-2d", steps=t), "tiny-2d", "train", True, probe) for t in (3, 4)}
     budget = (peak[3] + peak[4]) // 2
     path = tmp_path / "fits.json"
-    fits = bench.run_budget(BenchOptions(model="tiny-2d", size=(16, 16), modes=("train",), budget=budget,
-                                         max_steps=20, json_path=path))
+    fits = bench.run_budget(
+        BenchOptions(model="tiny-2d", size=(16, 16), modes=("train",), budget=budget, max_steps=20, json_path=path)
+    )
     free, plain = fits
     assert free.memory_free and not plain.memory_free
     assert (free.steps, free.peak_bytes, free.next_peak_bytes) == (3, peak[3], peak[4])
@@ -158,14 +199,26 @@ def test_budget_gives_the_deepest_fitting_depth_measured_on_both_sides(tmp_path:
     assert [f["steps"] for f in json.loads(path.read_text())] == [3, plain.steps]
     tight = bench.run_budget(BenchOptions(model="tiny-2d", size=(16, 16), modes=("train",), budget=1000))
     assert [f.steps for f in tight] == [0, 0]
-    roomy = bench.run_budget(BenchOptions(model="tiny-2d", size=(16, 16), modes=("inference",), budget=2**30,
-                                          max_steps=3))
+    roomy = bench.run_budget(
+        BenchOptions(model="tiny-2d", size=(16, 16), modes=("inference",), budget=2**30, max_steps=3)
+    )
     assert all(f.steps == 3 and f.limit_reached and f.next_peak_bytes is None for f in roomy)
 
 
 def test_rim_reference_and_three_d() -> None:
-    records = run_bench(BenchOptions(model="tiny-3d", steps=(1,), slices=3, size=(16, 16), batches=1,
-                                     timing_batches=1, modes=("train",), with_rim=True, device="cpu"))
+    records = run_bench(
+        BenchOptions(
+            model="tiny-3d",
+            steps=(1,),
+            slices=3,
+            size=(16, 16),
+            batches=1,
+            timing_batches=1,
+            modes=("train",),
+            with_rim=True,
+            device="cpu",
+        )
+    )
     assert {r.model for r in records} == {"tiny-3d", "rim"}
     three_d = [r for r in records if r.model == "tiny-3d"][0]
     assert three_d.dims == 3 and three_d.input_shape == [1, 1, 3, 16, 16]
@@ -187,11 +240,33 @@ def test_bad_options_are_user_errors() -> None:
 
 
 def test_command_writes_json_and_plot(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, [
-        "bench-memory", "--model", "tiny-2d", "--steps", "1", "--steps", "2", "--size", "16", "16",
-        "--batches", "2", "--timing-batches", "1", "--device", "cpu", "--compare-plain",
-        "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png"),
-    ], terminal_width=160)
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench-memory",
+            "--model",
+            "tiny-2d",
+            "--steps",
+            "1",
+            "--steps",
+            "2",
+            "--size",
+            "16",
+            "16",
+            "--batches",
+            "2",
+            "--timing-batches",
+            "1",
+            "--device",
+            "cpu",
+            "--compare-plain",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--plot",
+            str(tmp_path / "b.png"),
+        ],
+        terminal_width=160,
+    )
     assert result.exit_code == 0, result.output
     assert f"peak: {ALLOCATOR_METHOD}" in result.output
     assert f"storages: {STORAGE_METHOD}" in result.output
@@ -202,12 +277,29 @@ def test_command_writes_json_and_plot(tmp_path: Path) -> None:
 
 
 def test_command_plans_on_meta_and_answers_a_budget(tmp_path: Path) -> None:
-    planned = CliRunner().invoke(main, ["bench-memory", "--model", "tiny-3d", "--steps", "1", "--size", "16", "16",
-                                        "--slices", "2", "--device", "meta", "--compare-plain"])
+    planned = CliRunner().invoke(
+        main,
+        [
+            "bench-memory",
+            "--model",
+            "tiny-3d",
+            "--steps",
+            "1",
+            "--size",
+            "16",
+            "16",
+            "--slices",
+            "2",
+            "--device",
+            "meta",
+            "--compare-plain",
+        ],
+    )
     assert planned.exit_code == 0, planned.output
     assert f"[{META_METHOD}]" in planned.output and "min over 1 mini-batch " in planned.output
-    fitted = CliRunner().invoke(main, ["bench-memory", "--model", "tiny-2d", "--size", "16", "16",
-                                       "--budget", "1.5MiB", "--max-steps", "8"])
+    fitted = CliRunner().invoke(
+        main, ["bench-memory", "--model", "tiny-2d", "--size", "16", "16", "--budget", "1.5MiB", "--max-steps", "8"]
+    )
     assert fitted.exit_code == 0, fitted.output
     lines = [line for line in fitted.output.splitlines() if line.startswith("planned tiny-2d train")]
     assert len(lines) == 2 and all("deepest T=" in line and "(1,572,864 B)" in line for line in lines)
@@ -218,9 +310,30 @@ def test_command_plans_on_meta_and_answers_a_budget(tmp_path: Path) -> None:
 
 def test_cpu_command_keeps_stderr_free_of_profiler_chatter() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "irecon.cli", "bench-memory", "--model", "tiny-2d", "--steps", "1", "--size", "16",
-         "16", "--batches", "2", "--timing-batches", "1", "--device", "cpu", "--mode", "train"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "irecon.cli",
+            "bench-memory",
+            "--model",
+            "tiny-2d",
+            "--steps",
+            "1",
+            "--size",
+            "16",
+            "16",
+            "--batches",
+            "2",
+            "--timing-batches",
+            "1",
+            "--device",
+            "cpu",
+            "--mode",
+            "train",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**{k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr

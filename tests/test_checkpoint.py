@@ -33,8 +33,10 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(IreconError, match="not an irecon checkpoint"):
         load_checkpoint(other)
     wrong = tmp_path / "wrong.pt"
-    save_checkpoint(wrong, {"model_config": preset("tiny-2d").to_dict(),
-                            "model": build_model(preset("tiny-2d", steps=1)).state_dict()})
+    save_checkpoint(
+        wrong,
+        {"model_config": preset("tiny-2d").to_dict(), "model": build_model(preset("tiny-2d", steps=1)).state_dict()},
+    )
     with pytest.raises(IreconError, match="weights do not fit"):
         model_from_checkpoint(wrong)
 

@@ -81,14 +81,17 @@ def test_compare_trains_scores_and_writes_tables_json_and_plot(
         assert (out / "time" / entry["model"] / entry["checkpoint"]).is_file()
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--models", "nope"], "unknown model preset 'nope'"),
-    (["--models", "zero-filled"], "zero-filled is always scored"),
-    (["--time-budget", "5x"], "is not a duration"),
-    (["--accelerations", "6"], "no default centre fraction for [6]x"),
-    (["--accelerations", "4", "8", "--center-fractions", "0.08"], "one value per acceleration"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--models", "nope"], "unknown model preset 'nope'"),
+        (["--models", "zero-filled"], "zero-filled is always scored"),
+        (["--time-budget", "5x"], "is not a duration"),
+        (["--accelerations", "6"], "no default centre fraction for [6]x"),
+        (["--accelerations", "4", "8", "--center-fractions", "0.08"], "one value per acceleration"),
+    ],
+)
 def test_bad_arguments_are_one_error_line(
     folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
@@ -116,6 +119,8 @@ def test_earlier_runs_are_kept_without_overwrite(
     (earlier / "last.pt").write_bytes(b"earlier run")
     assert run(folders, tmp_path / "out") == 1
     errors = capsys.readouterr().err.strip().splitlines()
-    assert errors == [f"error: {tmp_path / 'out'}: holds runs of an earlier comparison; pass --overwrite to replace them"]
+    assert errors == [
+        f"error: {tmp_path / 'out'}: holds runs of an earlier comparison; pass --overwrite to replace them"
+    ]
     assert (earlier / "last.pt").read_bytes() == b"earlier run"
     assert not (tmp_path / "out" / "steps" / "tiny-2d").exists()

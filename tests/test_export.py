@@ -55,16 +55,14 @@ KNEE_HEADER = f"""<?xml version="1.0" encoding="utf-8"?>
   </sequenceParameters>
 </ismrmrdHeader>
 """.encode()
-RECON_ATTRS = {"model": "irim-tiny", "checkpoint": "/runs/a/best.pt", "acceleration": 4,
-               "mask_type": "equispaced"}
+RECON_ATTRS = {"model": "irim-tiny", "checkpoint": "/runs/a/best.pt", "acceleration": 4, "mask_type": "equispaced"}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two tiny synthetic fastMRI single-coil files with ``reconstruction_esc`` targets."""
     folder = tmp_path_factory.mktemp("inputs")
-    return synthesize(folder, kspace_size=(64, 48), recon_size=(ROWS, COLUMNS), volumes=2,
-                      slices=SLICES)
+    return synthesize(folder, kspace_size=(64, 48), recon_size=(ROWS, COLUMNS), volumes=2, slices=SLICES)
 
 
 def target_of(path: Path) -> np.ndarray:
@@ -72,8 +70,7 @@ def target_of(path: Path) -> np.ndarray:
         return hf["reconstruction_esc"][()]
 
 
-def write_recon(path: Path, images: np.ndarray, header: bytes | None = KNEE_HEADER,
-                attrs: dict | None = None) -> Path:
+def write_recon(path: Path, images: np.ndarray, header: bytes | None = KNEE_HEADER, attrs: dict | None = None) -> Path:
     """A reconstruction file as ``irecon reconstruct`` writes it (or, without header, used to)."""
     with h5py.File(path, "w") as hf:
         hf.create_dataset("reconstruction", data=images.astype(np.float32))
@@ -176,9 +173,7 @@ def test_nifti_reloads_with_the_same_values_voxel_sizes_and_an_orientation_warni
     assert json.loads(extension.get_content())["checkpoint"] == "/runs/a/best.pt"
 
 
-def test_dicom_series_reads_back_within_one_quantisation_step(
-    tmp_path: Path, recons: list[Path]
-) -> None:
+def test_dicom_series_reads_back_within_one_quantisation_step(tmp_path: Path, recons: list[Path]) -> None:
     out = tmp_path / "out"
     result = export_reconstruction(ExportOptions(inputs=recons, out_dir=out, formats=["dicom"]))
     assert result.errors == []
@@ -225,11 +220,18 @@ def dcm2niix() -> str:
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("dcm2niix is not installed; installing it needs root and apt-get "
-                    "(apt-get update && apt-get install -y dcm2niix)")
-    run = subprocess.run("apt-get update && apt-get install -y dcm2niix", shell=True, text=True,
-                         capture_output=True, timeout=400,
-                         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        pytest.skip(
+            "dcm2niix is not installed; installing it needs root and apt-get "
+            "(apt-get update && apt-get install -y dcm2niix)"
+        )
+    run = subprocess.run(
+        "apt-get update && apt-get install -y dcm2niix",
+        shell=True,
+        text=True,
+        capture_output=True,
+        timeout=400,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     found = shutil.which("dcm2niix")
     if not found:
         last = (run.stderr.strip().splitlines() or ["no output"])[-1]
@@ -237,19 +239,19 @@ def dcm2niix() -> str:
     return found
 
 
-def test_dcm2niix_turns_the_series_into_the_nifti_layout(
-    tmp_path: Path, recons: list[Path], dcm2niix: str
-) -> None:
+def test_dcm2niix_turns_the_series_into_the_nifti_layout(tmp_path: Path, recons: list[Path], dcm2niix: str) -> None:
     out = tmp_path / "out"
-    result = export_reconstruction(
-        ExportOptions(inputs=[recons[0]], out_dir=out, formats=["nifti", "dicom"])
-    )
+    result = export_reconstruction(ExportOptions(inputs=[recons[0]], out_dir=out, formats=["nifti", "dicom"]))
     assert result.errors == []
     nifti_path, dicom_folder = result.written
     converted = tmp_path / "dcm2niix"
     converted.mkdir()
-    run = subprocess.run([dcm2niix, "-z", "n", "-b", "n", "-f", "volume", "-o", str(converted),
-                          str(dicom_folder)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [dcm2niix, "-z", "n", "-b", "n", "-f", "volume", "-o", str(converted), str(dicom_folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert listing(converted) == ["volume.nii"]
     image = nib.load(converted / "volume.nii")
@@ -270,45 +272,35 @@ def test_dcm2niix_turns_the_series_into_the_nifti_layout(
 # Other sources of the header and the target
 
 
-def test_an_old_reconstruction_takes_the_header_from_its_input(
-    tmp_path: Path, inputs: list[Path]
-) -> None:
+def test_an_old_reconstruction_takes_the_header_from_its_input(tmp_path: Path, inputs: list[Path]) -> None:
     old = tmp_path / "old"
     old.mkdir()
     recon = write_recon(old / inputs[0].name, target_of(inputs[0]), header=None, attrs={})
     missing = export_reconstruction(ExportOptions(inputs=[recon], out_dir=tmp_path / "a"))
     assert [str(e) for e in missing.errors] == [
-        f"{recon}: no ismrmrd_header dataset; pass --header-from with the fastMRI input file "
-        "or its folder"
+        f"{recon}: no ismrmrd_header dataset; pass --header-from with the fastMRI input file or its folder"
     ]
     for header_from in (inputs[0].parent, inputs[0]):
         out = tmp_path / f"from-{header_from.name}"
-        result = export_reconstruction(
-            ExportOptions(inputs=[recon], out_dir=out, header_from=header_from)
-        )
+        result = export_reconstruction(ExportOptions(inputs=[recon], out_dir=out, header_from=header_from))
         assert result.errors == [] and result.written == [out / f"{recon.stem}.nii.gz"]
         image = nib.load(result.written[0])
         assert image.header.get_zooms() == (0.5, 0.5, 3.0)  # the input's header gave the spacing
         assert "orientation unknown" in image.header["descrip"].item().decode()
     short = write_recon(tmp_path / inputs[1].name, target_of(inputs[1])[:3], header=None)
-    wrong = export_reconstruction(
-        ExportOptions(inputs=[short], out_dir=tmp_path / "b", header_from=inputs[0].parent)
-    )
+    wrong = export_reconstruction(ExportOptions(inputs=[short], out_dir=tmp_path / "b", header_from=inputs[0].parent))
     assert [str(e) for e in wrong.errors] == [
         f"{inputs[1]}: has {SLICES} slices but {short} has 3; is it the right input file?"
     ]
     with pytest.raises(IreconError, match="is one file but 2 volumes"):
-        export_reconstruction(ExportOptions(inputs=[recon, short], out_dir=tmp_path / "c",
-                                            header_from=inputs[1]))
+        export_reconstruction(ExportOptions(inputs=[recon, short], out_dir=tmp_path / "c", header_from=inputs[1]))
 
 
-def test_a_target_exports_from_the_input_file_under_its_own_name(
-    tmp_path: Path, inputs: list[Path]
-) -> None:
+def test_a_target_exports_from_the_input_file_under_its_own_name(tmp_path: Path, inputs: list[Path]) -> None:
     out = tmp_path / "out"
-    result = export_reconstruction(ExportOptions(
-        inputs=[inputs[0]], out_dir=out, formats=["nifti", "dicom"], dataset="reconstruction_esc"
-    ))
+    result = export_reconstruction(
+        ExportOptions(inputs=[inputs[0]], out_dir=out, formats=["nifti", "dicom"], dataset="reconstruction_esc")
+    )
     stem = f"{inputs[0].stem}_reconstruction_esc"
     assert result.errors == [] and result.written == [out / f"{stem}.nii.gz", out / f"{stem}_dicom"]
     data = np.asarray(nib.load(result.written[0]).dataobj)
@@ -320,9 +312,7 @@ def test_a_target_exports_from_the_input_file_under_its_own_name(
 # Errors, overwrite and atomicity
 
 
-def test_each_bad_volume_is_one_error_line_and_the_others_are_written(
-    tmp_path: Path, inputs: list[Path]
-) -> None:
+def test_each_bad_volume_is_one_error_line_and_the_others_are_written(tmp_path: Path, inputs: list[Path]) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
     good = write_recon(folder / "a_good.h5", target_of(inputs[0]))
@@ -334,23 +324,20 @@ def test_each_bad_volume_is_one_error_line_and_the_others_are_written(
         hf["ismrmrd_header"] = np.bytes_(KNEE_HEADER)
     (folder / "notes.txt").write_text("skipped")
     out = tmp_path / "out"
-    result = export_reconstruction(
-        ExportOptions(inputs=[folder], out_dir=out, formats=["nifti", "dicom"])
-    )
+    result = export_reconstruction(ExportOptions(inputs=[folder], out_dir=out, formats=["nifti", "dicom"]))
     assert result.written == [out / "a_good.nii.gz", out / "a_good_dicom"]
     bad = ("b_input.h5", "c_broken.h5", "d_noheader.h5", "e_rank2.h5")
     assert [e.path for e in result.errors] == [str(folder / name) for name in bad]
     problems = [e.problem for e in result.errors]
-    assert problems[0] == (
-        "no reconstruction dataset; it has reconstruction_esc (pass --dataset reconstruction_esc)"
-    )
+    assert problems[0] == ("no reconstruction dataset; it has reconstruction_esc (pass --dataset reconstruction_esc)")
     assert problems[1].startswith("not a readable HDF5 file")
     assert problems[2].startswith("no ismrmrd_header dataset; pass --header-from")
     assert problems[3].startswith("images have rank 2")
     assert all("\n" not in str(e) for e in result.errors) and result.exit_code == 1
     assert result.notes == [f"skipped {folder / 'notes.txt'}: not an .h5 file"]
     assert good.exists() and listing(out) == ["a_good.nii.gz", "a_good_dicom"] + [
-        f"a_good_dicom/IM{i:04d}.dcm" for i in range(1, SLICES + 1)]
+        f"a_good_dicom/IM{i:04d}.dcm" for i in range(1, SLICES + 1)
+    ]
 
 
 def test_existing_outputs_are_refused_before_anything_is_written_unless_overwrite(
@@ -361,13 +348,12 @@ def test_existing_outputs_are_refused_before_anything_is_written_unless_overwrit
     assert export_reconstruction(both).errors == []
     folder = out / f"{recons[0].stem}_dicom"
     first_uid = read_series(folder)[0].SeriesInstanceUID
-    again = export_reconstruction(
-        ExportOptions(inputs=[recons[0]], out_dir=out, formats=["nifti", "dicom"])
-    )
+    again = export_reconstruction(ExportOptions(inputs=[recons[0]], out_dir=out, formats=["nifti", "dicom"]))
     assert [str(e) for e in again.errors] == [f"{folder}: folder exists; pass --overwrite to replace it"]
     assert listing(out) == [folder.name] + [f"{folder.name}/IM{i:04d}.dcm" for i in range(1, SLICES + 1)]
-    replaced = export_reconstruction(ExportOptions(inputs=[recons[0]], out_dir=out,
-                                                   formats=["nifti", "dicom"], overwrite=True))
+    replaced = export_reconstruction(
+        ExportOptions(inputs=[recons[0]], out_dir=out, formats=["nifti", "dicom"], overwrite=True)
+    )
     assert replaced.errors == [] and len(listing(out)) == SLICES + 2
     assert read_series(folder)[0].SeriesInstanceUID != first_uid
     images = target_of_recon(recons[0])
@@ -413,9 +399,7 @@ def test_a_failure_mid_series_leaves_no_folder_and_keeps_an_old_one(
     assert listing(work) == ["series"] + [f"series/{name}" for name in sorted(before)]
 
 
-def test_an_unwritable_output_folder_stops_the_run_before_any_output(
-    tmp_path: Path, recons: list[Path]
-) -> None:
+def test_an_unwritable_output_folder_stops_the_run_before_any_output(tmp_path: Path, recons: list[Path]) -> None:
     work = tmp_path / "work"
     work.mkdir()
     blocker = work / "file"

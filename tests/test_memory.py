@@ -288,9 +288,7 @@ def test_tied_weights_are_counted_once():
 
 def test_tensors_without_real_storage_are_ignored():
     with StorageTracker() as mt:
-        sparse = torch.sparse_coo_tensor(
-            torch.tensor([[0, 2]]), torch.tensor([1.0, 2.0]), (3,), check_invariants=True
-        )
+        sparse = torch.sparse_coo_tensor(torch.tensor([[0, 2]]), torch.tensor([1.0, 2.0]), (3,), check_invariants=True)
         meta = torch.empty(1000, device="meta")
         _ = meta * 2 + sparse.to_dense().sum()
     assert tensor_bytes(sparse) == 0

@@ -9,10 +9,20 @@ from irecon.errors import IreconError
 from irecon.planner import deepest_fit, parse_bytes, shapes_only
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("24GiB", 24 * 2**30), ("24 gib", 24 * 2**30), ("40GB", 40 * 10**9), ("512MiB", 512 * 2**20),
-    ("1.5MB", 1_500_000), ("3KiB", 3072), ("1e9", 10**9), ("4096", 4096), ("2TiB", 2 * 2**40),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24GiB", 24 * 2**30),
+        ("24 gib", 24 * 2**30),
+        ("40GB", 40 * 10**9),
+        ("512MiB", 512 * 2**20),
+        ("1.5MB", 1_500_000),
+        ("3KiB", 3072),
+        ("1e9", 10**9),
+        ("4096", 4096),
+        ("2TiB", 2 * 2**40),
+    ],
+)
 def test_memory_sizes_read_binary_and_decimal_units(text: str, expected: int) -> None:
     assert parse_bytes(text) == expected
 

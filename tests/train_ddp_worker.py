@@ -66,8 +66,14 @@ def main(train_dir: str, val_dir: str, root_dir: str) -> None:
     actual, held = state_bytes(built[-1])
     predicted = adam_shards(list(sharded.model.parameters()), dist.get_world_size())[rank]
     grads = [p.grad for p in sharded.model.parameters()]
-    report = {"actual": actual, "held": held, "predicted": predicted.total_bytes, "parameters": predicted.parameters,
-              "grad_storages": len({g.untyped_storage().data_ptr() for g in grads}), "grads": len(grads)}
+    report = {
+        "actual": actual,
+        "held": held,
+        "predicted": predicted.total_bytes,
+        "parameters": predicted.parameters,
+        "grad_storages": len({g.untyped_storage().data_ptr() for g in grads}),
+        "grads": len(grads),
+    }
     (root / f"bytes_rank{rank}.json").write_text(json.dumps(report))
 
     split = options("split", shard_optimizer=True, max_steps=4)

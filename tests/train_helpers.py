@@ -44,8 +44,24 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [str(data / "train"), "--val", str(data / "val"), "--model", "tiny-2d", "--out", str(out),
-            "--steps", "1", "--layers", "2", "--device", "cpu", "--batch-size", "2", *extra]
+    return [
+        str(data / "train"),
+        "--val",
+        str(data / "val"),
+        "--model",
+        "tiny-2d",
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--layers",
+        "2",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        *extra,
+    ]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -59,5 +75,3 @@ def write_checkpoint_dir(tmp_path: Path) -> Path:
     out.mkdir()
     (out / "last.pt").write_bytes(b"earlier run")
     return out
-
-

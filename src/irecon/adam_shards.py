@@ -53,7 +53,10 @@ class AdamShard:
 
 
 def adam_shards(
-    parameters: ParamsOrShapes, world_size: int, shard: bool = True, dtype: torch.dtype = torch.float32,
+    parameters: ParamsOrShapes,
+    world_size: int,
+    shard: bool = True,
+    dtype: torch.dtype = torch.float32,
     amsgrad: bool = False,
 ) -> list[AdamShard]:
     """Per rank, the Adam state ``torch.optim.Adam`` (default, non-fused) creates for its parameters.
@@ -74,12 +77,21 @@ def adam_shards(
         ranks = [[-1] * len(group) for group in groups]
     shards = []
     for rank in range(world_size):
-        mine = [(numel, size) for group, owners in zip(groups, ranks)
-                for (numel, size, trained), owner in zip(group, owners) if trained and owner in (rank, -1)]
-        shards.append(AdamShard(
-            rank=rank, parameters=len(mine), elements=sum(n for n, _ in mine),
-            moment_bytes=moments * sum(n * size for n, size in mine), step_bytes=step_size * len(mine),
-        ))
+        mine = [
+            (numel, size)
+            for group, owners in zip(groups, ranks)
+            for (numel, size, trained), owner in zip(group, owners)
+            if trained and owner in (rank, -1)
+        ]
+        shards.append(
+            AdamShard(
+                rank=rank,
+                parameters=len(mine),
+                elements=sum(n for n, _ in mine),
+                moment_bytes=moments * sum(n * size for n, size in mine),
+                step_bytes=step_size * len(mine),
+            )
+        )
     return shards
 
 

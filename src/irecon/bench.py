@@ -109,7 +109,9 @@ def measure_peaks(
     return list(zip(peaks, before))
 
 
-def synthetic_inputs(config: ModelConfig, size: tuple[int, int], slices: int, device: str) -> tuple[Tensor, Tensor, Tensor]:
+def synthetic_inputs(
+    config: ModelConfig, size: tuple[int, int], slices: int, device: str
+) -> tuple[Tensor, Tensor, Tensor]:
     """Masked k-space (1, coils, [S,] H, W), a 4x column mask and a target (1, [S,] H, W); seeded.
 
     On meta the three tensors have the same shapes and dtypes and no values.
@@ -193,7 +195,11 @@ def _build(config: ModelConfig, memory_free: bool, device: str) -> torch.nn.Modu
 
 
 def measure(
-    config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions,
+    config: ModelConfig,
+    name: str,
+    mode: str,
+    memory_free: bool,
+    options: BenchOptions,
 ) -> Measurement:
     """Run the appendix-C protocol for one model, mode and engine setting (shapes only on meta)."""
     with shapes_only() if options.device == "meta" else contextlib.nullcontext():
@@ -201,7 +207,11 @@ def measure(
 
 
 def _measure(
-    config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions,
+    config: ModelConfig,
+    name: str,
+    mode: str,
+    memory_free: bool,
+    options: BenchOptions,
 ) -> Measurement:
     device = options.device
     batches = options.batches or 1
@@ -229,13 +239,20 @@ def _measure(
         batch = inference_batch
 
     record = Measurement(
-        model=name, dims=config.dims, mode=mode, memory_free=memory_free, steps=config.steps,
+        model=name,
+        dims=config.dims,
+        mode=mode,
+        memory_free=memory_free,
+        steps=config.steps,
         layers_total=config.steps * config.layers if config.kind == "irim" else config.steps,
-        input_shape=list(kspace.shape), batches=batches, peak_bytes=None,
+        input_shape=list(kspace.shape),
+        batches=batches,
+        peak_bytes=None,
         param_bytes=tensor_bytes(*params),
         grad_bytes=tensor_bytes(*[p.grad for p in params if p.grad is not None]),
         optimizer_bytes=tensor_bytes(optimizer) if optimizer is not None else 0,
-        input_bytes=tensor_bytes(kspace, mask, target), device=device,
+        input_bytes=tensor_bytes(kspace, mask, target),
+        device=device,
     )
     meters = _meters(device)
     if device != "meta":
@@ -279,7 +296,9 @@ def _per_rank(record: Measurement, params: list[Tensor], options: BenchOptions) 
         record.rank_peak_bytes = [record.peak_bytes - whole + s.total_bytes for s in shards]
 
 
-def _warm_up(train_batch: Callable[[], None], optimizer: torch.optim.Optimizer, params: list[Tensor], device: str) -> None:
+def _warm_up(
+    train_batch: Callable[[], None], optimizer: torch.optim.Optimizer, params: list[Tensor], device: str
+) -> None:
     """One mini-batch and optimiser step, so gradients and Adam state exist before the protocol.
 
     On meta only the tensors it leaves matter: every gradient it produces is dense and shaped like
@@ -364,6 +383,7 @@ def run_budget(options: BenchOptions, report: Callable[[Fit], None] = lambda f: 
     fits: list[Fit] = []
     for mode in options.modes:
         for memory_free in (True, False) if kind == "irim" else (False,):
+
             def peak_at(steps: int, mode: str = mode, memory_free: bool = memory_free) -> int:
                 config = preset(options.model, steps=steps, layers=layers, coils=options.coils)
                 return planned_peak(config, options.model, mode, memory_free, options)
@@ -385,17 +405,30 @@ def _measure_or_oom(config: ModelConfig, name: str, mode: str, memory_free: bool
 
 
 def _skipped(
-    config: ModelConfig, name: str, mode: str, memory_free: bool, options: BenchOptions,
-    predicted: float | None, available: int | None,
+    config: ModelConfig,
+    name: str,
+    mode: str,
+    memory_free: bool,
+    options: BenchOptions,
+    predicted: float | None,
+    available: int | None,
 ) -> Measurement:
     reason = "out of memory"
     if predicted is not None and available is not None:
         reason = f"would need {predicted / MIB:,.0f} MiB (planner), {available / MIB:,.0f} MiB available"
     return Measurement(
-        model=name, dims=config.dims, mode=mode, memory_free=memory_free, steps=config.steps,
+        model=name,
+        dims=config.dims,
+        mode=mode,
+        memory_free=memory_free,
+        steps=config.steps,
         layers_total=config.steps * config.layers if config.kind == "irim" else config.steps,
-        input_shape=[], batches=options.batches or 1, peak_bytes=None, device=options.device,
-        method=_method(options), skipped=reason,
+        input_shape=[],
+        batches=options.batches or 1,
+        peak_bytes=None,
+        device=options.device,
+        method=_method(options),
+        skipped=reason,
     )
 
 
@@ -458,7 +491,9 @@ def ratios(records: list[Measurement]) -> list[tuple[str, float]]:
         out.append((f"memory-free training peak, {span}", high.peak_bytes / low.peak_bytes))
         out.append((f"memory-free training activations, {span}", high.activation_bytes / low.activation_bytes))
     pairs = [
-        (f, p) for f in free_train for p in main
+        (f, p)
+        for f in free_train
+        for p in main
         if p.mode == "train" and not p.memory_free and p.layers_total == f.layers_total
     ]
     if pairs:
@@ -485,4 +520,3 @@ def human_bytes(value: int) -> str:
         if abs(value) >= size:
             return f"{value / size:,.2f} {unit}"
     return f"{value:,} B"
-

@@ -74,9 +74,7 @@ class LoadedModel:
     name: str
 
 
-def load_model(
-    checkpoint: str | Path | None, model_name: str | None, device: torch.device
-) -> LoadedModel:
+def load_model(checkpoint: str | Path | None, model_name: str | None, device: torch.device) -> LoadedModel:
     """The model to run: from a checkpoint (which carries its config), or the parameter-free zero-filled.
 
     A preset named together with a checkpoint must agree with it (see :func:`_agrees`); a preset
@@ -87,8 +85,7 @@ def load_model(
     if checkpoint is None:
         if model_name is None:
             raise IreconError(
-                "no model given: pass --checkpoint CKPT (a model trained with irecon train) "
-                "or --model zero-filled"
+                "no model given: pass --checkpoint CKPT (a model trained with irecon train) or --model zero-filled"
             )
         if model_name != "zero-filled":
             raise IreconError(

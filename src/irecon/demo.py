@@ -62,8 +62,20 @@ def compare(started: float) -> None:
         return
     steps = 36 if left > COMPARE_COST_S else 12
     irecon("synth", DATA / "compare-train", "--volumes", 4, "--slices", 6, *SIZE, "--seed", 3, "--overwrite")
-    words = [str(COMPARE_SCRIPT), DATA / "compare-train", DATA / "val", "--out", OUT / "compare",
-             "--steps", steps, "--accelerations", 4, "--device", "cpu", "--overwrite"]
+    words = [
+        str(COMPARE_SCRIPT),
+        DATA / "compare-train",
+        DATA / "val",
+        "--out",
+        OUT / "compare",
+        "--steps",
+        steps,
+        "--accelerations",
+        4,
+        "--device",
+        "cpu",
+        "--overwrite",
+    ]
     console.print(f"\n[bold]$ python benchmarks/compare.py {' '.join(str(w) for w in words[1:])}[/bold]")
     result = subprocess.run([sys.executable, *map(str, words)])
     if result.returncode != 0:
@@ -74,21 +86,80 @@ def compare(started: float) -> None:
 def main() -> None:
     started = time.perf_counter()
     irecon("synth", DATA / "train", "--volumes", 16, "--slices", 6, *SIZE, "--seed", 0, "--overwrite")
-    irecon("synth", DATA / "val", "--split", "val", "--volumes", 3, "--slices", 6, *SIZE, "--seed", 1,
-           "--overwrite")
-    irecon("synth", DATA / "test", "--split", "test", "--volumes", 2, "--slices", 6, *SIZE, "--seed", 2,
-           "--overwrite")
+    irecon("synth", DATA / "val", "--split", "val", "--volumes", 3, "--slices", 6, *SIZE, "--seed", 1, "--overwrite")
+    irecon("synth", DATA / "test", "--split", "test", "--volumes", 2, "--slices", 6, *SIZE, "--seed", 2, "--overwrite")
     irecon("check", DATA / "train", DATA / "val", DATA / "test", "--no-values")
-    irecon("train", DATA / "train", "--val", DATA / "val", "--model", "tiny-2d", "--out", OUT / "run",
-           "--epochs", EPOCHS, "--lr-step", 4, "--accelerations", 4, "--center-fractions", 0.08,
-           "--batch-size", 2, "--overwrite")
-    irecon("reconstruct", DATA / "val", "--checkpoint", OUT / "run" / "best.pt", "--out", OUT / "recon" / "val",
-           "--preview", OUT / "previews" / "val", "--json", OUT / "recon" / "val.json", "--overwrite")
-    irecon("reconstruct", DATA / "test", "--checkpoint", OUT / "run" / "best.pt", "--out", OUT / "recon" / "test",
-           "--preview", OUT / "previews" / "test", "--overwrite")
-    irecon("bench-memory", "--model", "tiny-2d", "--steps", 1, "--steps", 4, "--steps", 16, "--size", 160, 128,
-           "--batches", 3, "--timing-batches", 1, "--compare-plain", "--with-rim", "--device", "cpu",
-           "--json", OUT / "bench-memory.json", "--plot", OUT / "bench-memory.png")
+    irecon(
+        "train",
+        DATA / "train",
+        "--val",
+        DATA / "val",
+        "--model",
+        "tiny-2d",
+        "--out",
+        OUT / "run",
+        "--epochs",
+        EPOCHS,
+        "--lr-step",
+        4,
+        "--accelerations",
+        4,
+        "--center-fractions",
+        0.08,
+        "--batch-size",
+        2,
+        "--overwrite",
+    )
+    irecon(
+        "reconstruct",
+        DATA / "val",
+        "--checkpoint",
+        OUT / "run" / "best.pt",
+        "--out",
+        OUT / "recon" / "val",
+        "--preview",
+        OUT / "previews" / "val",
+        "--json",
+        OUT / "recon" / "val.json",
+        "--overwrite",
+    )
+    irecon(
+        "reconstruct",
+        DATA / "test",
+        "--checkpoint",
+        OUT / "run" / "best.pt",
+        "--out",
+        OUT / "recon" / "test",
+        "--preview",
+        OUT / "previews" / "test",
+        "--overwrite",
+    )
+    irecon(
+        "bench-memory",
+        "--model",
+        "tiny-2d",
+        "--steps",
+        1,
+        "--steps",
+        4,
+        "--steps",
+        16,
+        "--size",
+        160,
+        128,
+        "--batches",
+        3,
+        "--timing-batches",
+        1,
+        "--compare-plain",
+        "--with-rim",
+        "--device",
+        "cpu",
+        "--json",
+        OUT / "bench-memory.json",
+        "--plot",
+        OUT / "bench-memory.png",
+    )
     compare(started)
     console.print()
     console.print(comparison(OUT / "recon" / "val.json"))

@@ -148,8 +148,12 @@ def check_writable_folder(folder: str | Path, *, create: bool = True) -> Path:
             target = target.parent
     with os_errors(target):
         if target.exists() and not target.is_dir():
-            raise IreconError("a part of the path is a regular file, not a folder" if target != folder
-                              else "exists and is not a folder", target)
+            raise IreconError(
+                "a part of the path is a regular file, not a folder"
+                if target != folder
+                else "exists and is not a folder",
+                target,
+            )
         target.mkdir(parents=True, exist_ok=True)
         probe = target / f".irecon-write-test.{os.getpid()}.{secrets.token_hex(4)}"
         probe.write_bytes(b"")

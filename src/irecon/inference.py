@@ -18,7 +18,11 @@ VAL_BATCH = 8  # slices per forward pass of a 2-D model when scoring whole volum
 
 @torch.inference_mode()
 def reconstruct_volume(
-    model: nn.Module, volume: Volume, *, batch_size: int = VAL_BATCH, device: str | torch.device = "cpu",
+    model: nn.Module,
+    volume: Volume,
+    *,
+    batch_size: int = VAL_BATCH,
+    device: str | torch.device = "cpu",
 ) -> Tensor:
     """(slices, h, w) float32 magnitude images on the CPU, centre-cropped to the header's recon size.
 
@@ -44,7 +48,10 @@ def score_prediction(prediction: Tensor, target: Tensor) -> Scores:
 
 
 def score_model(
-    model: nn.Module, volumes: Sequence[VolumeInfo], mask_spec: MaskSpec, device: torch.device,
+    model: nn.Module,
+    volumes: Sequence[VolumeInfo],
+    mask_spec: MaskSpec,
+    device: torch.device,
     on_volume: Callable[[int, int], None] | None = None,
 ) -> list[Scores]:
     """NMSE/PSNR/SSIM per volume of the model's reconstructions under file-name-seeded masks.

@@ -36,13 +36,13 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from irecon.errors import IreconError
+from irecon.storages import flat_tensors, state_tensors, storage_keys, storage_nbytes, storage_of, tensor_bytes
 
 __all__ = [
     "ALLOCATOR_METHOD",
@@ -189,98 +189,6 @@ def _remove_resize_patch(tracker: StorageTracker) -> None:
             _saved_resize = _MISSING
 
 
-def _flat_tensors(obj: object, out: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Append the tensors in an op's (nested tuple/list/dict) arguments or results to ``out``."""
-    if isinstance(obj, torch.Tensor):
-        out.append(obj)
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            _flat_tensors(item, out)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            _flat_tensors(item, out)
-    return out
-
-
-def _storage_of(tensor: torch.Tensor) -> torch.UntypedStorage | None:
-    """The tensor's storage, or None for tensors without one (sparse, wrapper subclasses)."""
-    try:
-        return tensor.untyped_storage()
-    except (RuntimeError, NotImplementedError, TypeError):
-        return None
-
-
-def _storage_keys(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> set[int]:
-    """Identities of the storages of an op's tensor arguments."""
-    keys = set()
-    for tensor in _flat_tensors((args, kwargs), []):
-        storage = _storage_of(tensor)
-        if storage is not None:
-            keys.add(id(storage))
-    return keys
-
-
-def _storage_nbytes(storage: torch.UntypedStorage, meta: bool = False) -> int | None:
-    """Bytes of a storage, or None for one that holds no memory and is not counted.
-
-    Storages without memory have a null data pointer and a nonzero size: meta storages count their
-    size when ``meta`` is set (a shapes-only run), other such storages never. Wrapper subclasses
-    have storages whose data pointer cannot be read at all.
-    """
-    try:
-        nbytes = storage.nbytes()
-        if storage.device.type == "meta":
-            return nbytes if meta else None
-        if storage.data_ptr() == 0 and nbytes > 0:
-            return None
-    except (RuntimeError, NotImplementedError):
-        return None
-    return nbytes
-
-
-def _state_tensors(obj: object, grads: bool, top: bool = True) -> Iterator[torch.Tensor]:
-    """Tensors held by a tensor, module, optimiser, mapping or iterable of these.
-
-    Modules give parameters and buffers (and parameter ``.grad`` if ``grads``); optimisers give
-    their state tensors. Non-tensor leaves inside containers are skipped; an unsupported object at
-    the top level raises ``TypeError``.
-    """
-    if isinstance(obj, torch.Tensor):
-        yield obj
-        if grads and obj.is_leaf and obj.grad is not None:
-            yield obj.grad
-    elif isinstance(obj, torch.nn.Module):
-        yield from _state_tensors(list(obj.parameters()), grads, top=False)
-        yield from obj.buffers()
-    elif isinstance(obj, torch.optim.Optimizer):
-        yield from _state_tensors(list(obj.state.values()), False, top=False)
-    elif isinstance(obj, Mapping):
-        for value in obj.values():
-            yield from _state_tensors(value, grads, top=False)
-    elif isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
-        for value in obj:
-            yield from _state_tensors(value, grads, top=False)
-    elif top and obj is not None:
-        raise TypeError(f"cannot collect tensors from {type(obj).__name__}")
-
-
-def tensor_bytes(*objs: object, grads: bool = False) -> int:
-    """Total bytes of the distinct storages held by ``objs``; meta storages count their size.
-
-    Accepts tensors, modules (parameters and buffers, plus parameter gradients if ``grads``),
-    optimisers (state tensors) and containers of these. Shared storages (tied weights, views) are
-    counted once. Used to report parameter, gradient and optimiser-state bytes separately from
-    activation memory.
-    """
-    seen: dict[int, torch.UntypedStorage] = {}
-    for tensor in (t for obj in objs for t in _state_tensors(obj, grads)):
-        storage = _storage_of(tensor)
-        if storage is not None:
-            seen.setdefault(id(storage), storage)
-    sizes = (_storage_nbytes(storage, meta=True) for storage in seen.values())
-    return sum(n for n in sizes if n is not None)
-
-
 class StorageTracker(TorchDispatchMode):
     """Exact tensor-storage byte counter: the CPU analogue of the ``torch.cuda`` memory counters.
 
@@ -333,8 +241,8 @@ class StorageTracker(TorchDispatchMode):
         Makes absolute numbers comparable with CUDA, which counts everything on the device.
         Storages already tracked are not counted twice.
         """
-        for tensor in (t for obj in objs for t in _state_tensors(obj, grads=True)):
-            storage = _storage_of(tensor)
+        for tensor in (t for obj in objs for t in state_tensors(obj, grads=True)):
+            storage = storage_of(tensor)
             if storage is not None:
                 self._record(storage)
 
@@ -370,10 +278,10 @@ class StorageTracker(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         out = func(*args, **(kwargs or {}))
-        outputs = (out,) if isinstance(out, torch.Tensor) else _flat_tensors(out, [])
+        outputs = (out,) if isinstance(out, torch.Tensor) else flat_tensors(out, [])
         input_keys: set[int] | None = None
         for tensor in outputs:
-            storage = _storage_of(tensor)
+            storage = storage_of(tensor)
             if storage is None:
                 continue
             entry = self._live.get(id(storage))
@@ -382,7 +290,7 @@ class StorageTracker(TorchDispatchMode):
                     self._storage_resized(storage)
                 continue
             if input_keys is None:
-                input_keys = _storage_keys(args, kwargs)
+                input_keys = storage_keys(args, kwargs)
             if id(storage) not in input_keys:
                 self._record(storage)
         return out
@@ -409,7 +317,7 @@ class StorageTracker(TorchDispatchMode):
             if entry is not None and entry[1]() is storage:
                 self._storage_resized(storage)
                 return
-            nbytes = _storage_nbytes(storage, meta=self._meta)
+            nbytes = storage_nbytes(storage, meta=self._meta)
             if nbytes is None or not self._wants(storage):
                 return
             if entry is not None:
@@ -516,11 +424,11 @@ class CpuAllocatorMeter:
 
     def track(self, *objs: object) -> None:
         """Register the CPU blocks of existing tensors, modules and optimisers (as StorageTracker.track)."""
-        for tensor in (t for obj in objs for t in _state_tensors(obj, grads=True)):
-            storage = _storage_of(tensor)
+        for tensor in (t for obj in objs for t in state_tensors(obj, grads=True)):
+            storage = storage_of(tensor)
             if storage is None or storage.device.type != "cpu":
                 continue
-            nbytes = _storage_nbytes(storage)
+            nbytes = storage_nbytes(storage)
             if nbytes and storage.data_ptr() not in self._live:
                 self._allocated(storage.data_ptr(), nbytes)
 

@@ -158,7 +158,6 @@ def center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
     return _fastmri_center_crop(image, (min(size[0], image.shape[-2]), min(size[1], image.shape[-1])))
 
 
-
 def common_crop(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Both images centre-cropped to their common size, the region on which a prediction is scored.
 

@@ -22,9 +22,16 @@ from irecon.errors import IreconError
 __all__ = ["Fit", "deepest_fit", "parse_bytes", "shapes_only"]
 
 UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
 }
 
 
@@ -136,15 +143,28 @@ def deepest_fit(peak_at: Callable[[int], int], budget: int, max_steps: int) -> t
 
 
 def timed_fit(
-    model: str, mode: str, memory_free: bool, budget: int, max_steps: int, method: str,
+    model: str,
+    mode: str,
+    memory_free: bool,
+    budget: int,
+    max_steps: int,
+    method: str,
     peak_at: Callable[[int], int],
 ) -> Fit:
     """:func:`deepest_fit` as a :class:`Fit` record, with the wall time it took."""
     started = time.perf_counter()
     steps, peaks = deepest_fit(peak_at, budget, max_steps)
     return Fit(
-        model=model, mode=mode, memory_free=memory_free, budget_bytes=budget, max_steps=max_steps,
-        steps=steps, peak_bytes=peaks.get(steps), next_peak_bytes=peaks.get(steps + 1),
-        limit_reached=steps == max_steps, method=method, peaks=dict(sorted(peaks.items())),
+        model=model,
+        mode=mode,
+        memory_free=memory_free,
+        budget_bytes=budget,
+        max_steps=max_steps,
+        steps=steps,
+        peak_bytes=peaks.get(steps),
+        next_peak_bytes=peaks.get(steps + 1),
+        limit_reached=steps == max_steps,
+        method=method,
+        peaks=dict(sorted(peaks.items())),
         seconds=time.perf_counter() - started,
     )

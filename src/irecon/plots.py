@@ -114,7 +114,9 @@ def memory_sweep(records: Sequence[MemoryRecord]) -> Figure:
 
 
 def preview(
-    images: Sequence[tuple[str, np.ndarray]], errors: Sequence[tuple[str, np.ndarray]], title: str,
+    images: Sequence[tuple[str, np.ndarray]],
+    errors: Sequence[tuple[str, np.ndarray]],
+    title: str,
     top: float | None = None,
 ) -> Figure:
     """Labelled grey images on one row, on [0, top] or, when ``top`` is None, each on [0, its own max].

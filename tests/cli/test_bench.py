@@ -9,8 +9,22 @@ from click.testing import CliRunner
 
 from irecon.cli import main
 
-TINY = ["--model", "tiny-2d", "--steps", "1", "2", "--size", "16", "16", "--batches", "1", "--timing-batches", "1",
-        "--device", "cpu"]
+TINY = [
+    "--model",
+    "tiny-2d",
+    "--steps",
+    "1",
+    "2",
+    "--size",
+    "16",
+    "16",
+    "--batches",
+    "1",
+    "--timing-batches",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def test_json_into_a_missing_folder_is_refused_before_the_sweep(tmp_path: Path) -> None:
@@ -30,9 +44,29 @@ def test_plot_under_a_regular_file_is_refused(tmp_path: Path) -> None:
 
 def test_steps_take_a_list_or_the_repeated_option() -> None:
     listed = CliRunner().invoke(main, ["bench-memory", *TINY, "--mode", "inference"])
-    repeated = CliRunner().invoke(main, ["bench-memory", "--model", "tiny-2d", "--steps", "1", "--steps", "2",
-                                         "--size", "16", "16", "--batches", "1", "--timing-batches", "1",
-                                         "--device", "cpu", "--mode", "inference"])
+    repeated = CliRunner().invoke(
+        main,
+        [
+            "bench-memory",
+            "--model",
+            "tiny-2d",
+            "--steps",
+            "1",
+            "--steps",
+            "2",
+            "--size",
+            "16",
+            "16",
+            "--batches",
+            "1",
+            "--timing-batches",
+            "1",
+            "--device",
+            "cpu",
+            "--mode",
+            "inference",
+        ],
+    )
     assert listed.exit_code == repeated.exit_code == 0, listed.output + repeated.output
     for output in (listed.output, repeated.output):
         assert "T=1 " in output and "T=2 " in output
@@ -58,8 +92,25 @@ def test_world_size_reports_each_rank_s_adam_bytes_and_peak() -> None:
     moments = [b for b in sharded.rank_optimizer_bytes]
     assert sum(moments) == one.optimizer_bytes and max(moments) < one.optimizer_bytes
     assert [p - sharded.peak_bytes for p in sharded.rank_peak_bytes] == [b - one.optimizer_bytes for b in moments]
-    result = CliRunner().invoke(main, ["bench-memory", "--model", "tiny-2d", "--steps", "1", "--size", "16", "16",
-                                       "--device", "meta", "--mode", "train", "--world-size", "2",
-                                       "--shard-optimizer"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench-memory",
+            "--model",
+            "tiny-2d",
+            "--steps",
+            "1",
+            "--size",
+            "16",
+            "16",
+            "--device",
+            "meta",
+            "--mode",
+            "train",
+            "--world-size",
+            "2",
+            "--shard-optimizer",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "per rank, 2 ranks (Adam sharded): tiny-2d train memory-free T=1: weights" in result.output

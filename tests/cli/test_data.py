@@ -40,8 +40,19 @@ def test_synth_then_check_as_a_new_user(tmp_path: Path) -> None:
     result = _run("synth", str(tmp_path / "train"), "--volumes", "2", *TINY)
     assert result.exit_code == 0, result.output
     assert "2 singlecoil train volumes" in result.output
-    result = _run("synth", str(tmp_path / "test"), "--split", "test", "--challenge", "multicoil",
-                  "--coils", "3", "--volumes", "1", *TINY)
+    result = _run(
+        "synth",
+        str(tmp_path / "test"),
+        "--split",
+        "test",
+        "--challenge",
+        "multicoil",
+        "--coils",
+        "3",
+        "--volumes",
+        "1",
+        *TINY,
+    )
     assert result.exit_code == 0, result.output
     (tmp_path / "train" / "notes.txt").write_text("not data")
     result = _run("check", str(tmp_path / "train"), str(tmp_path / "test"))
@@ -76,7 +87,14 @@ def test_check_table_lists_each_volume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "challenge" in line)
     assert [word for word in header.replace("┃", " ").split() if word] == [
-        "file", "challenge", "slices", "k-space", "coils", "target", "mask", "acquisition",
+        "file",
+        "challenge",
+        "slices",
+        "k-space",
+        "coils",
+        "target",
+        "mask",
+        "acquisition",
     ]
     assert "esc 8x8" in result.output and "rss 8x8" in result.output
     assert "R=2" in result.output and "16x12" in result.output and "CORPD_FBK" in result.output
@@ -123,7 +141,17 @@ def test_the_same_mistake_gets_the_same_message_in_synth_train_and_reconstruct(t
     synth = _run("synth", str(tmp_path / "s"), "--seed", "-1", *TINY)
     assert synth.output.strip() == "error: --seed must not be negative, got -1"
     mask = _run("synth", str(tmp_path / "s"), "--center-fraction", "0.3", "--acceleration", "4", *TINY)
-    recon = _run("reconstruct", str(tmp_path), "--model", "zero-filled", "--out", str(tmp_path / "r"),
-                 "--center-fraction", "0.3", "--acceleration", "4")
+    recon = _run(
+        "reconstruct",
+        str(tmp_path),
+        "--model",
+        "zero-filled",
+        "--out",
+        str(tmp_path / "r"),
+        "--center-fraction",
+        "0.3",
+        "--acceleration",
+        "4",
+    )
     assert mask.output.startswith("error: center fraction 0.3 with acceleration 4")
     assert recon.output.splitlines()[-1] == mask.output.strip()

@@ -16,8 +16,12 @@ from irecon.export import ExportOptions
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.training.options import TrainOptions
 
-OPTIONS = {"train": TrainOptions, "reconstruct": ReconstructOptions, "bench-memory": BenchOptions,
-           "export": ExportOptions}
+OPTIONS = {
+    "train": TrainOptions,
+    "reconstruct": ReconstructOptions,
+    "bench-memory": BenchOptions,
+    "export": ExportOptions,
+}
 
 
 def test_version() -> None:
@@ -63,7 +67,8 @@ def test_no_module_outside_cli_imports_click() -> None:
 
     root = Path(irecon.__file__).parent
     offenders = [
-        str(path.relative_to(root)) for path in root.rglob("*.py")
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
         if "cli" not in path.relative_to(root).parts[:1] and "import click" in path.read_text()
     ]
     assert offenders == []
@@ -79,12 +84,25 @@ def test_the_command_list_shows_each_commands_own_first_help_line() -> None:
         assert listed == command.get_short_help_str(limit=200), name
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["reconstruct", "--help"],
-                                  ["export", "--help"], ["synth", "--help"], ["check", "--help"],
-                                  ["models", "--help"], ["bench-memory", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["train", "--help"],
+        ["reconstruct", "--help"],
+        ["export", "--help"],
+        ["synth", "--help"],
+        ["check", "--help"],
+        ["models", "--help"],
+        ["bench-memory", "--help"],
+    ],
+)
 def test_help_and_version_do_not_load_torch(args: list[str]) -> None:
-    code = (f"import sys\nfrom irecon.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
-            "    assert e.code == 0, e.code\nprint('torch' in sys.modules)")
+    code = (
+        f"import sys\nfrom irecon.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
+        "    assert e.code == 0, e.code\nprint('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout

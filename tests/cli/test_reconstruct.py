@@ -36,8 +36,20 @@ def _run(*args: object):
 
 def test_reconstruct_writes_h5_nifti_and_dicom_with_the_same_images(val_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", out,
-                  "--format", "h5", "--format", "nifti", "--format", "dicom")
+    result = _run(
+        "reconstruct",
+        val_dir,
+        "--model",
+        "zero-filled",
+        "--out",
+        out,
+        "--format",
+        "h5",
+        "--format",
+        "nifti",
+        "--format",
+        "dicom",
+    )
     assert result.exit_code == 0, result.output
     (h5_path,) = out.glob("*.h5")
     with h5py.File(h5_path) as hf:
@@ -110,8 +122,11 @@ def test_at_80_columns_every_name_and_the_mean_stay_whole(
         shutil.copy(source, folder / name)
     # stdout is an 80-column terminal (stderr stays a pipe, so no live progress bar)
     monkeypatch.setattr(_NamedTextIOWrapper, "isatty", lambda self: self.name == "<stdout>", raising=False)
-    result = CliRunner().invoke(main, ["reconstruct", str(folder), "--checkpoint", str(checkpoint),
-                                       "--out", str(tmp_path / "out")], terminal_width=80)
+    result = CliRunner().invoke(
+        main,
+        ["reconstruct", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")],
+        terminal_width=80,
+    )
     assert result.exit_code == 0, result.output
     lines = _lines(result.stdout)
     assert max(map(len, lines)) <= 80
@@ -123,21 +138,38 @@ def test_at_80_columns_every_name_and_the_mean_stay_whole(
 
 def test_an_unwritable_preview_folder_is_one_line_and_creates_nothing(val_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a regular file")
-    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "out",
-                  "--preview", tmp_path / "file" / "previews")
+    result = _run(
+        "reconstruct",
+        val_dir,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "out",
+        "--preview",
+        tmp_path / "file" / "previews",
+    )
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1
     assert result.output.startswith(f"error: {tmp_path / 'file'}: ")
     assert not (tmp_path / "out").exists()
 
 
-def test_a_preview_not_written_is_a_warning_and_the_volume_keeps_its_output(
-    val_dir: Path, tmp_path: Path
-) -> None:
+def test_a_preview_not_written_is_a_warning_and_the_volume_keeps_its_output(val_dir: Path, tmp_path: Path) -> None:
     (source,) = val_dir.iterdir()
     previews, report_file = tmp_path / "previews", tmp_path / "report.json"
     (previews / f"{source.stem}.png").mkdir(parents=True)  # a folder where the PNG should go
-    result = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "out",
-                  "--preview", previews, "--json", report_file, "--overwrite")
+    result = _run(
+        "reconstruct",
+        val_dir,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "out",
+        "--preview",
+        previews,
+        "--json",
+        report_file,
+        "--overwrite",
+    )
     assert result.exit_code == 3, result.output
     (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert str(previews / f"{source.stem}.png") in warning and "preview was not written" in warning
@@ -194,8 +226,13 @@ def test_counts_read_right(two_val: Path, tmp_path: Path) -> None:
 
 def test_a_bad_checkpoint_is_one_line_naming_no_exception_class(two_val: Path, tmp_path: Path) -> None:
     good = tmp_path / "good.pt"
-    save_checkpoint(good, {"model_config": preset("tiny-2d", steps=1).to_dict(),
-                           "model": build_model(preset("tiny-2d", steps=1)).state_dict()})
+    save_checkpoint(
+        good,
+        {
+            "model_config": preset("tiny-2d", steps=1).to_dict(),
+            "model": build_model(preset("tiny-2d", steps=1)).state_dict(),
+        },
+    )
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:200])
     for bad in ("junk.pt", "truncated.pt"):
@@ -211,8 +248,20 @@ def test_the_same_mistake_gets_the_same_message_as_train(two_val: Path, tmp_path
     assert recon.exit_code == train.exit_code == 1
     assert recon.output == train.output == "error: --batch-size must be at least 1, got 0\n"
     recon = _run("reconstruct", two_val, "--model", "zero-filled", "--out", tmp_path / "r", "--acceleration", "0")
-    train = _run("train", two_val, "--val", two_val, "--model", "tiny-2d", "--out", tmp_path / "t",
-                 "--accelerations", "0", "--center-fractions", "0.08")
+    train = _run(
+        "train",
+        two_val,
+        "--val",
+        two_val,
+        "--model",
+        "tiny-2d",
+        "--out",
+        tmp_path / "t",
+        "--accelerations",
+        "0",
+        "--center-fractions",
+        "0.08",
+    )
     assert recon.output == train.output == "error: acceleration 0 is below 1\n"
 
 

@@ -30,7 +30,8 @@ def train_cli(args: list[str]):
 
 
 @pytest.mark.parametrize(
-    ("signum", "status", "group"), [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)]
+    ("signum", "status", "group"),
+    [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)],
 )
 def test_signal_writes_last_checkpoint_exits_and_resumes(
     data: Path, tmp_path: Path, signum: int, status: int, group: bool
@@ -39,8 +40,13 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(
     out = tmp_path / "run"
     args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1", *(["--num-workers", "1"] if group else []))
     process = subprocess.Popen(
-        [sys.executable, "-m", "irecon.cli", "train", *args], env=subprocess_env(), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group,
+        [sys.executable, "-m", "irecon.cli", "train", *args],
+        env=subprocess_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=group,
     )
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists():
@@ -154,8 +160,22 @@ def test_cli_takes_several_accelerations_and_resolution(monkeypatch: pytest.Monk
         raise IreconError("stop here")
 
     monkeypatch.setattr(loop, "train", fake_train)
-    args = [*cli_args(data, data / "run"), "--accelerations", "4", "8", "--center-fractions", "0.08", "0.04",
-            "--train-resolution", "32", "24", "--amp", "bf16", "--no-memory-free", "--shared-weights"]
+    args = [
+        *cli_args(data, data / "run"),
+        "--accelerations",
+        "4",
+        "8",
+        "--center-fractions",
+        "0.08",
+        "0.04",
+        "--train-resolution",
+        "32",
+        "24",
+        "--amp",
+        "bf16",
+        "--no-memory-free",
+        "--shared-weights",
+    ]
     result = train_cli(args)
     assert result.exit_code == 1 and "stop here" in result.output
     options = seen[0]
@@ -163,8 +183,6 @@ def test_cli_takes_several_accelerations_and_resolution(monkeypatch: pytest.Monk
     assert options.train_resolution == (32, 24) and options.amp == "bf16"
     assert options.memory_free is False and options.shared_weights is True
     assert resume_command(options) == f"irecon train --out {options.out} --resume"
-
-
 
 
 def test_out_under_a_regular_file_is_one_line_and_nothing_is_trained(data: Path, tmp_path: Path) -> None:
@@ -229,8 +247,9 @@ def test_a_nan_slice_is_found_before_the_first_step_with_checks_message(data: Pa
     assert result.output.strip() == message
     assert not (tmp_path / "run").exists()
     for workers in ("0", "1"):  # read in the training process, or in a DataLoader worker
-        unscanned = train_cli([*args, "--no-scan", "--checkpoint-every", "1000", "--num-workers", workers,
-                               "--overwrite"])
+        unscanned = train_cli(
+            [*args, "--no-scan", "--checkpoint-every", "1000", "--num-workers", workers, "--overwrite"]
+        )
         assert unscanned.exit_code == 1 and unscanned.output.strip().splitlines()[-1] == message, unscanned.output
         assert "Traceback" not in unscanned.output
         assert load(tmp_path / "run" / "last.pt")["global_step"] >= 0  # written before the error ended the run

@@ -51,9 +51,7 @@ def write_volume(
     rng = np.random.default_rng(seed)
     height, width = KSPACE_SHAPE
     lead = (num_slices,) if challenge == "singlecoil" else (num_slices, num_coils)
-    kspace = rng.standard_normal(lead + KSPACE_SHAPE) + 1j * rng.standard_normal(
-        lead + KSPACE_SHAPE
-    )
+    kspace = rng.standard_normal(lead + KSPACE_SHAPE) + 1j * rng.standard_normal(lead + KSPACE_SHAPE)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as hf:
         hf.create_dataset(
@@ -74,9 +72,7 @@ def write_volume(
             hf.create_dataset(key, data=target)
             if challenge == "singlecoil":
                 hf.create_dataset("reconstruction_rss", data=target)
-            hf.attrs.update(
-                max=float(target.max()) if target.size else 1.0, norm=float(np.linalg.norm(target))
-            )
+            hf.attrs.update(max=float(target.max()) if target.size else 1.0, norm=float(np.linalg.norm(target)))
         hf.attrs.update(
             acquisition="CORPD_FBK" if challenge == "singlecoil" else "AXT2",
             patient_id=f"synthetic{seed:04d}",

@@ -31,9 +31,7 @@ SPEC = MaskSpec("random", (0.08,), (4,))
 FULL = MaskSpec("equispaced", (0.5,), (1,))  # acceleration 1: every column sampled
 
 
-def make_files(
-    root: Path, challenge: str = "singlecoil", split: str = "train", **kwargs: int
-) -> list[Path]:
+def make_files(root: Path, challenge: str = "singlecoil", split: str = "train", **kwargs: int) -> list[Path]:
     options = dict(kspace_size=KSPACE, recon_size=RECON, slices=SLICES, volumes=2, coils=COILS)
     options.update(kwargs)
     return synthesize(root / f"{challenge}_{split}", challenge=challenge, split=split, **options)
@@ -232,9 +230,7 @@ def test_no_global_random_state_is_used(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("resolution", [(20, 20), (40, 28), (20, 28), (32, 24)])
-def test_resolution_sets_size_and_keeps_the_centre(
-    tmp_path: Path, challenge: str, resolution: tuple[int, int]
-) -> None:
+def test_resolution_sets_size_and_keeps_the_centre(tmp_path: Path, challenge: str, resolution: tuple[int, int]) -> None:
     files = make_files(tmp_path, challenge)
     ds = MRIDataset(files, FULL, train=True, resolution=resolution)
     native = MRIDataset(files, FULL, train=True)
@@ -299,9 +295,7 @@ def test_training_slabs_are_random_but_deterministic(tmp_path: Path) -> None:
     ("slices", "slab", "starts"),
     [(7, 3, [0, 3, 4]), (6, 3, [0, 3]), (4, 4, [0]), (5, 2, [0, 2, 3])],
 )
-def test_eval_slabs_cover_every_slice(
-    tmp_path: Path, slices: int, slab: int, starts: list[int]
-) -> None:
+def test_eval_slabs_cover_every_slice(tmp_path: Path, slices: int, slab: int, starts: list[int]) -> None:
     files = make_files(tmp_path, "multicoil", slices=slices, volumes=1)
     ds = MRIDataset(files, SPEC, train=False, slab=slab)
     assert [ds[i].slice_index for i in range(len(ds))] == starts
@@ -312,9 +306,7 @@ def test_eval_slabs_cover_every_slice(
 # --- load_volume -----------------------------------------------------------------------------
 
 
-def test_load_volume_matches_eval_items(
-    tmp_path: Path, challenge: str, singlecoil_file: Path
-) -> None:
+def test_load_volume_matches_eval_items(tmp_path: Path, challenge: str, singlecoil_file: Path) -> None:
     files = make_files(tmp_path, challenge)
     ds = MRIDataset(files, SPEC, train=False)
     for volume_index, path in enumerate(files):
@@ -365,9 +357,7 @@ def test_mixed_challenges_are_refused(singlecoil_file: Path, multicoil_file: Pat
         MRIDataset([singlecoil_file], SPEC, train=False, challenge="knee")
 
 
-def test_test_style_file_in_training_is_refused(
-    singlecoil_file: Path, test_style_file: Path
-) -> None:
+def test_test_style_file_in_training_is_refused(singlecoil_file: Path, test_style_file: Path) -> None:
     with raises_naming(test_style_file, "target"):
         MRIDataset([singlecoil_file, test_style_file], SPEC, train=True)
 
@@ -380,9 +370,7 @@ def test_missing_mask_spec_is_refused(singlecoil_file: Path, test_style_file: Pa
     assert len(MRIDataset([test_style_file], None, train=False)) == 3
 
 
-def test_coil_counts_must_match_in_training(
-    tmp_path: Path, volume_writer: Callable[..., Path]
-) -> None:
+def test_coil_counts_must_match_in_training(tmp_path: Path, volume_writer: Callable[..., Path]) -> None:
     four = volume_writer(tmp_path / "a" / "file_a.h5", "multicoil", num_coils=4)
     two = volume_writer(tmp_path / "a" / "file_b.h5", "multicoil", num_coils=2)
     with raises_naming(two, "coils"):

@@ -133,9 +133,7 @@ def test_fraction_mask_impossible_at_this_width_is_refused(mask_type: str) -> No
     """0.24 < 1/4, but over 32 columns fastMRI rounds the centre to 8 lines = 32/4 (PR #157)."""
     spec = MaskSpec(mask_type, (0.24,), (4,))
     spec.validate()
-    with pytest.raises(
-        IreconError, match=f"{mask_type} mask .* impossible over 32 k-space columns"
-    ):
+    with pytest.raises(IreconError, match=f"{mask_type} mask .* impossible over 32 k-space columns"):
         make_mask(spec, 32, 0)
     mask, _ = make_mask(spec, NUM_COLS, 0)
     assert mask.shape == (NUM_COLS,)

@@ -58,9 +58,7 @@ def test_singlecoil_file_reads(singlecoil_file: Path, layout) -> None:
     assert info.max_value == info.attrs["max"]
 
     kspace = read_kspace(singlecoil_file)
-    assert (
-        kspace.shape == (layout.num_slices, *layout.kspace_shape) and kspace.dtype == np.complex64
-    )
+    assert kspace.shape == (layout.num_slices, *layout.kspace_shape) and kspace.dtype == np.complex64
     target = read_target(singlecoil_file, info)
     assert target is not None
     assert target.shape == (layout.num_slices, *layout.recon_shape) and target.dtype == np.float32
@@ -108,9 +106,7 @@ def test_read_kspace_slice_selections(singlecoil_file: Path) -> None:
         read_kspace(singlecoil_file, 3)
 
 
-def test_fastmri_slicedataset_reads_fixture_files(
-    singlecoil_file: Path, test_style_file: Path, layout
-) -> None:
+def test_fastmri_slicedataset_reads_fixture_files(singlecoil_file: Path, test_style_file: Path, layout) -> None:
     """fastMRI's own reader accepts the files and derives the same header fields as irecon."""
     from fastmri.data import SliceDataset
 
@@ -131,23 +127,17 @@ def test_fastmri_slicedataset_reads_fixture_files(
     test_dataset = SliceDataset(test_style_file.parent, "singlecoil")
     _, test_mask, test_target, _, _, _ = test_dataset[0]
     assert test_target is None
-    np.testing.assert_array_equal(
-        np.asarray(test_mask, dtype=np.float32), read_mask(test_style_file)
-    )
+    np.testing.assert_array_equal(np.asarray(test_mask, dtype=np.float32), read_mask(test_style_file))
 
 
-def test_header_writer_padding_matches_fastmri_formula(
-    tmp_path: Path, volume_writer, layout
-) -> None:
+def test_header_writer_padding_matches_fastmri_formula(tmp_path: Path, volume_writer, layout) -> None:
     header = write_header_xml((640, 368, 1), (320, 320, 1), center=183, maximum=366)
     assert b'xmlns="http://www.ismrm.org/ISMRMRD"' in header
     path = volume_writer(tmp_path / "f.h5")
     with h5py.File(path, "r+") as hf:
         _replace(hf, "ismrmrd_header", header)
         _replace(hf, "kspace", np.zeros((layout.num_slices, 640, 368), dtype=np.complex64))
-        _replace(
-            hf, "reconstruction_esc", np.zeros((layout.num_slices, 320, 320), dtype=np.float32)
-        )
+        _replace(hf, "reconstruction_esc", np.zeros((layout.num_slices, 320, 320), dtype=np.float32))
         del hf["reconstruction_rss"]
     info = read_volume_info(path)
     assert (info.padding_left, info.padding_right) == (1, 368)
@@ -226,9 +216,7 @@ def test_kspace_wrong_rank(singlecoil_file: Path, edit_file, layout) -> None:
 def test_kspace_real_dtype(singlecoil_file: Path, edit_file, layout) -> None:
     edit_file(
         singlecoil_file,
-        lambda hf: _replace(
-            hf, "kspace", np.zeros((layout.num_slices, *layout.kspace_shape), np.float32)
-        ),
+        lambda hf: _replace(hf, "kspace", np.zeros((layout.num_slices, *layout.kspace_shape), np.float32)),
     )
     _raises(singlecoil_file, "kspace has dtype float32; expected complex")
 
@@ -257,9 +245,7 @@ def test_missing_header(singlecoil_file: Path, edit_file) -> None:
 
 
 def test_header_not_xml(singlecoil_file: Path, edit_file) -> None:
-    edit_file(
-        singlecoil_file, lambda hf: _replace(hf, "ismrmrd_header", b"<ismrmrdHeader><encoding>")
-    )
+    edit_file(singlecoil_file, lambda hf: _replace(hf, "ismrmrd_header", b"<ismrmrdHeader><encoding>"))
     _raises(singlecoil_file, "ismrmrd_header is not valid XML")
 
 
@@ -296,9 +282,7 @@ def test_header_field_not_integer(singlecoil_file: Path, edit_file, layout) -> N
 def test_target_shape_disagrees_with_header(singlecoil_file: Path, edit_file, layout) -> None:
     edit_file(
         singlecoil_file,
-        lambda hf: _replace(
-            hf, "reconstruction_esc", np.zeros((layout.num_slices, 20, 16), np.float32)
-        ),
+        lambda hf: _replace(hf, "reconstruction_esc", np.zeros((layout.num_slices, 20, 16), np.float32)),
     )
     _raises(
         singlecoil_file,

@@ -22,8 +22,14 @@ class Chain:
 
 
 def make_chain(
-    dims: int, steps: int = 3, channels: int = 8, strides: tuple[int, ...] = (1, 2),
-    spatial: tuple[int, ...] = (13, 11), batch: int = 2, dtype: torch.dtype = torch.float64, seed: int = 0,
+    dims: int,
+    steps: int = 3,
+    channels: int = 8,
+    strides: tuple[int, ...] = (1, 2),
+    spatial: tuple[int, ...] = (13, 11),
+    batch: int = 2,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
 ) -> Chain:
     """An i-RIM-shaped chain: DC, then per step (layers..., DC), every layer with its own weights."""
     torch.manual_seed(seed)

@@ -70,9 +70,7 @@ def check_op_contract(op: InvertibleOp, x: Tensor, data: Sequence[Tensor], tol: 
     _assert_close(z, x, tol, "invert_(transform_(x)) vs x")
 
     leaf_x = x.clone().requires_grad_()
-    leaf_data = tuple(
-        d.clone().requires_grad_() if d.is_floating_point() or d.is_complex() else d for d in data
-    )
+    leaf_data = tuple(d.clone().requires_grad_() if d.is_floating_point() or d.is_complex() else d for d in data)
     grad_y = torch.randn_like(y)
     wanted = (leaf_x, *params, *(d for d in leaf_data if d.requires_grad))
     found = iter(torch.autograd.grad(op.transform(leaf_x, leaf_data), wanted, grad_y, allow_unused=True))

@@ -281,7 +281,10 @@ def test_kept_outputs_stop_round_off_from_building_up() -> None:
 
     reference = coupling_grads(
         [copy.deepcopy(coupling).double(), copy.deepcopy(shift).double()],
-        (data[0].to(torch.complex128), data[1].double()), x.double(), w.double(), memory_free=False,
+        (data[0].to(torch.complex128), data[1].double()),
+        x.double(),
+        w.double(),
+        memory_free=False,
     )
     drifted = coupling_grads([coupling, shift], data, x, w)
     kept = coupling_grads([coupling, shift], data, x, w, keep=[0])

@@ -17,8 +17,7 @@ def _small(name: str, dims: int, coils: int) -> ModelConfig:
     config = preset(name, dims=dims, coils=coils)
     if config.kind == "irim":
         n_latent = max(config.n_latent // 4, 4 * coils * config.multiplicity)
-        return preset(name, dims=dims, coils=coils, steps=2, n_latent=n_latent,
-                      hidden=tuple(4 for _ in config.strides))
+        return preset(name, dims=dims, coils=coils, steps=2, n_latent=n_latent, hidden=tuple(4 for _ in config.strides))
     if config.kind == "rim":
         return preset(name, dims=dims, coils=coils, steps=3, rim_hidden=8)
     if config.kind == "unet":

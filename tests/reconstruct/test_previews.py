@@ -43,9 +43,11 @@ def _figures(
         write(path, figure)
 
     monkeypatch.setattr(recon_module, "write_preview", keep)
-    report = reconstruct(ReconstructOptions(
-        inputs=files, out_dir=tmp_path / "out", preview_dir=tmp_path / "previews", device="cpu", **options
-    ))
+    report = reconstruct(
+        ReconstructOptions(
+            inputs=files, out_dir=tmp_path / "out", preview_dir=tmp_path / "previews", device="cpu", **options
+        )
+    )
     assert report.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == sorted(figures)
     return figures
@@ -62,8 +64,13 @@ def test_with_a_target_errors_share_one_scale_with_a_colour_bar_and_the_title_na
     figures = _figures(monkeypatch, tmp_path, [inputs["val"]], checkpoint=inputs["checkpoint"])
     figure = figures[f"{inputs['val'].stem}.png"]
     panels = _panels(figure)
-    assert list(panels) == ["zero-filled", "reconstruction", "target",
-                            "|zero-filled - target|", "|reconstruction - target|"]
+    assert list(panels) == [
+        "zero-filled",
+        "reconstruction",
+        "target",
+        "|zero-filled - target|",
+        "|reconstruction - target|",
+    ]
     greys = [panels[t].get_clim() for t in ("zero-filled", "reconstruction", "target")]
     assert len(set(greys)) == 1 and greys[0][0] == 0
     errors = [panels[t] for t in ("|zero-filled - target|", "|reconstruction - target|")]
@@ -71,8 +78,15 @@ def test_with_a_target_errors_share_one_scale_with_a_colour_bar_and_the_title_na
     assert errors[0].get_clim()[1] == pytest.approx(max(float(e.get_array().max()) for e in errors))
     assert errors[0].colorbar is not None and len(figure.axes) == 2 * 3 + 1  # 2x3 grid and one colour bar
     title = figure.get_suptitle()
-    for words in ("tiny.pt", "mask: random", "acceleration 4", "whole volume", "not of this slice",
-                  "model NMSE", "zero-filled NMSE"):
+    for words in (
+        "tiny.pt",
+        "mask: random",
+        "acceleration 4",
+        "whole volume",
+        "not of this slice",
+        "model NMSE",
+        "zero-filled NMSE",
+    ):
         assert words in title
 
 

@@ -103,8 +103,11 @@ def fastmri_scores(targets: list[Path], predictions: Path, tmp: Path) -> dict[st
     for target in targets:
         (folder / target.name).symlink_to(target.resolve())
     args = argparse.Namespace(
-        target_path=folder, predictions_path=predictions, challenge="singlecoil",
-        acquisition=None, acceleration=None,
+        target_path=folder,
+        predictions_path=predictions,
+        challenge="singlecoil",
+        acquisition=None,
+        acceleration=None,
     )
     return evaluate(args, recons_key="reconstruction_esc").means()
 
@@ -251,8 +254,18 @@ def test_bad_files_fail_alone_with_one_line_and_no_output(val_dir: Path, tmp_pat
 
 def test_preview_and_json(val_dir: Path, test_dir: Path, tmp_path: Path) -> None:
     previews, report_file = tmp_path / "previews", tmp_path / "report.json"
-    result = invoke(val_dir, test_dir, "--model", "zero-filled", "--out", tmp_path / "out",
-                    "--preview", previews, "--json", report_file)
+    result = invoke(
+        val_dir,
+        test_dir,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "out",
+        "--preview",
+        previews,
+        "--json",
+        report_file,
+    )
     assert result.exit_code == 0, result.output
 
     pngs = sorted(previews.iterdir())
@@ -273,8 +286,22 @@ def test_preview_and_json(val_dir: Path, test_dir: Path, tmp_path: Path) -> None
     assert set(data["model"]) == {"name", "kind", "dims", "checkpoint", "config"}
     assert data["mask"] == {"mask_type": "random", "acceleration": 4, "center_fraction": 0.08}
     assert data["failed"] == 0 and len(data["volumes"]) == 4
-    keys = {"input", "output", "slices", "mask_source", "sampled_lines", "acceleration", "has_target",
-            "seconds", "metrics", "zero_filled", "preview", "exports", "error", "warnings"}
+    keys = {
+        "input",
+        "output",
+        "slices",
+        "mask_source",
+        "sampled_lines",
+        "acceleration",
+        "has_target",
+        "seconds",
+        "metrics",
+        "zero_filled",
+        "preview",
+        "exports",
+        "error",
+        "warnings",
+    }
     for record in data["volumes"]:
         assert set(record) == keys
         assert Path(record["preview"]).is_file() and record["error"] is None and record["warnings"] == []
@@ -317,8 +344,19 @@ def test_model_and_checkpoint_rules(val_dir: Path, checkpoints: dict[str, Path],
 
 
 def test_cli_with_checkpoint_prints_the_table(val_dir: Path, checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    result = invoke(val_dir, "--checkpoint", checkpoints["tiny-2d"], "--model", "tiny-2d",
-                    "--out", tmp_path / "out", "--batch-size", "2", "--device", "cpu")
+    result = invoke(
+        val_dir,
+        "--checkpoint",
+        checkpoints["tiny-2d"],
+        "--model",
+        "tiny-2d",
+        "--out",
+        tmp_path / "out",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     for word in ("NMSE", "PSNR", "SSIM", "zf PSNR", "time (s)", "mean (2 scored)"):
         assert word in result.stdout

@@ -56,8 +56,15 @@ def test_feed_rates() -> None:
     assert stats.loader_slices_per_s == pytest.approx(40.0)  # two readers at 20 slices/s each
     assert stats.model_slices_per_s == pytest.approx(2.5) and stats.wait_fraction == pytest.approx(0.2)
     record = stats.record(World(), torch.device("cpu"))
-    assert record == pytest.approx({"slices_per_s": 2.0, "model_slices_per_s": 2.5, "loader_slices_per_s": 40.0,
-                                    "loader_wait_fraction": 0.2, "num_workers": 2})
+    assert record == pytest.approx(
+        {
+            "slices_per_s": 2.0,
+            "model_slices_per_s": 2.5,
+            "loader_slices_per_s": 40.0,
+            "loader_wait_fraction": 0.2,
+            "num_workers": 2,
+        }
+    )
     empty = FeedStats(workers=0).record(World(), torch.device("cpu"))
     assert empty["slices_per_s"] is None and empty["loader_slices_per_s"] is None
     assert math.isinf(FeedStats(workers=0).loader_slices_per_s)

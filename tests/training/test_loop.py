@@ -31,9 +31,28 @@ from irecon.training.plan import build_seeded
 from tests.train_helpers import ROOT, assert_same_weights, load, make_options, subprocess_env, write_checkpoint_dir
 
 CHECKPOINT_KEYS = {
-    "model_config", "model", "preset", "optimizer", "scheduler", "epoch", "epoch_position", "global_step",
-    "epoch_loss", "epoch_loss_ranks", "rng", "options", "best_ssim", "best_epoch", "history", "zero_filled", "train_files",
-    "world_size", "irecon_version", "torch_version", "wall_time_s", "time_budget_s",
+    "model_config",
+    "model",
+    "preset",
+    "optimizer",
+    "scheduler",
+    "epoch",
+    "epoch_position",
+    "global_step",
+    "epoch_loss",
+    "epoch_loss_ranks",
+    "rng",
+    "options",
+    "best_ssim",
+    "best_epoch",
+    "history",
+    "zero_filled",
+    "train_files",
+    "world_size",
+    "irecon_version",
+    "torch_version",
+    "wall_time_s",
+    "time_budget_s",
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,8 +79,19 @@ def test_one_epoch_writes_checkpoints_and_reports(data: Path, tmp_path: Path) ->
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1
     record = result.history[0]
-    for key in ("train_loss", "val_nmse", "val_psnr", "val_ssim", "zero_filled_ssim", "lr", "peak_memory_bytes",
-                "slices_per_s", "model_slices_per_s", "loader_slices_per_s", "loader_wait_fraction"):
+    for key in (
+        "train_loss",
+        "val_nmse",
+        "val_psnr",
+        "val_ssim",
+        "zero_filled_ssim",
+        "lr",
+        "peak_memory_bytes",
+        "slices_per_s",
+        "model_slices_per_s",
+        "loader_slices_per_s",
+        "loader_wait_fraction",
+    ):
         assert record[key] is not None
     assert record["peak_memory_kind"] == "process_peak_rss"
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -181,8 +211,16 @@ def ddp_runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(make_options(data, root / "single", batch_size=1, seed=3, epochs=1))
     torch.set_num_threads(previous)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        str(ROOT / "tests" / "train_ddp_worker.py"), str(data / "train"), str(data / "val"), str(root),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(ROOT / "tests" / "train_ddp_worker.py"),
+        str(data / "train"),
+        str(data / "val"),
+        str(root),
     ]
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -255,8 +293,9 @@ def test_sharded_checkpoints_resume_on_another_number_of_processes(data: Path, d
 
 def test_shard_optimizer_on_one_process_is_plain_adam(data: Path, tmp_path: Path) -> None:
     shown = io.StringIO()
-    train(make_options(data, tmp_path / "run", max_steps=2, shard_optimizer=True),
-          console=Console(file=shown, width=300))
+    train(
+        make_options(data, tmp_path / "run", max_steps=2, shard_optimizer=True), console=Console(file=shown, width=300)
+    )
     assert "(--shard-optimizer needs several processes)" in shown.getvalue()
     plain = train(make_options(data, tmp_path / "plain", max_steps=2))
     sharded = load(tmp_path / "run" / "last.pt")

@@ -18,15 +18,36 @@ from irecon.errors import IreconError
 # name -> (module, function, the one-line help shown by ``irecon --help``)
 COMMANDS = {
     "synth": ("irecon.cli.data", "synth", "Write realistic synthetic fastMRI-format volumes into OUT_DIR."),
-    "check": ("irecon.cli.data", "check", "Validate fastMRI files and folders; exit 0 only when every volume is valid."),
-    "models": ("irecon.cli.data", "models", "List the model presets: kind, dimensionality, steps, layers per step, parameters."),
-    "train": ("irecon.cli.train", "train_command", "Train a preset on TRAIN_DIR, validating on --val after every epoch."),
-    "reconstruct": ("irecon.cli.reconstruct", "reconstruct_command",
-                    "Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input."),
-    "export": ("irecon.cli.reconstruct", "export_command",
-               "Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers."),
-    "bench-memory": ("irecon.cli.bench", "bench_memory",
-                     "Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes."),
+    "check": (
+        "irecon.cli.data",
+        "check",
+        "Validate fastMRI files and folders; exit 0 only when every volume is valid.",
+    ),
+    "models": (
+        "irecon.cli.data",
+        "models",
+        "List the model presets: kind, dimensionality, steps, layers per step, parameters.",
+    ),
+    "train": (
+        "irecon.cli.train",
+        "train_command",
+        "Train a preset on TRAIN_DIR, validating on --val after every epoch.",
+    ),
+    "reconstruct": (
+        "irecon.cli.reconstruct",
+        "reconstruct_command",
+        "Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.",
+    ),
+    "export": (
+        "irecon.cli.reconstruct",
+        "export_command",
+        "Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers.",
+    ),
+    "bench-memory": (
+        "irecon.cli.bench",
+        "bench_memory",
+        "Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes.",
+    ),
 }
 
 

@@ -34,35 +34,72 @@ def _mode_name(modes: tuple[str, ...]) -> str:
 
 @click.command("bench-memory", cls=ListCommand)
 @click.option("--model", default=_default("model"), show_default=True, help="preset to measure")
-@click.option("--steps", multiple=True, type=int, default=_default("steps"), show_default=True,
-              help="time steps T to sweep: --steps 1 2 4 (or the option repeated)")
+@click.option(
+    "--steps",
+    multiple=True,
+    type=int,
+    default=_default("steps"),
+    show_default=True,
+    help="time steps T to sweep: --steps 1 2 4 (or the option repeated)",
+)
 @click.option("--layers", multiple=True, type=int, help="invertible layers per step to sweep (i-RIM)")
 @click.option("--size", type=(int, int), default=_default("size"), show_default=True, metavar="H W")
 @click.option("--slices", type=int, default=_default("slices"), show_default=True, help="slab depth for 3-D models")
 @click.option("--coils", type=int, help="receiver coils of the input  [default: the preset's]")
 @click.option("--batches", type=int, help="mini-batches; the minimum peak is reported  [default: 10; 1 on meta]")
-@click.option("--device", default=None, metavar="DEVICE",
-              help="cpu, cuda, cuda:N, or meta: the planner, shapes only  [default: cuda if available, else cpu]")
-@click.option("--meter", type=click.Choice(METERS),
-              help="CPU figure reported as the peak; both are recorded  [default: allocator]")
-@click.option("--mode", type=click.Choice(list(MODES)),
-              help=f"[default: {_mode_name(_default('modes'))}; train with --budget]")
+@click.option(
+    "--device",
+    default=None,
+    metavar="DEVICE",
+    help="cpu, cuda, cuda:N, or meta: the planner, shapes only  [default: cuda if available, else cpu]",
+)
+@click.option(
+    "--meter",
+    type=click.Choice(METERS),
+    help="CPU figure reported as the peak; both are recorded  [default: allocator]",
+)
+@click.option(
+    "--mode", type=click.Choice(list(MODES)), help=f"[default: {_mode_name(_default('modes'))}; train with --budget]"
+)
 @click.option("--compare-plain", is_flag=True, help="also measure plain autograd on the same model")
 @click.option("--with-rim", is_flag=True, help="also measure the RIM baseline at the same step counts")
-@click.option("--timing-batches", type=int, default=_default("timing_batches"), show_default=True,
-              help="untracked batches timed per setting")
-@click.option("--budget", metavar="SIZE",
-              help="plan on meta: the deepest T whose training/inference peak fits, e.g. 24GiB or 40GB")
-@click.option("--max-steps", type=int, default=_default("max_steps"), show_default=True,
-              help="deepest T the --budget search tries")
-@click.option("--world-size", type=int, default=_default("world_size"), show_default=True,
-              help="DDP ranks: report each rank's Adam state and peak (training)")
+@click.option(
+    "--timing-batches",
+    type=int,
+    default=_default("timing_batches"),
+    show_default=True,
+    help="untracked batches timed per setting",
+)
+@click.option(
+    "--budget",
+    metavar="SIZE",
+    help="plan on meta: the deepest T whose training/inference peak fits, e.g. 24GiB or 40GB",
+)
+@click.option(
+    "--max-steps",
+    type=int,
+    default=_default("max_steps"),
+    show_default=True,
+    help="deepest T the --budget search tries",
+)
+@click.option(
+    "--world-size",
+    type=int,
+    default=_default("world_size"),
+    show_default=True,
+    help="DDP ranks: report each rank's Adam state and peak (training)",
+)
 @click.option("--shard-optimizer", is_flag=True, help="with --world-size: Adam sharded as train --shard-optimizer does")
 @threads_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="write one record per measurement (per search with --budget)")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG of peak memory against depth")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write one record per measurement (per search with --budget)",
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG of peak memory against depth"
+)
 def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | None, **params: Any) -> None:
     """Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes.
 
@@ -116,10 +153,12 @@ def rank_lines(records: list[Measurement]) -> list[str]:
         how = "Adam sharded" if m.shard_optimizer else "Adam on every rank"
         weights = max(m.rank_weight_bytes)
         peak = f", peak {format_bytes(max(m.rank_peak_bytes))} MiB" if m.rank_peak_bytes else ""
-        lines.append(f"per rank, {plural(m.world_size, 'rank')} ({how}): {m.model} {m.mode} "
-                     f"{'memory-free' if m.memory_free else 'plain'} T={m.steps}: weights "
-                     f"{format_bytes(weights)} MiB{peak} (largest rank; one process: "
-                     f"{format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes)} MiB)")
+        lines.append(
+            f"per rank, {plural(m.world_size, 'rank')} ({how}): {m.model} {m.mode} "
+            f"{'memory-free' if m.memory_free else 'plain'} T={m.steps}: weights "
+            f"{format_bytes(weights)} MiB{peak} (largest rank; one process: "
+            f"{format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes)} MiB)"
+        )
     return lines
 
 
@@ -144,8 +183,12 @@ def _row(m: Measurement, both: bool = False) -> list[str]:
     cpu = [format_bytes(m.storage_peak_bytes), format_bytes(m.allocator_peak_bytes)] if both else []
     seconds = "-" if m.step_seconds is None else f"{m.step_seconds:.3f}"
     return [
-        *head, format_bytes(m.peak_bytes), *cpu, format_bytes(m.activation_bytes),
-        format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes), seconds,
+        *head,
+        format_bytes(m.peak_bytes),
+        *cpu,
+        format_bytes(m.activation_bytes),
+        format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes),
+        seconds,
     ]
 
 
@@ -159,8 +202,10 @@ def progress_line(m: Measurement) -> str:
         return f"{head}: skipped ({m.skipped})"
     line = f"{head}: peak {format_bytes(m.peak_bytes)} MiB [{m.method}]"
     if m.storage_peak_bytes is not None and m.allocator_peak_bytes is not None:
-        line += (f"; storage tracker {format_bytes(m.storage_peak_bytes)} MiB,"
-                 f" allocator {format_bytes(m.allocator_peak_bytes)} MiB")
+        line += (
+            f"; storage tracker {format_bytes(m.storage_peak_bytes)} MiB,"
+            f" allocator {format_bytes(m.allocator_peak_bytes)} MiB"
+        )
     return line
 
 

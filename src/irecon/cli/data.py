@@ -20,25 +20,44 @@ def _synth_default(name: str) -> Any:
 
 @click.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--challenge", type=click.Choice(["singlecoil", "multicoil"]), default=_synth_default("challenge"),
-              show_default=True)
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default=_synth_default("split"),
-              show_default=True, help="train/val: full k-space + target; test: undersampled k-space + mask, no target")
+@click.option(
+    "--challenge",
+    type=click.Choice(["singlecoil", "multicoil"]),
+    default=_synth_default("challenge"),
+    show_default=True,
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default=_synth_default("split"),
+    show_default=True,
+    help="train/val: full k-space + target; test: undersampled k-space + mask, no target",
+)
 @click.option("--volumes", type=int, default=_synth_default("volumes"), show_default=True)
 @click.option("--slices", type=int, default=_synth_default("slices"), show_default=True)
 @click.option("--coils", type=int, default=_synth_default("coils"), show_default=True, help="multi-coil only")
-@click.option("--kspace-size", type=(int, int), default=_synth_default("kspace_size"), show_default=True,
-              metavar="H W")
-@click.option("--recon-size", type=(int, int), default=_synth_default("recon_size"), show_default=True,
-              metavar="H W")
-@click.option("--acceleration", type=int, default=_synth_default("acceleration"), show_default=True,
-              help="test split only")
-@click.option("--center-fraction", type=float, default=_synth_default("center_fraction"), show_default=True,
-              help="test split only")
-@click.option("--mask-type", type=click.Choice(MASK_TYPES), default=_synth_default("mask_type"),
-              show_default=True, help="test split only")
-@click.option("--noise", type=float, default=_synth_default("noise"), show_default=True,
-              help="k-space noise, relative to its RMS")
+@click.option("--kspace-size", type=(int, int), default=_synth_default("kspace_size"), show_default=True, metavar="H W")
+@click.option("--recon-size", type=(int, int), default=_synth_default("recon_size"), show_default=True, metavar="H W")
+@click.option(
+    "--acceleration", type=int, default=_synth_default("acceleration"), show_default=True, help="test split only"
+)
+@click.option(
+    "--center-fraction",
+    type=float,
+    default=_synth_default("center_fraction"),
+    show_default=True,
+    help="test split only",
+)
+@click.option(
+    "--mask-type",
+    type=click.Choice(MASK_TYPES),
+    default=_synth_default("mask_type"),
+    show_default=True,
+    help="test split only",
+)
+@click.option(
+    "--noise", type=float, default=_synth_default("noise"), show_default=True, help="k-space noise, relative to its RMS"
+)
 @click.option("--seed", type=int, default=_synth_default("seed"), show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace existing files")
 def synth(out_dir: str, **options: Any) -> None:
@@ -90,8 +109,13 @@ def check_table(result: Any) -> Table:
             acceleration = info.attrs.get("acceleration")
             mask = "yes" if acceleration is None else f"R={acceleration}"
         table.add_row(
-            name, info.challenge.removesuffix("coil"), str(info.num_slices),
-            f"{info.kspace_shape[0]}x{info.kspace_shape[1]}", str(info.num_coils), target, mask,
+            name,
+            info.challenge.removesuffix("coil"),
+            str(info.num_slices),
+            f"{info.kspace_shape[0]}x{info.kspace_shape[1]}",
+            str(info.num_coils),
+            target,
+            mask,
             str(info.attrs.get("acquisition", "-")),
         )
     return table
@@ -110,10 +134,11 @@ def models() -> None:
         table.add_column(column, justify="right" if column in ("steps", "layers", "parameters") else "left")
     for name, (config, _) in PRESETS.items():
         table.add_row(
-            name, config.kind, f"{config.dims}D",
+            name,
+            config.kind,
+            f"{config.dims}D",
             str(config.steps) if config.kind in ("irim", "rim") else "-",
             str(config.layers) if config.kind == "irim" else "-",
             f"{count_parameters(config):,}",
         )
     stdout_console().print(table)
-

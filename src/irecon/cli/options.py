@@ -74,7 +74,9 @@ def _is_number(text: str) -> bool:
 def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--device``: cpu, cuda or cuda:N; default cuda when available."""
     return click.option(
-        "--device", default=None, metavar="DEVICE",
+        "--device",
+        default=None,
+        metavar="DEVICE",
         help="cpu, cuda or cuda:N  [default: cuda if available, else cpu]",
     )(fn)
 
@@ -82,9 +84,12 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--threads N``: torch's CPU threads (the options dataclass's default, None, keeps torch's)."""
     return click.option(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
         help="CPU threads for torch. On a busy or shared machine torch's default (one per core) can be "
-             "many times slower than 1 or 2.  [default: torch's]",
+        "many times slower than 1 or 2.  [default: torch's]",
     )(fn)
 
 

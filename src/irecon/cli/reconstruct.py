@@ -24,32 +24,78 @@ def _default(name: str) -> Any:
 
 @click.command("reconstruct")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
-@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="CKPT",
-              help="Trained model (from irecon train); carries its config.")
-@click.option("--model", "model", default=_default("model"),
-              help="Preset; only zero-filled runs without --checkpoint. With one it must match it.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
-              help="Folder for the reconstructions (created if missing).")
-@click.option("--mask-type", type=click.Choice(MASK_TYPES), default=_default("mask_type"), show_default=True,
-              help="Mask for files without their own mask (seeded by file name).")
-@click.option("--acceleration", type=int, default=_default("acceleration"), show_default=True,
-              help="Of the drawn mask.")
-@click.option("--center-fraction", type=float, default=_default("center_fraction"), show_default=True,
-              help="Fully sampled centre of the drawn mask.")
-@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
-              help="Slices per forward pass of a 2-D model (3-D models take the whole volume).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    metavar="CKPT",
+    help="Trained model (from irecon train); carries its config.",
+)
+@click.option(
+    "--model",
+    "model",
+    default=_default("model"),
+    help="Preset; only zero-filled runs without --checkpoint. With one it must match it.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="OUT_DIR",
+    help="Folder for the reconstructions (created if missing).",
+)
+@click.option(
+    "--mask-type",
+    type=click.Choice(MASK_TYPES),
+    default=_default("mask_type"),
+    show_default=True,
+    help="Mask for files without their own mask (seeded by file name).",
+)
+@click.option(
+    "--acceleration", type=int, default=_default("acceleration"), show_default=True, help="Of the drawn mask."
+)
+@click.option(
+    "--center-fraction",
+    type=float,
+    default=_default("center_fraction"),
+    show_default=True,
+    help="Fully sampled centre of the drawn mask.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=_default("batch_size"),
+    show_default=True,
+    help="Slices per forward pass of a 2-D model (3-D models take the whole volume).",
+)
 @device_option
 @threads_option
 @click.option("--overwrite", is_flag=True, help="Replace existing output, preview and JSON files.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), metavar="FILE",
-              help="Write per-volume records and the mean as JSON.")
-@click.option("--preview", "preview_dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder for one PNG per volume: the middle slice, zero-filled, reconstruction, target and "
-                   "|error| maps on one scale, with the model, mask and the volume's scores.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(OUTPUT_FORMATS),
-              default=_default("formats"), show_default=True,
-              help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "
-                   "dicom (one MR series folder per volume).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write per-volume records and the mean as JSON.",
+)
+@click.option(
+    "--preview",
+    "preview_dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder for one PNG per volume: the middle slice, zero-filled, reconstruction, target and "
+    "|error| maps on one scale, with the model, mask and the volume's scores.",
+)
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(OUTPUT_FORMATS),
+    default=_default("formats"),
+    show_default=True,
+    help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "
+    "dicom (one MR series folder per volume).",
+)
 def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
 
@@ -79,16 +125,36 @@ def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
 
 @click.command("export")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RECON...")
-@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
-              default=default_of(ExportOptions, "formats"), show_default=True,
-              help="nifti (.nii.gz) and/or dicom (one MR series folder per volume); repeatable.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder for the exported files (created if missing).")
-@click.option("--dataset", default=default_of(ExportOptions, "dataset"), show_default=True,
-              type=click.Choice(DATASETS),
-              help="Dataset to export; reconstruction_esc/_rss export an input file's target for side-by-side viewing.")
-@click.option("--header-from", type=click.Path(path_type=Path), metavar="INPUT",
-              help="fastMRI input file (or its folder) whose header gives the geometry, for files without one.")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    default=default_of(ExportOptions, "formats"),
+    show_default=True,
+    help="nifti (.nii.gz) and/or dicom (one MR series folder per volume); repeatable.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder for the exported files (created if missing).",
+)
+@click.option(
+    "--dataset",
+    default=default_of(ExportOptions, "dataset"),
+    show_default=True,
+    type=click.Choice(DATASETS),
+    help="Dataset to export; reconstruction_esc/_rss export an input file's target for side-by-side viewing.",
+)
+@click.option(
+    "--header-from",
+    type=click.Path(path_type=Path),
+    metavar="INPUT",
+    help="fastMRI input file (or its folder) whose header gives the geometry, for files without one.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing exports.")
 def export_command(inputs: tuple[Path, ...], formats: tuple[str, ...], **params: Any) -> None:
     """Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers.
@@ -166,8 +232,9 @@ def _table(report: Any, side_by_side: bool, name_width: int) -> Table:
     with_metrics = bool(report.scored)
     beside = _has_baseline(report) and side_by_side
     below = _has_baseline(report) and not side_by_side
-    table = Table(title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}",
-                  title_justify="left")
+    table = Table(
+        title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}", title_justify="left"
+    )
     table.add_column("volume", width=name_width, overflow="fold")
     table.add_column("slices", justify="right", no_wrap=True)
     if with_metrics:
@@ -212,4 +279,3 @@ def _score_cells(scores: Any) -> list[str]:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-

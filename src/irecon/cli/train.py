@@ -20,66 +20,143 @@ def _default(name: str) -> Any:
 
 @click.command("train", cls=ListCommand)
 @click.argument("train_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--val", "val_dir", type=click.Path(path_type=Path),
-              help="Folder of validation .h5 volumes (whole volumes, file-name-seeded masks).")
+@click.option(
+    "--val",
+    "val_dir",
+    type=click.Path(path_type=Path),
+    help="Folder of validation .h5 volumes (whole volumes, file-name-seeded masks).",
+)
 @click.option("--model", help="Preset (see irecon models), e.g. tiny-2d, paper-2d, paper-3d.")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.",
+)
 @click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True)
 @click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Adam learning rate.")
-@click.option("--lr-step", type=int, default=_default("lr_step"), show_default=True,
-              help="StepLR: epochs between decays.")
+@click.option(
+    "--lr-step", type=int, default=_default("lr_step"), show_default=True, help="StepLR: epochs between decays."
+)
 @click.option("--lr-gamma", type=float, default=_default("lr_gamma"), show_default=True, help="StepLR: decay factor.")
-@click.option("--loss", default=_default("loss"), show_default=True,
-              help="ssim (1-SSIM, fastmri SSIMLoss), l1 or mse, each with the data range = the volume's max.")
-@click.option("--train-resolution", nargs=2, type=int, default=_default("train_resolution"), metavar="H W",
-              help="Crop/pad training k-space in image space (official i-RIM: 368 368); needed for "
-                   "batches > 1 of differently sized volumes.  [default: native size]")
-@click.option("--accelerations", multiple=True, type=int, default=_default("accelerations"), show_default=True,
-              help="One or more values, paired with --center-fractions; validation uses the first pair.")
-@click.option("--center-fractions", multiple=True, type=float, default=_default("center_fractions"),
-              show_default=True)
+@click.option(
+    "--loss",
+    default=_default("loss"),
+    show_default=True,
+    help="ssim (1-SSIM, fastmri SSIMLoss), l1 or mse, each with the data range = the volume's max.",
+)
+@click.option(
+    "--train-resolution",
+    nargs=2,
+    type=int,
+    default=_default("train_resolution"),
+    metavar="H W",
+    help="Crop/pad training k-space in image space (official i-RIM: 368 368); needed for "
+    "batches > 1 of differently sized volumes.  [default: native size]",
+)
+@click.option(
+    "--accelerations",
+    multiple=True,
+    type=int,
+    default=_default("accelerations"),
+    show_default=True,
+    help="One or more values, paired with --center-fractions; validation uses the first pair.",
+)
+@click.option("--center-fractions", multiple=True, type=float, default=_default("center_fractions"), show_default=True)
 @click.option("--mask-type", type=click.Choice(MASK_TYPES), default=_default("mask_type"), show_default=True)
-@click.option("--slab", type=int, default=_default("slab"),
-              help="Slices per 3-D training slab.  [default: 8 for 3-D presets]")
+@click.option(
+    "--slab", type=int, default=_default("slab"), help="Slices per 3-D training slab.  [default: 8 for 3-D presets]"
+)
 @click.option("--seed", type=int, default=_default("seed"), show_default=True)
 @device_option
-@click.option("--amp", type=click.Choice(["bf16"]), default=_default("amp"),
-              help="bfloat16 autocast for the model's forward pass (the loss stays float32).")
-@click.option("--memory-free/--no-memory-free", default=_default("memory_free"), show_default=True,
-              help="Invert-to-learn backprop for the i-RIM (memory independent of depth).")
+@click.option(
+    "--amp",
+    type=click.Choice(["bf16"]),
+    default=_default("amp"),
+    help="bfloat16 autocast for the model's forward pass (the loss stays float32).",
+)
+@click.option(
+    "--memory-free/--no-memory-free",
+    default=_default("memory_free"),
+    show_default=True,
+    help="Invert-to-learn backprop for the i-RIM (memory independent of depth).",
+)
 @click.option("--steps", type=int, default=_default("steps"), help="Override the preset's steps.")
 @click.option("--layers", type=int, default=_default("layers"), help="Override the i-RIM layers per step.")
 @click.option("--n-latent", type=int, default=_default("n_latent"), help="Override the i-RIM state channels.")
 @click.option("--multiplicity", type=int, default=_default("multiplicity"), help="Override the i-RIM multiplicity.")
-@click.option("--shared-weights/--no-shared-weights", default=_default("shared_weights"),
-              help="Override weight sharing across steps.")
-@click.option("--checkpoint-every", type=int, default=_default("checkpoint_every"), show_default=True,
-              help="Write last.pt every N steps.")
-@click.option("--num-workers", type=int, default=_default("num_workers"),
-              help="DataLoader worker processes per training process (0: read in the training process).  "
-                   "[default: 0 on the CPU, min(4, CPUs per process - 1) on a GPU]")
-@click.option("--shard-optimizer/--no-shard-optimizer", default=_default("shard_optimizer"), show_default=True,
-              help="Under torchrun, shard the Adam state over the processes (ZeRO); checkpoints stay whole and "
-                   "resume on any number of processes. On one process it is plain Adam.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in RUN_DIR from last.pt, exactly where it stopped, with its options "
-                   "(TRAIN_DIR, --val and --model may be left out; an option given must not conflict).")
+@click.option(
+    "--shared-weights/--no-shared-weights",
+    default=_default("shared_weights"),
+    help="Override weight sharing across steps.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=_default("checkpoint_every"),
+    show_default=True,
+    help="Write last.pt every N steps.",
+)
+@click.option(
+    "--num-workers",
+    type=int,
+    default=_default("num_workers"),
+    help="DataLoader worker processes per training process (0: read in the training process).  "
+    "[default: 0 on the CPU, min(4, CPUs per process - 1) on a GPU]",
+)
+@click.option(
+    "--shard-optimizer/--no-shard-optimizer",
+    default=_default("shard_optimizer"),
+    show_default=True,
+    help="Under torchrun, shard the Adam state over the processes (ZeRO); checkpoints stay whole and "
+    "resume on any number of processes. On one process it is plain Adam.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in RUN_DIR from last.pt, exactly where it stopped, with its options "
+    "(TRAIN_DIR, --val and --model may be left out; an option given must not conflict).",
+)
 @click.option("--overwrite", is_flag=True, help="Start afresh in a RUN_DIR that holds checkpoints.")
-@click.option("--max-steps", type=int, default=_default("max_steps"),
-              help="Stop after N optimisation steps in total (demos, tests); resume to continue.")
-@click.option("--max-bad-steps", type=int, default=_default("max_bad_steps"), show_default=True,
-              help="Steps with a non-finite loss or gradient are skipped and counted; this many in a row stop the run.")
-@click.option("--time-budget", "time_budget_s", callback=lambda ctx, param, value: _duration(value), default=None,
-              metavar="DURATION", help="Stop cleanly (last.pt + resume command) after this wall time, validation "
-                                       "included: 90s, 15m, 2h, 1h30m or seconds. Applies to each launch.")
+@click.option(
+    "--max-steps",
+    type=int,
+    default=_default("max_steps"),
+    help="Stop after N optimisation steps in total (demos, tests); resume to continue.",
+)
+@click.option(
+    "--max-bad-steps",
+    type=int,
+    default=_default("max_bad_steps"),
+    show_default=True,
+    help="Steps with a non-finite loss or gradient are skipped and counted; this many in a row stop the run.",
+)
+@click.option(
+    "--time-budget",
+    "time_budget_s",
+    callback=lambda ctx, param, value: _duration(value),
+    default=None,
+    metavar="DURATION",
+    help="Stop cleanly (last.pt + resume command) after this wall time, validation "
+    "included: 90s, 15m, 2h, 1h30m or seconds. Applies to each launch.",
+)
 @threads_option
-@click.option("--scan/--no-scan", default=_default("scan"), show_default=True,
-              help="Read every training and validation file whole for NaN/Inf before the first step, as irecon "
-                   "check does (--no-scan for huge datasets already checked).")
-@click.option("--log-every", type=float, default=_default("log_every"), show_default=True, metavar="SECONDS",
-              help="Seconds between plain progress lines when the output is not a terminal (logs, nohup).")
+@click.option(
+    "--scan/--no-scan",
+    default=_default("scan"),
+    show_default=True,
+    help="Read every training and validation file whole for NaN/Inf before the first step, as irecon "
+    "check does (--no-scan for huge datasets already checked).",
+)
+@click.option(
+    "--log-every",
+    type=float,
+    default=_default("log_every"),
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between plain progress lines when the output is not a terminal (logs, nohup).",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 
@@ -104,13 +181,19 @@ def train_command(**params: Any) -> None:
         if result.history:
             console.print(summary_table(result))
         if result.exit_code:
-            say(console, f"interrupted at epoch {result.epochs_done + 1} step {result.epoch_step} "
-                         f"(step {result.global_step} in all); resume with: {result.resume_command}")
+            say(
+                console,
+                f"interrupted at epoch {result.epochs_done + 1} step {result.epoch_step} "
+                f"(step {result.global_step} in all); resume with: {result.resume_command}",
+            )
         elif result.stopped is Outcome.MAX_STEPS:
             say(console, f"stopped at step {result.global_step} (--max-steps); continue with: {result.resume_command}")
         elif result.stopped is Outcome.TIME_BUDGET:
-            say(console, f"stopped at step {result.global_step} after {result.wall_time_s:.0f} s (--time-budget); "
-                         f"continue with: {result.resume_command}")
+            say(
+                console,
+                f"stopped at step {result.global_step} after {result.wall_time_s:.0f} s (--time-budget); "
+                f"continue with: {result.resume_command}",
+            )
     exit_with(result.exit_code)
 
 
@@ -130,15 +213,22 @@ def summary_table(result: Any) -> Table:
         table.add_column(column, justify="right")
     for r in result.history:
         table.add_row(
-            str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['val_nmse']:.4f}", f"{r['val_psnr']:.2f}",
-            f"{r['val_ssim']:.4f}", f"{r['lr']:.2e}", style="bold" if r["epoch"] == result.best_epoch else None,
+            str(r["epoch"]),
+            f"{r['train_loss']:.4f}",
+            f"{r['val_nmse']:.4f}",
+            f"{r['val_psnr']:.2f}",
+            f"{r['val_ssim']:.4f}",
+            f"{r['lr']:.2e}",
+            style="bold" if r["epoch"] == result.best_epoch else None,
         )
     zero = result.zero_filled
     if zero:
-        table.add_row("zero-filled", "", f"{zero['nmse']:.4f}", f"{zero['psnr']:.2f}", f"{zero['ssim']:.4f}", "",
-                      style="dim")
+        table.add_row(
+            "zero-filled", "", f"{zero['nmse']:.4f}", f"{zero['psnr']:.2f}", f"{zero['ssim']:.4f}", "", style="dim"
+        )
     if result.best_epoch is not None:
-        table.caption = (f"best.pt = epoch {result.best_epoch} (SSIM {result.best_ssim:.4f}); "
-                         f"{result.total_wall_time_s:.0f} s in all")
+        table.caption = (
+            f"best.pt = epoch {result.best_epoch} (SSIM {result.best_ssim:.4f}); "
+            f"{result.total_wall_time_s:.0f} s in all"
+        )
     return table
-

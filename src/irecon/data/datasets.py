@@ -133,9 +133,7 @@ def eval_mask(info: VolumeInfo, mask_spec: MaskSpec | None) -> tuple[np.ndarray,
     return apply_padding(mask, info.padding_left, info.padding_right), num_low
 
 
-def load_volume(
-    path: str | Path, mask_spec: MaskSpec | None, info: VolumeInfo | None = None
-) -> Volume:
+def load_volume(path: str | Path, mask_spec: MaskSpec | None, info: VolumeInfo | None = None) -> Volume:
     """Load one whole volume at native size, masked exactly as ``MRIDataset(train=False)`` masks it.
 
     ``info`` saves re-reading the header when the caller already has it.
@@ -202,9 +200,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise IreconError(f"seed must be a non-negative integer, got {seed!r}")
         if challenge is not None and challenge not in CHALLENGES:
-            raise IreconError(
-                f"unknown challenge {challenge!r}; choose one of {', '.join(CHALLENGES)}"
-            )
+            raise IreconError(f"unknown challenge {challenge!r}; choose one of {', '.join(CHALLENGES)}")
         if resolution is not None:
             resolution = _check_resolution(resolution, train)
         if mask_spec is not None:
@@ -291,8 +287,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
             if info.challenge != expected:
                 why = "was asked for" if challenge else f"is the challenge of {first.path.name}"
                 raise IreconError(
-                    f"file is {info.challenge} but {expected} {why}; all files must be of one "
-                    "challenge",
+                    f"file is {info.challenge} but {expected} {why}; all files must be of one challenge",
                     info.path,
                 )
             if self.train and info.num_coils != first.num_coils:
@@ -308,14 +303,11 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
                 )
             if self.train and info.target_key is None:
                 raise IreconError(
-                    "file has no target (a test-style file?); training needs a target in every "
-                    "file",
+                    "file has no target (a test-style file?); training needs a target in every file",
                     info.path,
                 )
             if not info.has_mask and self.mask_spec is None:
-                raise IreconError(
-                    "file has no mask of its own and no mask was specified", info.path
-                )
+                raise IreconError("file has no mask of its own and no mask was specified", info.path)
             self._check_resolution_fits(info)
         if self.mask_spec is not None:
             widths = {}
@@ -330,9 +322,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         if self.resolution is None:
             return
         height, width = self.resolution
-        if info.target_shape is not None and (
-            height < info.target_shape[0] or width < info.target_shape[1]
-        ):
+        if info.target_shape is not None and (height < info.target_shape[0] or width < info.target_shape[1]):
             raise IreconError(
                 f"resolution {height}x{width} is smaller than the target size "
                 f"{info.target_shape[0]}x{info.target_shape[1]}",
@@ -392,23 +382,17 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
 
 def _check_resolution(resolution: tuple[int, int], train: bool) -> tuple[int, int]:
     if not train:
-        raise IreconError(
-            "resolution applies to training only; evaluation uses the native k-space size"
-        )
+        raise IreconError("resolution applies to training only; evaluation uses the native k-space size")
     try:
         pair = tuple(resolution)
     except TypeError:
         pair = ()
-    if len(pair) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in pair
-    ):
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in pair):
         raise IreconError(f"resolution must be two positive integers (h, w), got {resolution!r}")
     return int(pair[0]), int(pair[1])
 
 
-def _draw(
-    spec: MaskSpec, width: int, seed: int | tuple[int, ...], path: Path
-) -> tuple[np.ndarray, int]:
+def _draw(spec: MaskSpec, width: int, seed: int | tuple[int, ...], path: Path) -> tuple[np.ndarray, int]:
     """``make_mask``, with the file named in its error."""
     try:
         return make_mask(spec, width, seed)

@@ -75,4 +75,3 @@ class OpenFiles:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._files, self._pid = {}, None
-

@@ -38,9 +38,7 @@ class MaskSpec:
     def validate(self) -> None:
         """Raise IreconError naming the offending values when the spec cannot give a valid mask."""
         if self.mask_type not in MASK_TYPES:
-            raise IreconError(
-                f"unknown mask type {self.mask_type!r}; choose one of {', '.join(MASK_TYPES)}"
-            )
+            raise IreconError(f"unknown mask type {self.mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
         if not self.center_fractions or not self.accelerations:
             raise IreconError("mask needs at least one center fraction and one acceleration")
         if len(self.center_fractions) != len(self.accelerations):
@@ -77,9 +75,7 @@ def seed_for_file(fname: str) -> tuple[int, ...]:
     return tuple(map(ord, fname))
 
 
-def make_mask(
-    spec: MaskSpec, num_cols: int, seed: int | tuple[int, ...] | None
-) -> tuple[np.ndarray, int]:
+def make_mask(spec: MaskSpec, num_cols: int, seed: int | tuple[int, ...] | None) -> tuple[np.ndarray, int]:
     """Draw one mask over ``num_cols`` phase-encode lines with fastMRI's mask function.
 
     Returns the 1-D float32 0/1 mask and the number of fully sampled centre lines. The same seed
@@ -94,9 +90,7 @@ def make_mask(
             _check_fraction_budget(spec.mask_type, fraction, acceleration, num_cols)
     from fastmri.data.subsample import create_mask_for_mask_type  # imported here: it loads torch
 
-    mask_func = create_mask_for_mask_type(
-        spec.mask_type, list(spec.center_fractions), list(spec.accelerations)
-    )
+    mask_func = create_mask_for_mask_type(spec.mask_type, list(spec.center_fractions), list(spec.accelerations))
     try:
         mask, num_low_frequencies = mask_func((1, num_cols, 2), seed=seed)
     except (ValueError, TypeError, ZeroDivisionError) as exc:
@@ -119,9 +113,7 @@ def training_seed(base_seed: int, epoch: int, index: int) -> int:
     for name, value in (("seed", base_seed), ("epoch", epoch), ("sample index", index)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise IreconError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(
-        np.random.SeedSequence((int(base_seed), int(epoch), int(index))).generate_state(1)[0]
-    )
+    return int(np.random.SeedSequence((int(base_seed), int(epoch), int(index))).generate_state(1)[0])
 
 
 def apply_padding(mask: np.ndarray, padding_left: int, padding_right: int) -> np.ndarray:
@@ -140,9 +132,7 @@ def apply_padding(mask: np.ndarray, padding_left: int, padding_right: int) -> np
     return out
 
 
-def _check_fraction_budget(
-    mask_type: str, fraction: float, acceleration: int, num_cols: int
-) -> None:
+def _check_fraction_budget(mask_type: str, fraction: float, acceleration: int, num_cols: int) -> None:
     """Refuse widths where fastMRI's fraction masks divide by zero or draw from an empty range."""
     num_low = round(num_cols * fraction)
     if mask_type == "equispaced_fraction":

@@ -81,7 +81,10 @@ class VolumeInfo:
 
 
 def write_header_xml(
-    encoding_size: Sequence[int], recon_size: Sequence[int], center: int, maximum: int,
+    encoding_size: Sequence[int],
+    recon_size: Sequence[int],
+    center: int,
+    maximum: int,
     field_of_view_mm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> bytes:
     """Return a minimal namespaced ISMRMRD header holding the fields fastMRI reads.
@@ -115,9 +118,7 @@ def write_header_xml(
     element(step1, "minimum", 0)
     element(step1, "maximum", maximum)
     element(step1, "center", center)
-    return etree.tostring(
-        root, encoding="utf-8", xml_declaration=True, default_namespace=ISMRMRD_NAMESPACE
-    )
+    return etree.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=ISMRMRD_NAMESPACE)
 
 
 def find_volumes(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -152,11 +153,7 @@ def find_volumes(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             h5_files = [e for e in entries if e.is_file() and _is_h5_name(e)]
             if not h5_files:
                 raise IreconError("folder has no .h5 files (subfolders are not searched)", path)
-            notes.extend(
-                f"skipped {e}: not an .h5 file"
-                for e in entries
-                if e.is_file() and not _is_h5_name(e)
-            )
+            notes.extend(f"skipped {e}: not an .h5 file" for e in entries if e.is_file() and not _is_h5_name(e))
             for entry in h5_files:
                 add(entry)
         elif path.exists():
@@ -247,9 +244,7 @@ def read_kspace(path: str | Path, slices: SliceSelection = slice(None)) -> np.nd
     return data
 
 
-def read_target(
-    path: str | Path, info: VolumeInfo, slices: SliceSelection = slice(None)
-) -> np.ndarray | None:
+def read_target(path: str | Path, info: VolumeInfo, slices: SliceSelection = slice(None)) -> np.ndarray | None:
     """Read the target image slices (``info.target_key``) as float32, or None if there is none."""
     if info.target_key is None:
         return None
@@ -316,14 +311,10 @@ def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:
     return kspace
 
 
-def _read_header(
-    hf: h5py.File, path: Path
-) -> tuple[tuple[int, int, int], tuple[int, int, int], int, int]:
+def _read_header(hf: h5py.File, path: Path) -> tuple[tuple[int, int, int], tuple[int, int, int], int, int]:
     """Parse the header fields ``SliceDataset._retrieve_metadata`` reads, naming any that fail."""
     if "ismrmrd_header" not in hf or not isinstance(hf["ismrmrd_header"], h5py.Dataset):
-        raise IreconError(
-            "no ismrmrd_header dataset (fastMRI files carry the ISMRMRD XML header)", path
-        )
+        raise IreconError("no ismrmrd_header dataset (fastMRI files carry the ISMRMRD XML header)", path)
     raw = hf["ismrmrd_header"][()]
     if not isinstance(raw, (bytes, str)):
         raise IreconError("ismrmrd_header is not an XML string", path)
@@ -339,15 +330,11 @@ def _read_header(
 
             text = et_query(root, list(fields))
         except RuntimeError:
-            raise IreconError(
-                f"ismrmrd_header lacks {name} (namespace {ISMRMRD_NAMESPACE})", path
-            ) from None
+            raise IreconError(f"ismrmrd_header lacks {name} (namespace {ISMRMRD_NAMESPACE})", path) from None
         try:
             return int(text)
         except ValueError:
-            raise IreconError(
-                f"ismrmrd_header field {name} is not an integer: {text!r}", path
-            ) from None
+            raise IreconError(f"ismrmrd_header field {name} is not an integer: {text!r}", path) from None
 
     encoding_size = tuple(query(_ENCODED + (axis,)) for axis in "xyz")
     recon_size = tuple(query(_RECON + (axis,)) for axis in "xyz")
@@ -355,9 +342,7 @@ def _read_header(
     maximum = query(_LIMITS + ("maximum",))
     for name, size in (("encodedSpace", encoding_size), ("reconSpace", recon_size)):
         if min(size) < 1:
-            raise IreconError(
-                f"ismrmrd_header {name} matrix size {size} has a non-positive entry", path
-            )
+            raise IreconError(f"ismrmrd_header {name} matrix size {size} has a non-positive entry", path)
     return encoding_size, recon_size, center, maximum  # type: ignore[return-value]
 
 
@@ -368,9 +353,7 @@ def _check_target(
     if not isinstance(target, h5py.Dataset):
         raise IreconError(f"{key} is a group, not a dataset", path)
     if target.ndim != 3:
-        raise IreconError(
-            f"{key} has rank {target.ndim} (shape {target.shape}); expected (slices, H, W)", path
-        )
+        raise IreconError(f"{key} has rank {target.ndim} (shape {target.shape}); expected (slices, H, W)", path)
     if target.dtype.kind not in "fiu":
         raise IreconError(f"{key} has dtype {target.dtype}; expected real (float32)", path)
     if target.shape[0] != num_slices:

@@ -252,9 +252,7 @@ def _image_comments(geometry: Geometry) -> str:
             "Orientation and position are unknown (the fastMRI header has none); identity "
             "orientation and slice positions 0, spacing, 2*spacing, ... are assumed."
         )
-    notes.extend(
-        f"Geometry: {a}." for a in geometry.assumptions if a != ORIENTATION_UNKNOWN
-    )
+    notes.extend(f"Geometry: {a}." for a in geometry.assumptions if a != ORIENTATION_UNKNOWN)
     return " ".join(notes)
 
 

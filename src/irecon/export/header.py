@@ -98,9 +98,7 @@ def geometry_from_header(xml: bytes | str, source: str | Path | None = None) -> 
     )
 
 
-def scan_parameters_from_header(
-    xml: bytes | str, source: str | Path | None = None
-) -> ScanParameters:
+def scan_parameters_from_header(xml: bytes | str, source: str | Path | None = None) -> ScanParameters:
     """The vendor, field strength, TR, TE, flip angle and protocol name the header records."""
     root = parse_header(xml, source)
 

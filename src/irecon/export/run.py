@@ -87,13 +87,22 @@ def export_volume(
     for fmt, target in zip(formats, targets, strict=True):
         if fmt == "nifti":
             write_nifti(
-                volume, geometry, target, series_info.label(), overwrite,
+                volume,
+                geometry,
+                target,
+                series_info.label(),
+                overwrite,
                 provenance=_provenance(series_info),
             )
         else:
             write_dicom_series(
-                volume, geometry, target, series_info, overwrite,
-                scan=scan, series_number=series_number,
+                volume,
+                geometry,
+                target,
+                series_info,
+                overwrite,
+                scan=scan,
+                series_number=series_number,
             )
         written.append(target)
     return written
@@ -128,14 +137,19 @@ def export_reconstruction(options: ExportOptions) -> ExportResult:
             stem = path.stem if options.dataset == DATASETS[0] else f"{path.stem}_{options.dataset}"
             result.written.extend(
                 export_volume(
-                    images, header, options.out_dir, stem, formats, info,
-                    options.overwrite, series_number=number,
+                    images,
+                    header,
+                    options.out_dir,
+                    stem,
+                    formats,
+                    info,
+                    options.overwrite,
+                    series_number=number,
                 )
             )
             if SPACING_ASSUMED in geometry_from_header(header, path).assumptions:
                 result.notes.append(
-                    f"{path}: the ismrmrd_header lacks reconSpace field of view or matrix size; "
-                    "1 mm spacing assumed"
+                    f"{path}: the ismrmrd_header lacks reconSpace field of view or matrix size; 1 mm spacing assumed"
                 )
         except IreconError as err:
             result.errors.append(err)
@@ -193,9 +207,7 @@ def _header_from(path: Path, header_from: Path | None, slices: int) -> bytes:
     if header is None:
         raise IreconError(f"no {HEADER_KEY} dataset", source)
     if input_slices is not None and input_slices != slices:
-        raise IreconError(
-            f"has {input_slices} slices but {path} has {slices}; is it the right input file?", source
-        )
+        raise IreconError(f"has {input_slices} slices but {path} has {slices}; is it the right input file?", source)
     return header
 
 

@@ -124,9 +124,7 @@ def detached_alias(t: Tensor) -> Tensor:
         )
 
 
-def grads_or_none(
-    outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor
-) -> tuple[Tensor | None, ...]:
+def grads_or_none(outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor) -> tuple[Tensor | None, ...]:
     """torch.autograd.grad over the inputs that require grad; None for the others and unused ones."""
     wanted = [t for t in inputs if t.requires_grad]
     found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True) if wanted else ())
@@ -193,8 +191,7 @@ class _InvertToLearn(torch.autograd.Function):
                 tape.state.copy_(ctx.kept)
         wants = ctx.needs_input_grad[2:]
         data = tuple(
-            d.detach().requires_grad_() if want else d.detach()
-            for d, want in zip(saved[: step.num_data], wants)
+            d.detach().requires_grad_() if want else d.detach() for d, want in zip(saved[: step.num_data], wants)
         )
         enabled, dtype = ctx.autocast
         with torch.autocast(tape.state.device.type, dtype=dtype, enabled=enabled):

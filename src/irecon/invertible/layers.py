@@ -19,9 +19,7 @@ class InvertibleLayer(nn.Module):
     the channels where the data-consistency layer reads it.
     """
 
-    def __init__(
-        self, channels: int, hidden: int, stride: int = 1, dims: int = 2, num_reflections: int = 3
-    ) -> None:
+    def __init__(self, channels: int, hidden: int, stride: int = 1, dims: int = 2, num_reflections: int = 3) -> None:
         super().__init__()
         self.rotation = HouseholderConv(channels, num_reflections)
         self.coupling = AdditiveCoupling(channels, hidden, stride, dims)

@@ -152,4 +152,3 @@ class IRIM(nn.Module):
     def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
         state, _, scale = self.run_state(kspace, mask)
         return [root_sum_of_squares_image(self.estimate(state, scale))]
-

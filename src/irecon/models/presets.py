@@ -104,8 +104,18 @@ PRESETS: dict[str, tuple[ModelConfig, str]] = {
 
 # The config fields each kind of model reads (dims and coils apply to all); overriding any other is an error.
 KIND_FIELDS = {
-    "irim": ("steps", "layers", "n_latent", "multiplicity", "strides", "hidden", "shared_weights",
-             "parametric_output", "num_reflections", "norm_crop"),
+    "irim": (
+        "steps",
+        "layers",
+        "n_latent",
+        "multiplicity",
+        "strides",
+        "hidden",
+        "shared_weights",
+        "parametric_output",
+        "num_reflections",
+        "norm_crop",
+    ),
     "rim": ("steps", "rim_hidden", "norm_crop"),
     "unet": ("unet_chans", "unet_pools"),
     "zero-filled": (),
@@ -128,9 +138,7 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
             raise IreconError(f"--{key.replace('_', '-')} must be at least 1, got {value!r}")
         if key not in ("dims", "coils") and key in KIND_FIELDS["irim"] + KIND_FIELDS["rim"] + KIND_FIELDS["unet"]:
             if key not in KIND_FIELDS[config.kind]:
-                raise IreconError(
-                    f"--{key.replace('_', '-')} does not apply to --model {name} (a {config.kind} model)"
-                )
+                raise IreconError(f"--{key.replace('_', '-')} does not apply to --model {name} (a {config.kind} model)")
     layers = overrides.pop("layers", None)
     if layers is not None:
         strides = overrides.get("strides", config.strides)
@@ -148,18 +156,31 @@ def build_model(config: ModelConfig, memory_free: bool = True) -> nn.Module:
     try:
         if config.kind == "irim":
             return IRIM(
-                coils=config.coils, dims=config.dims, n_latent=config.n_latent,
-                multiplicity=config.multiplicity, steps=config.steps, strides=config.strides,
-                hidden=config.hidden, shared_weights=config.shared_weights,
-                parametric_output=config.parametric_output, num_reflections=config.num_reflections,
-                norm_crop=config.norm_crop, memory_free=memory_free,
+                coils=config.coils,
+                dims=config.dims,
+                n_latent=config.n_latent,
+                multiplicity=config.multiplicity,
+                steps=config.steps,
+                strides=config.strides,
+                hidden=config.hidden,
+                shared_weights=config.shared_weights,
+                parametric_output=config.parametric_output,
+                num_reflections=config.num_reflections,
+                norm_crop=config.norm_crop,
+                memory_free=memory_free,
             )
         if config.kind == "rim":
-            return RIM(coils=config.coils, dims=config.dims, steps=config.steps, hidden=config.rim_hidden,
-                       norm_crop=config.norm_crop)
+            return RIM(
+                coils=config.coils,
+                dims=config.dims,
+                steps=config.steps,
+                hidden=config.rim_hidden,
+                norm_crop=config.norm_crop,
+            )
         if config.kind == "unet":
-            return UNetBaseline(coils=config.coils, dims=config.dims, chans=config.unet_chans,
-                                num_pool_layers=config.unet_pools)
+            return UNetBaseline(
+                coils=config.coils, dims=config.dims, chans=config.unet_chans, num_pool_layers=config.unet_pools
+            )
         if config.kind == "zero-filled":
             return ZeroFilled(coils=config.coils, dims=config.dims)
     except ValueError as err:

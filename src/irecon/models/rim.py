@@ -59,7 +59,12 @@ class RIM(nn.Module):
     """Recurrent Inference Machine; returns the magnitude estimate of every step (B, [S,] H, W)."""
 
     def __init__(
-        self, *, coils: int = 1, dims: int = 2, steps: int = 8, hidden: int = 64,
+        self,
+        *,
+        coils: int = 1,
+        dims: int = 2,
+        steps: int = 8,
+        hidden: int = 64,
         norm_crop: tuple[int, int] = (320, 320),
     ) -> None:
         super().__init__()

@@ -57,8 +57,13 @@ def write_preview(path: Path, figure: Figure) -> None:
 
 
 def preview_figure(
-    name: str, images: Tensor, zero_filled: Tensor | None, target: Tensor | None, result: VolumeResult,
-    loaded: LoadedModel, options: ReconstructOptions,
+    name: str,
+    images: Tensor,
+    zero_filled: Tensor | None,
+    target: Tensor | None,
+    result: VolumeResult,
+    loaded: LoadedModel,
+    options: ReconstructOptions,
 ) -> Figure:
     """The middle slice: zero-filled, the reconstruction [, the target and each one's |error|].
 
@@ -79,12 +84,14 @@ def preview_figure(
         errors = [(f"|{label} - target|", np.abs(image - truth)) for label, image in pictures]
         pictures.append(("target", truth))
         top = float(target.max())
-    title = "\n".join([
-        f"{name}: slice {index + 1} of {images.shape[0]}",
-        f"model: {loaded.name}" if options.checkpoint is not None else f"model: {loaded.name} (no checkpoint)",
-        _mask_text(result, options),
-        *_scores_lines(result, images.shape[0], zero_filled is None),
-    ])
+    title = "\n".join(
+        [
+            f"{name}: slice {index + 1} of {images.shape[0]}",
+            f"model: {loaded.name}" if options.checkpoint is not None else f"model: {loaded.name} (no checkpoint)",
+            _mask_text(result, options),
+            *_scores_lines(result, images.shape[0], zero_filled is None),
+        ]
+    )
     return preview_plot(pictures, errors, title, top)
 
 

@@ -85,9 +85,13 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     _check_coils(files, loaded, options.checkpoint)
     json_path, out_dir, preview_dir = _prepare_outputs(options)
     report = ReconstructReport(
-        model_name=loaded.name, config=loaded.config,
+        model_name=loaded.name,
+        config=loaded.config,
         checkpoint=None if options.checkpoint is None else Path(options.checkpoint),
-        device=str(device), batch_size=options.batch_size, mask_spec=options.mask_spec, notes=notes,
+        device=str(device),
+        batch_size=options.batch_size,
+        mask_spec=options.mask_spec,
+        notes=notes,
         threads=torch.get_num_threads(),
     )
     _say(console, *(f"note: {note}" for note in notes))
@@ -119,8 +123,13 @@ class _Run:
     """Per-run state and the work done for one volume."""
 
     def __init__(
-        self, options: ReconstructOptions, loaded: LoadedModel, device: torch.device,
-        out_dir: Path, preview_dir: Path | None, progress: Progress,
+        self,
+        options: ReconstructOptions,
+        loaded: LoadedModel,
+        device: torch.device,
+        out_dir: Path,
+        preview_dir: Path | None,
+        progress: Progress,
     ) -> None:
         self.options = options
         self.loaded = loaded
@@ -132,8 +141,10 @@ class _Run:
         self.names: dict[str, Path] = {}
         self.progress = progress
         self.series = SeriesInfo(
-            model=loaded.name, checkpoint="" if options.checkpoint is None else str(options.checkpoint),
-            acceleration=options.acceleration, mask_type=options.mask_type,
+            model=loaded.name,
+            checkpoint="" if options.checkpoint is None else str(options.checkpoint),
+            acceleration=options.acceleration,
+            mask_type=options.mask_type,
         )
 
     def volume(self, path: Path) -> VolumeResult:
@@ -144,9 +155,7 @@ class _Run:
         except IreconError as err:
             result.error = str(err)
         except torch.OutOfMemoryError:
-            result.error = (
-                f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) or --device cpu"
-            )
+            result.error = f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) or --device cpu"
         return result
 
     @torch.inference_mode()
@@ -174,7 +183,13 @@ class _Run:
             result.output = output
         if exports:
             result.exports = export_volume(
-                images.numpy(), header, self.out_dir, path.stem, exports, self.series, self.options.overwrite,
+                images.numpy(),
+                header,
+                self.out_dir,
+                path.stem,
+                exports,
+                self.series,
+                self.options.overwrite,
                 series_number=len(self.names),
             )
         if preview is not None:
@@ -183,7 +198,9 @@ class _Run:
             try:
                 write_preview(preview, figure)
             except IreconError as err:
-                result.warnings.append(f"{preview}: {err.problem}; the preview was not written (the reconstruction was)")
+                result.warnings.append(
+                    f"{preview}: {err.problem}; the preview was not written (the reconstruction was)"
+                )
             else:
                 result.preview = preview
 
@@ -236,9 +253,7 @@ class _Run:
         """Zero-filled magnitudes under the volume's mask (the model's own output if it is zero-filled)."""
         if self.model_is_zero_filled:
             return images
-        return reconstruct_volume(
-            self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device
-        )
+        return reconstruct_volume(self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device)
 
 
 def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> None:
@@ -321,8 +336,12 @@ def _say(console: Console | None, *lines: str) -> None:
 def _progress(console: Console | None) -> Progress:
     """A progress bar over volumes and slices, shown only on a terminal."""
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=console is None or not console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console is None or not console.is_terminal,
     )
 
 

@@ -28,8 +28,17 @@ CHECKPOINTS = ("last.pt", "best.pt")
 REPORTS = ("metrics.jsonl", "training_curve.png")
 # Options that decide the batches, masks and learning rates: a resumed run must keep them.
 RESUME_FIXED = (
-    "batch_size", "lr", "lr_step", "lr_gamma", "loss", "train_resolution", "accelerations",
-    "center_fractions", "mask_type", "slab", "seed",
+    "batch_size",
+    "lr",
+    "lr_step",
+    "lr_gamma",
+    "loss",
+    "train_resolution",
+    "accelerations",
+    "center_fractions",
+    "mask_type",
+    "slab",
+    "seed",
 )
 
 
@@ -56,23 +65,38 @@ class Progress:
         else:
             epoch_loss = list(payload["epoch_loss"]) if rank == 0 else [0.0, 0.0]
         return cls(
-            epoch=payload["epoch"], epoch_position=payload["epoch_position"],
-            global_step=payload["global_step"], epoch_loss=epoch_loss,
-            best_ssim=payload["best_ssim"], best_epoch=payload["best_epoch"],
-            history=list(payload["history"]), zero_filled=payload["zero_filled"],
+            epoch=payload["epoch"],
+            epoch_position=payload["epoch_position"],
+            global_step=payload["global_step"],
+            epoch_loss=epoch_loss,
+            best_ssim=payload["best_ssim"],
+            best_epoch=payload["best_epoch"],
+            history=list(payload["history"]),
+            zero_filled=payload["zero_filled"],
         )
 
     def to_payload(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch, "epoch_position": self.epoch_position, "global_step": self.global_step,
-            "epoch_loss": list(self.epoch_loss), "best_ssim": self.best_ssim, "best_epoch": self.best_epoch,
-            "history": list(self.history), "zero_filled": self.zero_filled,
+            "epoch": self.epoch,
+            "epoch_position": self.epoch_position,
+            "global_step": self.global_step,
+            "epoch_loss": list(self.epoch_loss),
+            "best_ssim": self.best_ssim,
+            "best_epoch": self.best_epoch,
+            "history": list(self.history),
+            "zero_filled": self.zero_filled,
         }
 
 
 def training_payload(
-    options: TrainOptions, plan: Any, model: torch.nn.Module, optimizer_state: dict[str, Any], scheduler: Any,
-    progress: Progress, epoch_loss_ranks: list[list[float]], wall_time_s: float,
+    options: TrainOptions,
+    plan: Any,
+    model: torch.nn.Module,
+    optimizer_state: dict[str, Any],
+    scheduler: Any,
+    progress: Progress,
+    epoch_loss_ranks: list[list[float]],
+    wall_time_s: float,
 ) -> dict[str, Any]:
     """The checkpoint dict of a run (``plan``: its :class:`irecon.training.plan.Plan`); weights on the CPU.
 

@@ -39,8 +39,9 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_workers(requested: int | None, device: torch.device, cpus: int | None = None,
-                    processes_here: int | None = None) -> int:
+def resolve_workers(
+    requested: int | None, device: torch.device, cpus: int | None = None, processes_here: int | None = None
+) -> int:
     """``--num-workers`` as given, or for None (auto): 0 when training on the CPU, else ``min(4, c - 1)``.
 
     ``c`` is this process's share of the CPUs (usable CPUs over ``LOCAL_WORLD_SIZE``, the training
@@ -135,20 +136,38 @@ class FeedStats:
         values = torch.tensor([self.wait_fraction, *(-r for r in rates)], dtype=torch.float64, device=device)
         wait, *negated = world.all_reduce(values, torch.distributed.ReduceOp.MAX).tolist()
         overall, model, loader = (None if math.isinf(v) else -v for v in negated)
-        return {"slices_per_s": overall, "model_slices_per_s": model, "loader_slices_per_s": loader,
-                "loader_wait_fraction": wait, "num_workers": self.workers}
+        return {
+            "slices_per_s": overall,
+            "model_slices_per_s": model,
+            "loader_slices_per_s": loader,
+            "loader_wait_fraction": wait,
+            "num_workers": self.workers,
+        }
 
 
 class TrainFeed:
     """The run's training DataLoader: persistent workers, pinned memory on CUDA, seeded order."""
 
-    def __init__(self, dataset: MRIDataset, batch_size: int, workers: int, world: World, seed: int,
-                 device: torch.device, prefetch: int = PREFETCH_FACTOR) -> None:
+    def __init__(
+        self,
+        dataset: MRIDataset,
+        batch_size: int,
+        workers: int,
+        world: World,
+        seed: int,
+        device: torch.device,
+        prefetch: int = PREFETCH_FACTOR,
+    ) -> None:
         self.dataset, self.batch_size, self.workers, self.world, self.seed = dataset, batch_size, workers, world, seed
         self.order = EpochOrder()
         self.loader: DataLoader | None = DataLoader(
-            EpochItems(dataset), batch_size=batch_size, sampler=self.order, num_workers=workers, collate_fn=timed_collate,
-            pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+            EpochItems(dataset),
+            batch_size=batch_size,
+            sampler=self.order,
+            num_workers=workers,
+            collate_fn=timed_collate,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
             prefetch_factor=prefetch if workers else None,
             worker_init_fn=ignore_stop_signals if workers else None,
         )

@@ -80,9 +80,7 @@ def now() -> float:
     return time.perf_counter()
 
 
-def train(
-    options: TrainOptions, console: Console | None = None, given: Collection[str] | None = None
-) -> TrainResult:
+def train(options: TrainOptions, console: Console | None = None, given: Collection[str] | None = None) -> TrainResult:
     """Train ``options.model`` on ``options.train_dir``, validating on ``options.val_dir`` each epoch.
 
     Raises IreconError for any bad option or input before ``options.out`` is created. Runs under
@@ -173,8 +171,9 @@ class Trainer:
         if self.progress.epoch >= self.options.epochs:
             self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise --epochs to go on")
             return
-        adam = adam_summary(self.model.parameters(), self.world.size, is_sharded(self.optimizer),
-                            self.options.shard_optimizer)
+        adam = adam_summary(
+            self.model.parameters(), self.world.size, is_sharded(self.optimizer), self.options.shard_optimizer
+        )
         self._say(start_line(self.options, self.plan, self.progress.epoch, self.world.size, self.feed.workers, adam))
 
     def _train_epoch(self, signals: StopSignals) -> Outcome | None:
@@ -185,8 +184,15 @@ class Trainer:
         logged = tick
         stop: Outcome | None = None
         with progress_bar(self.console, self.world.is_main and self.console.is_terminal) as bar:
-            task = bar.add_task("train", total=total, completed=self.progress.epoch_position,
-                                epoch=self._epoch_label(), loss=math.nan, speed=0.0, memory="")
+            task = bar.add_task(
+                "train",
+                total=total,
+                completed=self.progress.epoch_position,
+                epoch=self._epoch_label(),
+                loss=math.nan,
+                speed=0.0,
+                memory="",
+            )
             for batch in batches:
                 loss, count = self._step(batch)
                 slices += count
@@ -195,8 +201,10 @@ class Trainer:
                 bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(), speed=speed)
                 if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
                     logged = time.perf_counter()
-                    self._say(f"epoch {self._epoch_label()} step {self.progress.epoch_position}/{total}  "
-                              f"loss {self._epoch_loss():.4f}  {speed:.1f} slices/s  {self._peak_memory()}")
+                    self._say(
+                        f"epoch {self._epoch_label()} step {self.progress.epoch_position}/{total}  "
+                        f"loss {self._epoch_loss():.4f}  {speed:.1f} slices/s  {self._peak_memory()}"
+                    )
                 at_end = self.progress.epoch_position == total
                 signum = signals.any_rank(self.world, self.device)
                 if signum:
@@ -347,16 +355,26 @@ class Trainer:
         already on disk are kept.
         """
         if is_sharded(self.optimizer) and not every_rank:
-            self._say(f"{', '.join(names)} not rewritten: the sharded optimiser state needs every process; "
-                      "the last one stands")
+            self._say(
+                f"{', '.join(names)} not rewritten: the sharded optimiser state needs every process; "
+                "the last one stands"
+            )
             return
         optimizer_state = gather_state(self.optimizer, self.world.rank)
         losses = self.world.gather(self.progress.epoch_loss, self.device) if every_rank else None
         if self.world.is_main:
             assert optimizer_state is not None
             losses = losses or [list(self.progress.epoch_loss)] + [[0.0, 0.0]] * (self.world.size - 1)
-            payload = training_payload(self.options, self.plan, self.model, optimizer_state, self.scheduler,
-                                       self.progress, losses, self._total_wall_time())
+            payload = training_payload(
+                self.options,
+                self.plan,
+                self.model,
+                optimizer_state,
+                self.scheduler,
+                self.progress,
+                losses,
+                self._total_wall_time(),
+            )
             for name in names:
                 save_checkpoint(self.options.out / name, payload)
 
@@ -374,8 +392,9 @@ class Trainer:
         history, out = self.progress.history, self.options.out
         write_jsonl(out / "metrics.jsonl", history)
         title = f"{self.options.model} ({self.plan.config.kind} {self.plan.config.dims}-D), run {out}"
-        save_png(training_curve(history, self.progress.zero_filled, self.options.loss, title),
-                 out / "training_curve.png")
+        save_png(
+            training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
+        )
 
     def _volume_progress(self, label: str) -> Any:
         return volume_progress(self.console, label, self.options.log_every, self.world.is_main)
@@ -394,11 +413,19 @@ class Trainer:
         progress = self.progress
         continued = replace(self.options, max_steps=None) if outcome is Outcome.MAX_STEPS else self.options
         return TrainResult(
-            run_dir=self.options.out, model=self.model, config=self.plan.config, epochs_done=progress.epoch,
-            global_step=progress.global_step, epoch_step=progress.epoch_position, history=list(progress.history),
-            zero_filled=dict(progress.zero_filled or {}), best_epoch=progress.best_epoch,
-            best_ssim=progress.best_ssim, stopped=outcome, wall_time_s=time.perf_counter() - started,
+            run_dir=self.options.out,
+            model=self.model,
+            config=self.plan.config,
+            epochs_done=progress.epoch,
+            global_step=progress.global_step,
+            epoch_step=progress.epoch_position,
+            history=list(progress.history),
+            zero_filled=dict(progress.zero_filled or {}),
+            best_epoch=progress.best_epoch,
+            best_ssim=progress.best_ssim,
+            stopped=outcome,
+            wall_time_s=time.perf_counter() - started,
             total_wall_time_s=self._total_wall_time(),
-            is_main=self.world.is_main, resume_command=resume_command(continued, self.world.size),
+            is_main=self.world.is_main,
+            resume_command=resume_command(continued, self.world.size),
         )
-

@@ -132,4 +132,3 @@ def parse_duration(text: str) -> float:
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"{text!r} is not a positive, finite duration")
     return seconds
-

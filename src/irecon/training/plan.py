@@ -61,8 +61,12 @@ def prepare(
         for path in [*train_files, *val_files]:
             read_volume_info(path, check_values=True)
     train_set = MRIDataset(
-        train_files, options.mask_spec, train=True, resolution=options.train_resolution,
-        slab=slab, seed=options.seed,
+        train_files,
+        options.mask_spec,
+        train=True,
+        resolution=options.train_resolution,
+        slab=slab,
+        seed=options.seed,
     )
     first = train_set.volumes[0]
     check_batching(train_set.volumes, options)
@@ -94,7 +98,9 @@ def check_options(options: TrainOptions) -> None:
     """Ranges and combinations of the plain options."""
     for name in ("train_dir", "val_dir", "model"):
         if getattr(options, name) is None:
-            raise IreconError(f"{'' if name == 'train_dir' else '--'}{flag(name)} is needed (or --resume an earlier run)")
+            raise IreconError(
+                f"{'' if name == 'train_dir' else '--'}{flag(name)} is needed (or --resume an earlier run)"
+            )
     for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps"):
         if getattr(options, name) < 1:
             raise IreconError(f"--{flag(name)} must be at least 1, got {getattr(options, name)}")

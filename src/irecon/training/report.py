@@ -104,10 +104,17 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     """The one line printed after each epoch, with the loader's and the model's speeds."""
     skipped = record.get("skipped_steps") or 0
     waited = record.get("loader_wait_fraction")
-    feed = (f" (loader {rate(record.get('loader_slices_per_s'))}, model {rate(record.get('model_slices_per_s'))}"
-            f" slices/s; waited {waited:.0%} on data)" if waited is not None else "")
-    slow = (f"  the loader held the model up: raise --num-workers (now {record.get('num_workers')})"
-            if waited is not None and waited > SLOW_LOADER_FRACTION else "")
+    feed = (
+        f" (loader {rate(record.get('loader_slices_per_s'))}, model {rate(record.get('model_slices_per_s'))}"
+        f" slices/s; waited {waited:.0%} on data)"
+        if waited is not None
+        else ""
+    )
+    slow = (
+        f"  the loader held the model up: raise --num-workers (now {record.get('num_workers')})"
+        if waited is not None and waited > SLOW_LOADER_FRACTION
+        else ""
+    )
     return (
         f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f}  "
         f"val NMSE {record['val_nmse']:.4f} PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f}  "
@@ -120,10 +127,17 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
 def progress_bar(console: Console, visible: bool) -> Progress:
     """The transient training bar (shown on a terminal, on rank 0 only)."""
     return Progress(
-        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.1f} slices/s"),
-        TextColumn("{task.fields[memory]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=not visible,
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[speed]:.1f} slices/s"),
+        TextColumn("{task.fields[memory]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not visible,
     )
 
 
