@@ -9,36 +9,18 @@ import numpy as np
 import pytest
 
 from irecon.check import check_paths
-from irecon.data.volumes import write_header_xml
 from irecon.errors import IreconError
-
-
-def _write(path: Path, coils: int | None = None, with_mask: bool = False) -> Path:
-    """A tiny valid volume: 2 slices of 16x12 k-space, an 8x8 target, or a test-style mask."""
-    shape = (2, 16, 12) if coils is None else (2, coils, 16, 12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as hf:
-        hf["kspace"] = np.ones(shape, dtype=np.complex64)
-        hf["ismrmrd_header"] = write_header_xml((16, 12, 1), (8, 8, 1), center=5, maximum=10)
-        if with_mask:
-            hf["mask"] = np.arange(12) % 2 == 0
-            hf.attrs["acceleration"] = 2
-        else:
-            key = "reconstruction_esc" if coils is None else "reconstruction_rss"
-            hf[key] = np.ones((2, 8, 8), dtype=np.float32)
-            hf.attrs["max"] = 1.0
-        hf.attrs["acquisition"] = "CORPD_FBK"
-    return path
+from tests.volume_helpers import write_tiny_volume
 
 
 def test_good_and_bad_files_are_all_reported(tmp_path: Path) -> None:
     folder = tmp_path / "data"
-    single = _write(folder / "a_single.h5")
-    multi = _write(folder / "b_multi.h5", coils=3)
-    test = _write(folder / "c_test.h5", with_mask=True)
+    single = write_tiny_volume(folder / "a_single.h5")
+    multi = write_tiny_volume(folder / "b_multi.h5", coils=3)
+    test = write_tiny_volume(folder / "c_test.h5", with_mask=True)
     broken = folder / "d_broken.h5"
     broken.write_text("not hdf5")
-    nan_file = _write(folder / "e_nan.h5")
+    nan_file = write_tiny_volume(folder / "e_nan.h5")
     with h5py.File(nan_file, "r+") as hf:
         hf["kspace"][1, 0, 0] = np.nan
     (folder / "notes.txt").write_text("x")
@@ -55,7 +37,7 @@ def test_good_and_bad_files_are_all_reported(tmp_path: Path) -> None:
 
 
 def test_value_scan_can_be_skipped(tmp_path: Path) -> None:
-    path = _write(tmp_path / "nan.h5")
+    path = write_tiny_volume(tmp_path / "nan.h5")
     with h5py.File(path, "r+") as hf:
         hf["kspace"][0, 0, 0] = np.inf
     assert check_paths([path], check_values=False).ok
@@ -63,7 +45,7 @@ def test_value_scan_can_be_skipped(tmp_path: Path) -> None:
 
 
 def test_missing_path_among_others_is_a_problem(tmp_path: Path) -> None:
-    good = _write(tmp_path / "good.h5")
+    good = write_tiny_volume(tmp_path / "good.h5")
     missing = tmp_path / "missing.h5"
     result = check_paths([missing, good])
     assert [info.path for info in result.files] == [good]
@@ -81,5 +63,5 @@ def test_nothing_to_check_raises(tmp_path: Path) -> None:
 
 
 def test_duplicate_paths_are_checked_once(tmp_path: Path) -> None:
-    good = _write(tmp_path / "good.h5")
+    good = write_tiny_volume(tmp_path / "good.h5")
     assert len(check_paths([good, tmp_path]).files) == 1

@@ -4,36 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
-import numpy as np
 from click.testing import CliRunner
 
 from irecon.cli import main
-from irecon.data.volumes import write_header_xml
+from tests.volume_helpers import write_tiny_volume
 
 TINY = ["--kspace-size", "32", "24", "--recon-size", "16", "16", "--slices", "2"]
 
 
 def _run(*args: str, width: int = 200):
     return CliRunner().invoke(main, list(args), terminal_width=width)
-
-
-def _write(path: Path, coils: int | None = None, with_mask: bool = False) -> Path:
-    """A tiny valid volume: 2 slices of 16x12 k-space, an 8x8 target, or a test-style mask."""
-    shape = (2, 16, 12) if coils is None else (2, coils, 16, 12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as hf:
-        hf["kspace"] = np.ones(shape, dtype=np.complex64)
-        hf["ismrmrd_header"] = write_header_xml((16, 12, 1), (8, 8, 1), center=5, maximum=10)
-        if with_mask:
-            hf["mask"] = np.arange(12) % 2 == 0
-            hf.attrs["acceleration"] = 2
-        else:
-            key = "reconstruction_esc" if coils is None else "reconstruction_rss"
-            hf[key] = np.ones((2, 8, 8), dtype=np.float32)
-            hf.attrs["max"] = 1.0
-        hf.attrs["acquisition"] = "CORPD_FBK"
-    return path
 
 
 def test_synth_then_check_as_a_new_user(tmp_path: Path) -> None:
@@ -80,9 +60,9 @@ def test_check_reports_bad_files_one_line_each_and_exits_1(tmp_path: Path) -> No
 
 
 def test_check_table_lists_each_volume(tmp_path: Path) -> None:
-    _write(tmp_path / "a.h5")
-    _write(tmp_path / "b.h5", coils=3)
-    _write(tmp_path / "c.h5", with_mask=True)
+    write_tiny_volume(tmp_path / "a.h5")
+    write_tiny_volume(tmp_path / "b.h5", coils=3)
+    write_tiny_volume(tmp_path / "c.h5", with_mask=True)
     result = _run("check", str(tmp_path))
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "challenge" in line)
@@ -127,9 +107,9 @@ def test_models_lists_every_preset_with_parameter_counts() -> None:
 
 def test_check_at_80_columns_keeps_whole_names_and_shows_folders_of_shared_names(tmp_path: Path) -> None:
     long_name = "file_brain_AXT2_200_2000019_long_name.h5"
-    _write(tmp_path / "a" / long_name)
-    _write(tmp_path / "b" / long_name, coils=3)
-    _write(tmp_path / "a" / "other.h5")
+    write_tiny_volume(tmp_path / "a" / long_name)
+    write_tiny_volume(tmp_path / "b" / long_name, coils=3)
+    write_tiny_volume(tmp_path / "a" / "other.h5")
     result = _run("check", str(tmp_path / "a"), str(tmp_path / "b"), width=80)
     assert result.exit_code == 0, result.output
     assert str(tmp_path / "a" / long_name) in result.output and str(tmp_path / "b" / long_name) in result.output

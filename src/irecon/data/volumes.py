@@ -178,7 +178,7 @@ def read_volume_info(path: str | Path, check_values: bool = False) -> VolumeInfo
     (slice by slice, to bound memory) and the target for NaN/Inf.
     """
     path = Path(path)
-    with _open(path) as hf:
+    with open_h5(path) as hf:
         kspace = _kspace_dataset(hf, path)
         challenge = "singlecoil" if kspace.ndim == 3 else "multicoil"
         num_slices = int(kspace.shape[0])
@@ -232,7 +232,7 @@ def read_kspace(path: str | Path, slices: SliceSelection = slice(None)) -> np.nd
     corrupt slice stops a run with the file's name instead of poisoning training.
     """
     path = Path(path)
-    with _open(path) as hf:
+    with open_h5(path) as hf:
         kspace = _kspace_dataset(hf, path)
         first, rank = _first_index(slices, int(kspace.shape[0])), kspace.ndim
         data = _read_slices(kspace, slices, path).astype(np.complex64, copy=False)
@@ -249,7 +249,7 @@ def read_target(path: str | Path, info: VolumeInfo, slices: SliceSelection = sli
     if info.target_key is None:
         return None
     path = Path(path)
-    with _open(path) as hf:
+    with open_h5(path) as hf:
         if info.target_key not in hf or not isinstance(hf[info.target_key], h5py.Dataset):
             raise IreconError(f"no {info.target_key} dataset", path)
         data = _read_slices(hf[info.target_key], slices, path)
@@ -259,7 +259,7 @@ def read_target(path: str | Path, info: VolumeInfo, slices: SliceSelection = sli
 def read_mask(path: str | Path) -> np.ndarray | None:
     """Read a test-style file's 1-D sampling mask as float32 0/1, or None if the file has none."""
     path = Path(path)
-    with _open(path) as hf:
+    with open_h5(path) as hf:
         if "mask" not in hf:
             return None
         mask = _read_mask_array(hf, path)
@@ -273,7 +273,7 @@ def _is_h5_name(path: Path) -> bool:
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[h5py.File]:
+def open_h5(path: Path) -> Iterator[h5py.File]:
     """Open ``path`` read-only; h5py errors, also those met while reading, become IreconError."""
     if path.is_dir():
         raise IreconError("is a folder, not an .h5 file", path)

@@ -7,8 +7,7 @@ volume while the others are still written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from irecon.data.volumes import find_volumes
+from irecon.data.volumes import find_volumes, open_h5
 from irecon.errors import IreconError
 from irecon.export.dicom import SeriesInfo, write_dicom_series
 from irecon.export.folders import refuse_existing_folder
@@ -176,7 +175,7 @@ def read_export_volume(
     file, or a folder holding a file of the same name). Raises IreconError naming the file.
     """
     path = Path(path)
-    with _open(path) as hf:
+    with open_h5(path) as hf:
         if dataset not in hf or not isinstance(hf[dataset], h5py.Dataset):
             others = [k for k in DATASETS if k in hf and k != dataset]
             hint = f"; it has {others[0]} (pass --dataset {others[0]})" if others else ""
@@ -199,7 +198,7 @@ def _header_from(path: Path, header_from: Path | None, slices: int) -> bytes:
     source = header_from / path.name if header_from.is_dir() else header_from
     if not source.is_file():
         raise IreconError(f"no {path.name} here to take the {HEADER_KEY} from", header_from)
-    with _open(source) as hf:
+    with open_h5(source) as hf:
         header = _header_bytes(hf, source)
         kspace = hf.get("kspace")
         has_kspace = isinstance(kspace, h5py.Dataset) and kspace.ndim > 0
@@ -259,27 +258,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-@contextmanager
-def _open(path: Path) -> Iterator[h5py.File]:
-    """Open ``path`` read-only; h5py errors, also those met while reading, become IreconError."""
-    if path.is_dir():
-        raise IreconError("is a folder, not an .h5 file", path)
-    if not path.exists():
-        raise IreconError("no such file", path)
-    try:
-        hf = h5py.File(path, "r")
-    except OSError as exc:
-        raise IreconError(f"not a readable HDF5 file ({_first_line(exc)})", path) from None
-    try:
-        with hf:
-            yield hf
-    except (OSError, KeyError, RuntimeError) as exc:
-        problem = f"not a readable HDF5 file: reading failed ({_first_line(exc)})"
-        raise IreconError(problem, path) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
