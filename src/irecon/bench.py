@@ -336,10 +336,16 @@ def _configs(options: BenchOptions) -> list[tuple[str, ModelConfig]]:
     return configs
 
 
-def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lambda m: None) -> list[Measurement]:
+def run_bench(
+    options: BenchOptions,
+    report: Callable[[Measurement], None] = lambda m: None,
+    starting: Callable[[str, str, bool, int], None] | None = None,
+) -> list[Measurement]:
     """Measure every depth, mode and engine setting the options ask for; then write --json and --plot.
 
     The output files are checked before the first measurement, so a bad path fails at once.
+    ``starting(model, mode, memory_free, steps)`` is called before each measurement, ``report``
+    after it.
     """
     _validate(options)
     records: list[Measurement] = []
@@ -354,6 +360,8 @@ def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lam
                 if planned is not None and planned > FIT_FRACTION * available:
                     record = _skipped(config, name, mode, memory_free, options, planned, available)
                 else:
+                    if starting is not None:
+                        starting(name, mode, memory_free, config.steps)
                     record = _measure_or_oom(config, name, mode, memory_free, options)
                 record.planned_peak_bytes = planned
                 records.append(record)
@@ -361,7 +369,7 @@ def run_bench(options: BenchOptions, report: Callable[[Measurement], None] = lam
     if options.json_path is not None:
         write_json(options.json_path, records)
     if options.plot_path is not None:
-        save_png(memory_sweep(records), options.plot_path, dpi=110)
+        save_png(memory_sweep(records, options.log_scale), options.plot_path, dpi=110)
     return records
 
 

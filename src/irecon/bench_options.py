@@ -39,3 +39,4 @@ class BenchOptions:
     memory_limit: int | None = None
     json_path: str | Path | None = None
     plot_path: str | Path | None = None
+    log_scale: bool = False

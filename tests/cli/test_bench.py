@@ -114,3 +114,53 @@ def test_world_size_reports_each_rank_s_adam_bytes_and_peak() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "per rank, 2 ranks (Adam sharded): tiny-2d train memory-free T=1: weights" in result.output
+
+
+def test_bad_bench_options_are_one_line_errors() -> None:
+    for extra, message in (
+        (["--timing-batches", "0"], "--timing-batches must be at least 1, got 0"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--model", "tiny-3d", "--slices", "0"], "--slices must be at least 1, got 0"),
+        (["--world-size", "0"], "--world-size must be at least 1, got 0"),
+    ):
+        result = CliRunner().invoke(main, ["bench-memory", *TINY, *extra])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert message in result.output
+
+
+def test_a_unet_is_measured_once_whatever_steps_are_asked_for() -> None:
+    result = CliRunner().invoke(main, ["bench-memory", *TINY, "--model", "tiny-unet", "--mode", "inference"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("measured tiny-unet inference") == 1 and "T=4" not in result.output
+
+
+def test_each_measurement_is_announced_before_it_runs() -> None:
+    result = CliRunner().invoke(main, ["bench-memory", *TINY, "--mode", "inference"])
+    lines = result.output.splitlines()
+    first = lines.index(next(x for x in lines if x.startswith("measuring tiny-2d inference memory-free T=1")))
+    assert lines[first + 1].startswith("measured tiny-2d inference memory-free T=1")
+
+
+def test_the_sweep_plot_is_drawn_against_layers_with_the_weights_stack(tmp_path: Path) -> None:
+    from irecon.bench import run_bench
+    from irecon.bench_options import BenchOptions
+    from irecon.plots import memory_sweep
+
+    records = run_bench(
+        BenchOptions(
+            model="tiny-2d",
+            steps=(1,),
+            layers=(2, 4),
+            size=(16, 16),
+            device="meta",
+            modes=("train",),
+            compare_plain=True,
+        )
+    )
+    axis = memory_sweep(records, log_scale=True).axes[0]
+    free = next(line for line in axis.get_lines() if line.get_label() == "tiny-2d memory-free")
+    assert list(free.get_xdata()) == [2, 4]  # coupling layers, not a vertical line at T=1
+    assert axis.get_yscale() == "log"
+    assert any("weights" in c.get_label() for c in axis.collections)
+    result = CliRunner().invoke(main, ["bench-memory", *TINY, "--log-scale", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0 and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -100,6 +100,7 @@ def _mode_name(modes: tuple[str, ...]) -> str:
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG of peak memory against depth"
 )
+@click.option("--log-scale", is_flag=True, help="draw --plot with a logarithmic memory axis")
 def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | None, **params: Any) -> None:
     """Peak memory of training and inference, measured as the i-RIM paper's appendix C prescribes.
 
@@ -123,7 +124,13 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
         if options.json_path is not None:
             say(console, f"wrote {options.json_path}")
         return
-    records = run_bench(options, report=lambda m: say(console, progress_line(m)))
+    records = run_bench(
+        options,
+        report=lambda m: say(console, progress_line(m)),
+        starting=lambda name, mode, free, steps: say(
+            console, f"measuring {name} {mode} {'memory-free' if free else 'plain'} T={steps} ..."
+        ),
+    )
     both = any(r.allocator_peak_bytes is not None for r in records)
     table = _table(both)
     for record in records:
