@@ -9,7 +9,8 @@ import torch
 from click.testing import CliRunner
 
 import irecon.bench as bench
-from irecon.bench import BenchOptions, available_bytes, measure_peaks, planned_peak, run_bench, write_json
+from irecon.bench import BenchOptions, available_bytes, measure_peaks, planned_peak, run_bench
+from irecon.bench_records import write_json
 from irecon.cli import main
 from irecon.errors import IreconError
 from irecon.memory import ALLOCATOR_METHOD, CUDA_METHOD, META_METHOD, STORAGE_METHOD, CpuAllocatorMeter, StorageTracker
@@ -270,7 +271,8 @@ def test_command_writes_json_and_plot(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"peak: {ALLOCATOR_METHOD}" in result.output
     assert f"storages: {STORAGE_METHOD}" in result.output
-    assert "storage tracker" in result.output.splitlines()[0] and "allocator" in result.output.splitlines()[0]
+    first = next(line for line in result.output.splitlines() if line.startswith("measured "))
+    assert "storage tracker" in first and "allocator" in first
     assert "plain / memory-free training peak" in result.output
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads((tmp_path / "b.json").read_text())) == 8

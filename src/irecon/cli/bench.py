@@ -16,7 +16,7 @@ from irecon.errors import IreconError
 from irecon.text import plural
 
 if TYPE_CHECKING:
-    from irecon.bench import Measurement
+    from irecon.bench_records import Measurement
     from irecon.planner import Fit
 
 METERS = ("allocator", "storages")  # irecon.memory.METERS, named here so --help need not load torch
@@ -107,7 +107,8 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
     With --device meta the same protocol runs on shapes only (the planner); --budget then finds
     the deepest T that fits, memory-free and with plain autograd.
     """
-    from irecon.bench import ratios, run_bench, run_budget
+    from irecon.bench import run_bench, run_budget
+    from irecon.bench_records import ratios
     from irecon.planner import parse_bytes
 
     if params["budget"] is not None:
@@ -151,7 +152,7 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
 
 def rank_lines(records: list[Measurement]) -> list[str]:
     """Per-rank weights and peak of each training record, when more than one rank was asked for."""
-    from irecon.bench import format_bytes
+    from irecon.bench_records import format_bytes
 
     lines = []
     for m in records:
@@ -180,7 +181,7 @@ def _table(both: bool) -> Table:
 
 
 def _row(m: Measurement, both: bool = False) -> list[str]:
-    from irecon.bench import format_bytes
+    from irecon.bench_records import format_bytes
 
     engine = "free" if m.memory_free else "plain"
     mode = "infer" if m.mode == "inference" else m.mode
@@ -201,7 +202,7 @@ def _row(m: Measurement, both: bool = False) -> list[str]:
 
 def progress_line(m: Measurement) -> str:
     """The line printed as each measurement finishes, every figure with its method."""
-    from irecon.bench import format_bytes
+    from irecon.bench_records import format_bytes
 
     engine = "memory-free" if m.memory_free else "plain"
     head = f"measured {m.model} {m.mode} {engine} T={m.steps} ({m.layers_total} layers)"
@@ -218,7 +219,7 @@ def progress_line(m: Measurement) -> str:
 
 def fit_line(f: Fit) -> str:
     """One budget answer: the deepest T, its peak, and the peak one step deeper."""
-    from irecon.bench import human_bytes
+    from irecon.bench_records import human_bytes
 
     engine = "memory-free" if f.memory_free else "plain"
     head = f"planned {f.model} {f.mode} {engine}, budget {human_bytes(f.budget_bytes)} ({f.budget_bytes:,} B)"

@@ -1,0 +1,91 @@
+"""What a bench-memory run produces: one :class:`Measurement` per setting, its JSON, and the ratios printed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from irecon.files import write_json as write_json_file
+
+MIB = 2**20
+
+
+@dataclass
+class Measurement:
+    """One JSON record: a model at one depth, one mode, memory-free or plain (schema in docs/)."""
+
+    model: str
+    dims: int
+    mode: str
+    memory_free: bool
+    steps: int
+    layers_total: int
+    input_shape: list[int]
+    batches: int
+    peak_bytes: int | None
+    peak_bytes_all: list[int] = field(default_factory=list)
+    param_bytes: int = 0
+    grad_bytes: int = 0
+    optimizer_bytes: int = 0
+    input_bytes: int = 0
+    activation_bytes: int | None = None
+    step_seconds: float | None = None
+    device: str = "cpu"
+    method: str = ""
+    storage_peak_bytes: int | None = None
+    allocator_peak_bytes: int | None = None
+    storage_method: str | None = None
+    allocator_method: str | None = None
+    planned_peak_bytes: int | None = None
+    world_size: int = 1
+    shard_optimizer: bool = False
+    rank_optimizer_bytes: list[int] = field(default_factory=list)
+    rank_peak_bytes: list[int] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def rank_weight_bytes(self) -> list[int]:
+        """Per rank: parameters + gradients + the Adam state that rank holds."""
+        return [self.param_bytes + self.grad_bytes + adam for adam in self.rank_optimizer_bytes]
+
+
+def ratios(records: list[Measurement]) -> list[tuple[str, float]]:
+    """Headline ratios, each with what it compares: depth growth, plain vs memory-free, step time."""
+    out: list[tuple[str, float]] = []
+    main = [m for m in records if m.model != "rim" and m.peak_bytes is not None]
+    free_train = sorted((m for m in main if m.mode == "train" and m.memory_free), key=lambda m: m.layers_total)
+    if len(free_train) >= 2:
+        low, high = free_train[0], free_train[-1]
+        span = f"{high.layers_total} / {low.layers_total} layers"
+        out.append((f"memory-free training peak, {span}", high.peak_bytes / low.peak_bytes))
+        out.append((f"memory-free training activations, {span}", high.activation_bytes / low.activation_bytes))
+    pairs = [
+        (f, p)
+        for f in free_train
+        for p in main
+        if p.mode == "train" and not p.memory_free and p.layers_total == f.layers_total
+    ]
+    if pairs:
+        f, p = max(pairs, key=lambda pair: pair[0].layers_total)
+        out.append((f"plain / memory-free training peak at {f.layers_total} layers", p.peak_bytes / f.peak_bytes))
+        if f.step_seconds is not None and p.step_seconds is not None:
+            out.append((f"step time memory-free / plain at {f.layers_total} layers", f.step_seconds / p.step_seconds))
+    return out
+
+
+def write_json(path: str | Path, records: list[Measurement]) -> None:
+    """All records as a JSON list (NaN/Inf as null), written atomically."""
+    write_json_file(path, [asdict(m) for m in records])
+
+
+def format_bytes(value: int | None) -> str:
+    """Bytes as MiB with one decimal, "-" for None."""
+    return "-" if value is None else f"{value / MIB:,.1f}"
+
+
+def human_bytes(value: int) -> str:
+    """Bytes in the largest binary unit that keeps a leading digit: 1.5 GiB, 320.0 MiB, 12.0 KiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:,.2f} {unit}"
+    return f"{value:,} B"
