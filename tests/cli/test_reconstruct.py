@@ -279,3 +279,29 @@ def test_threads_are_set_and_named_in_the_table_title(val_dir: Path, tmp_path: P
     assert "zero-filled on cpu, 1 thread" in result.output
     bad = _run("reconstruct", val_dir, "--model", "zero-filled", "--out", tmp_path / "b", "--threads", "0")
     assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output
+
+
+def test_json_may_go_into_a_folder_the_run_creates(val_dir: Path, tmp_path: Path) -> None:
+    result = _run(
+        "reconstruct",
+        val_dir,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "recon" / "val",
+        "--json",
+        tmp_path / "recon" / "val.json",
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "recon" / "val.json").is_file()
+    missing = _run(
+        "reconstruct",
+        val_dir,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "other",
+        "--json",
+        tmp_path / "nowhere" / "val.json",
+    )
+    assert missing.exit_code == 1 and "no such folder" in missing.output and not (tmp_path / "other").exists()

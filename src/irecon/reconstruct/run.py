@@ -314,13 +314,22 @@ def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | P
 
 
 def _prepare_outputs(options: ReconstructOptions) -> tuple[Path | None, Path, Path | None]:
-    """The JSON file, output and preview folders: all proven writable before any is created."""
-    json_path = None
-    if options.json_path is not None:
-        json_path = check_writable_file(options.json_path, overwrite=options.overwrite)
+    """The JSON file, output and preview folders: all proven writable before any is created.
+
+    The JSON file's folder must exist, unless it is one the run creates anyway: the output or
+    preview folder or a folder above them (``--out recon/val --json recon/val.json``).
+    """
     folders = [Path(options.out_dir)] + ([] if options.preview_dir is None else [Path(options.preview_dir)])
     for folder in folders:
         check_writable_folder(folder, create=False)
+    json_path = None
+    if options.json_path is not None:
+        json_path = Path(options.json_path)
+        created = {f.resolve() for folder in folders for f in (folder, *folder.parents)}
+        if json_path.parent.exists() or json_path.parent.resolve() not in created:
+            check_writable_file(json_path, overwrite=options.overwrite)
+        elif json_path.exists() and not options.overwrite:
+            raise IreconError(EXISTS_MESSAGE, json_path)
     out_dir = check_writable_folder(options.out_dir)
     preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
     return json_path, out_dir, preview_dir
