@@ -27,7 +27,8 @@ from irecon.files import write_bytes, write_json
 from irecon.metrics import Scores
 from irecon.models.presets import preset
 from irecon.plots import save_png
-from irecon.reconstruct import ReconstructOptions, reconstruct
+from irecon.reconstruct.options import ReconstructOptions
+from irecon.reconstruct.run import reconstruct
 from irecon.training.loop import train
 from irecon.training.options import TrainOptions, parse_duration
 

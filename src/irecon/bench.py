@@ -44,7 +44,7 @@ from irecon.memory import (
     tensor_bytes,
 )
 from irecon.models.presets import ModelConfig, build_model, preset
-from irecon.planner import Fit, shapes_only, timed_fit
+from irecon.planner import Fit, timed_fit
 from irecon.plots import memory_sweep, save_png
 
 FIT_FRACTION = 0.8  # a plain run is skipped when the planner's peak exceeds this share of free memory
@@ -162,17 +162,6 @@ def measure(
     options: BenchOptions,
 ) -> Measurement:
     """Run the appendix-C protocol for one model, mode and engine setting (shapes only on meta)."""
-    with shapes_only() if options.device == "meta" else contextlib.nullcontext():
-        return _measure(config, name, mode, memory_free, options)
-
-
-def _measure(
-    config: ModelConfig,
-    name: str,
-    mode: str,
-    memory_free: bool,
-    options: BenchOptions,
-) -> Measurement:
     device = options.device
     batches = options.batches or 1
     model = _build(config, memory_free, device)

@@ -81,11 +81,3 @@ def write_json(path: str | Path, records: list[Measurement]) -> None:
 def format_bytes(value: int | None) -> str:
     """Bytes as MiB with one decimal, "-" for None."""
     return "-" if value is None else f"{value / MIB:,.1f}"
-
-
-def human_bytes(value: int) -> str:
-    """Bytes in the largest binary unit that keeps a leading digit: 1.5 GiB, 320.0 MiB, 12.0 KiB."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(value) >= size:
-            return f"{value / size:,.2f} {unit}"
-    return f"{value:,} B"

@@ -8,18 +8,14 @@ the same run on a real device (``StorageTracker("meta")``, checked against the C
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
 
 from irecon.errors import IreconError
 
-__all__ = ["Fit", "deepest_fit", "parse_bytes", "shapes_only"]
+__all__ = ["Fit", "deepest_fit", "parse_bytes"]
 
 UNITS = {
     "": 1,
@@ -44,48 +40,6 @@ def parse_bytes(text: str) -> int:
     if value < 1:
         raise IreconError(f"memory size '{text}' is below one byte")
     return int(value)
-
-
-_original_is_enabled = torch.is_autocast_enabled
-_original_get_dtype = torch.get_autocast_dtype
-_original_autocast = torch.autocast
-
-
-def _is_autocast_enabled(*args: Any) -> bool:
-    if args and args[0] == "meta":
-        return False
-    return _original_is_enabled(*args)
-
-
-def _get_autocast_dtype(device_type: str) -> torch.dtype:
-    return _original_get_dtype("cpu" if device_type == "meta" else device_type)
-
-
-def _autocast(device_type: str, *args: Any, **kwargs: Any) -> Any:
-    if device_type != "meta":
-        return _original_autocast(device_type, *args, **kwargs)
-    enabled = kwargs.get("enabled", args[1] if len(args) > 1 else True)
-    if enabled:
-        raise RuntimeError("autocast has no meta backend: shapes-only runs are made without autocast")
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def shapes_only() -> Iterator[None]:
-    """While active, autocast queries and ``torch.autocast(..., enabled=False)`` accept ``"meta"``.
-
-    Torch has no autocast backend for the meta device, so asking whether autocast is on there
-    raises; the i-RIM engine asks on every op. A shapes-only run never enables autocast, so
-    "off" is the true answer; enabling it on meta still raises.
-    """
-    saved = torch.is_autocast_enabled, torch.get_autocast_dtype, torch.autocast
-    torch.is_autocast_enabled = _is_autocast_enabled  # type: ignore[assignment]
-    torch.get_autocast_dtype = _get_autocast_dtype  # type: ignore[assignment]
-    torch.autocast = _autocast  # type: ignore[assignment,misc]
-    try:
-        yield
-    finally:
-        torch.is_autocast_enabled, torch.get_autocast_dtype, torch.autocast = saved  # type: ignore[misc]
 
 
 @dataclass

@@ -219,7 +219,7 @@ def progress_line(m: Measurement) -> str:
 
 def fit_line(f: Fit) -> str:
     """One budget answer: the deepest T, its peak, and the peak one step deeper."""
-    from irecon.bench_records import human_bytes
+    from irecon.text import human_bytes
 
     engine = "memory-free" if f.memory_free else "plain"
     head = f"planned {f.model} {f.mode} {engine}, budget {human_bytes(f.budget_bytes)} ({f.budget_bytes:,} B)"

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from irecon.data.volumes import VolumeInfo
+from irecon.data.volumes import READ_FAILED, UNREADABLE, VolumeInfo, check_finite_kspace
 from irecon.errors import IreconError
 
 
@@ -35,7 +35,7 @@ class OpenFiles:
             try:
                 handle = h5py.File(path, "r")
             except OSError:
-                raise IreconError("not a readable HDF5 file (not HDF5, truncated or corrupt)", path) from None
+                raise IreconError(UNREADABLE, path) from None
             self._files[path] = handle
         return handle
 
@@ -53,11 +53,8 @@ class OpenFiles:
                 target = np.asarray(handle[info.target_key][selection], dtype=np.float32)
         except (OSError, KeyError, RuntimeError):
             self._files.pop(info.path, None)
-            raise IreconError("not a readable HDF5 file: reading failed (truncated or corrupt)", info.path) from None
-        per_slice = kspace.reshape(1, -1) if isinstance(selection, int) else kspace.reshape(kspace.shape[0], -1)
-        finite = np.isfinite(per_slice).all(axis=1)
-        if not finite.all():
-            raise IreconError(f"kspace slice {start + int(np.argmin(finite))} contains NaN or Inf values", info.path)
+            raise IreconError(READ_FAILED, info.path) from None
+        check_finite_kspace(kspace, one_slice=isinstance(selection, int), first=start, path=info.path)
         return kspace, target
 
     def close(self) -> None:

@@ -34,6 +34,8 @@ _ENCODED = ("encoding", "encodedSpace", "matrixSize")
 _RECON = ("encoding", "reconSpace", "matrixSize")
 _LIMITS = ("encoding", "encodingLimits", "kspace_encoding_step_1")
 
+UNREADABLE = "not a readable HDF5 file (not HDF5, truncated or corrupt)"
+READ_FAILED = "not a readable HDF5 file: reading failed (truncated or corrupt)"
 SliceSelection = slice | int  # one slice, or a contiguous run of slices
 
 
@@ -236,12 +238,19 @@ def read_kspace(path: str | Path, slices: SliceSelection = slice(None)) -> np.nd
         kspace = _kspace_dataset(hf, path)
         first, rank = _first_index(slices, int(kspace.shape[0])), kspace.ndim
         data = _read_slices(kspace, slices, path).astype(np.complex64, copy=False)
-    per_slice = data.reshape(1, -1) if data.ndim == rank - 1 else data.reshape(data.shape[0], -1)
+    check_finite_kspace(data, one_slice=data.ndim == rank - 1, first=first, path=path)
+    return data
+
+
+def check_finite_kspace(data: np.ndarray, *, one_slice: bool, first: int, path: Path) -> None:
+    """Raise, naming the first bad slice as ``irecon check`` does, if k-space holds NaN/Inf.
+
+    ``data`` is one slice (``one_slice``) or a run of slices starting at slice ``first``.
+    """
+    per_slice = data.reshape(1, -1) if one_slice else data.reshape(data.shape[0], -1)
     finite = np.isfinite(per_slice).all(axis=1)
     if not finite.all():
-        bad = first + int(np.argmin(finite))
-        raise IreconError(f"kspace slice {bad} contains NaN or Inf values", path)
-    return data
+        raise IreconError(f"kspace slice {first + int(np.argmin(finite))} contains NaN or Inf values", path)
 
 
 def read_target(path: str | Path, info: VolumeInfo, slices: SliceSelection = slice(None)) -> np.ndarray | None:
@@ -282,12 +291,12 @@ def open_h5(path: Path) -> Iterator[h5py.File]:
     try:
         hf = h5py.File(path, "r")
     except OSError:
-        raise IreconError("not a readable HDF5 file (not HDF5, truncated or corrupt)", path) from None
+        raise IreconError(UNREADABLE, path) from None
     try:
         with hf:
             yield hf
     except (OSError, KeyError, RuntimeError):
-        raise IreconError("not a readable HDF5 file: reading failed (truncated or corrupt)", path) from None
+        raise IreconError(READ_FAILED, path) from None
 
 
 def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:

@@ -12,6 +12,7 @@ exactly once per backward.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -151,8 +152,18 @@ class _Step:
     num_data: int
 
 
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
+def autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
+    """Whether autocast is on for ``device_type`` and its dtype; off on devices without autocast (meta)."""
+    if not torch.amp.is_autocast_available(device_type):
+        return False, None
     return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+def autocast(device_type: str, enabled: bool, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` that is a no-op where the device has no autocast (meta), if not enabled."""
+    if not torch.amp.is_autocast_available(device_type) and not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype, enabled=enabled)
 
 
 class _InvertToLearn(torch.autograd.Function):
@@ -169,7 +180,7 @@ class _InvertToLearn(torch.autograd.Function):
         ctx.save_for_backward(*tensors, *((x,) if step.is_last else ()))
         ctx.kept = x.detach().clone() if step.keep_output and not step.is_last else None
         ctx.step = step
-        ctx.autocast = _autocast_state(x.device.type)
+        ctx.autocast = autocast_state(x.device.type)
         return x
 
     @staticmethod
@@ -194,7 +205,7 @@ class _InvertToLearn(torch.autograd.Function):
             d.detach().requires_grad_() if want else d.detach() for d, want in zip(saved[: step.num_data], wants)
         )
         enabled, dtype = ctx.autocast
-        with torch.autocast(tape.state.device.type, dtype=dtype, enabled=enabled):
+        with autocast(tape.state.device.type, enabled, dtype):
             param_grads, data_grads = step.op.backward_(tape.state, tape.grad, data)
         data_grads = data_grads or (None,) * step.num_data
         grad_x = tape.grad

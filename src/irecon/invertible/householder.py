@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from irecon.invertible.engine import Grads, InvertibleOp
+from irecon.invertible.engine import Grads, InvertibleOp, autocast
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -56,7 +56,7 @@ class HouseholderOp(InvertibleOp):
         return (self.conv.vectors,)
 
     def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast(x.device.type, enabled=False):
             w = self.conv.matrix().to(x.dtype)
             w = w.t() if self.transpose else w
             return torch.matmul(w, x.flatten(2)).view_as(x)
@@ -64,7 +64,7 @@ class HouseholderOp(InvertibleOp):
     @torch.no_grad()
     def _reflect_all_(self, x: Tensor, order: Sequence[int]) -> None:
         xf = _flat(x)
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast(x.device.type, enabled=False):
             for k in order:
                 v = self.conv.vectors[k].to(x.dtype)
                 s = torch.matmul(v, xf)
@@ -86,7 +86,7 @@ class HouseholderOp(InvertibleOp):
         vectors = self.conv.vectors
         grad_vectors = torch.zeros_like(vectors) if vectors.requires_grad else None
         yf, gf = _flat(y), _flat(grad_y)
-        with torch.autocast(y.device.type, enabled=False):
+        with autocast(y.device.type, enabled=False):
             for k in reversed(self.conv._order(self.transpose)):
                 v = vectors[k].to(y.dtype)
                 c = 2 / torch.dot(v, v)

@@ -201,7 +201,16 @@ class TrainFeed:
             yield batch
 
     def close(self) -> None:
-        """Let the workers go (dropping the loader ends them) and close the main process's files."""
+        """End the workers now and close the main process's files.
+
+        Dropping the loader is not enough: a traceback or a suspended epoch generator can keep its
+        iterator alive, and live workers at interpreter exit hang the process. So the worker
+        iterator is shut down here, as ``DataLoader`` itself does when the iterator is collected.
+        """
+        iterator = getattr(self.loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
         self.loader = None
         self.dataset.close()
 

@@ -47,6 +47,7 @@ from irecon.losses import ImageLoss
 from irecon.models.presets import build_model, preset
 from irecon.physics import center_crop
 from irecon.plots import save_png, training_curve
+from irecon.text import human_bytes
 from irecon.training.checkpoints import Progress as RunProgress
 from irecon.training.checkpoints import make_run_dir, resume_command, set_rng_state, training_payload
 from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
@@ -65,7 +66,6 @@ from irecon.training.report import (
 from irecon.training.runtime import (
     StopSignals,
     World,
-    format_bytes,
     peak_memory_bytes,
     peak_memory_kind,
     process_group,
@@ -407,7 +407,7 @@ class Trainer:
 
     def _peak_memory(self) -> str:
         label = "peak" if self.device.type == "cuda" else "RSS"
-        return f"{label} {format_bytes(peak_memory_bytes(self.device))}"
+        return f"{label} {human_bytes(peak_memory_bytes(self.device))}"
 
     def _result(self, outcome: Outcome, started: float) -> TrainResult:
         progress = self.progress

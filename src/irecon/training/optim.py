@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from irecon.adam_shards import adam_shards
-from irecon.training.runtime import format_bytes
+from irecon.text import human_bytes
 
 # Imported when first sharding: torch.distributed.optim scripts its functional optimisers with torch.jit.
 ZERO_MODULE = "torch.distributed.optim.zero_redundancy_optimizer"
@@ -67,8 +67,8 @@ def load_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
 
 
 def adam_summary(parameters: Iterable[Tensor], world_size: int, sharded: bool, requested: bool) -> str:
-    """``Adam state 1.20 MB per process, sharded over 2`` (the largest shard), for the start line."""
+    """``Adam state 1.14 MiB per process, sharded over 2`` (the largest shard), for the start line."""
     largest = max(shard.total_bytes for shard in adam_shards(parameters, world_size, sharded))
     if sharded:
-        return f"Adam state {format_bytes(largest)} per process, sharded over {world_size}"
-    return f"Adam state {format_bytes(largest)}" + (" (--shard-optimizer needs several processes)" if requested else "")
+        return f"Adam state {human_bytes(largest)} per process, sharded over {world_size}"
+    return f"Adam state {human_bytes(largest)}" + (" (--shard-optimizer needs several processes)" if requested else "")

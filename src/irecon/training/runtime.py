@@ -138,10 +138,3 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 def peak_memory_kind(device: torch.device) -> str:
     return "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss"
-
-
-def format_bytes(count: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6)):
-        if count >= size:
-            return f"{count / size:.2f} {unit}"
-    return f"{count / 1e3:.0f} kB"
