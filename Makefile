@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: install demo test lint gpu-check bench clean
+.PHONY: install demo test test-fast test-tools lint gpu-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,19 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP) lint
+test: $(STAMP) lint test-tools
 	$(BIN)/python -m pytest -q
+
+# The quick loop while editing: everything but the tests marked slow (torchrun, README, subprocesses).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# External tools the suite checks against, installed the way the README tells a user; a test whose
+# tool is missing skips and says why. dcm2niix is Debian's package (needs root and apt-get).
+test-tools:
+	@command -v dcm2niix >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix; } >/dev/null 2>&1; } || \
+		echo "dcm2niix not installed (needs root and apt-get): its tests will skip"
 
 # The shape of the code: lint, formatting, and the import layers (cli -> commands -> ... -> base).
 lint: $(STAMP)
@@ -34,7 +45,7 @@ gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py --out gpu-check-report
 
 demo: $(STAMP)
-	$(BIN)/python -m irecon.demo
+	$(BIN)/python benchmarks/demo.py
 
 bench: $(STAMP)
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 $(BIN)/python benchmarks/engine.py

@@ -23,10 +23,10 @@ from rich.console import Console
 
 from irecon import __version__
 from irecon.errors import IreconError
+from irecon.figures import save_png
 from irecon.files import write_bytes, write_json
 from irecon.metrics import Scores
 from irecon.models.presets import preset
-from irecon.plots import save_png
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.run import reconstruct
 from irecon.training.loop import train
@@ -136,7 +136,7 @@ def check_args(args: argparse.Namespace) -> None:
     if len(set(args.models)) != len(args.models) or len(set(args.accelerations)) != len(args.accelerations):
         raise IreconError("--models and --accelerations must not repeat a value")
     for name in args.models:
-        if preset(name).kind == "zero-filled":
+        if not preset(name).learned:
             raise IreconError("zero-filled is always scored; leave it out of --models")
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from irecon.models.irim import IRIM
-from irecon.models.presets import build_model, preset
+from irecon.models.presets import preset
 from irecon.physics import forward_operator, root_sum_of_squares_image
 
 LAYERS_PER_STEP = 10
@@ -86,7 +86,7 @@ def measure(layers: int, size: tuple[int, int], seed: int, log: Callable[[str], 
     start = time.perf_counter()
     steps = layers // LAYERS_PER_STEP
     torch.manual_seed(seed)
-    model32 = build_model(preset("paper-2d", steps=steps), memory_free=True)
+    model32 = preset("paper-2d", steps=steps).build(memory_free=True)
     model64 = copy.deepcopy(model32).double()
     model64.memory_free = False
     kspace, mask, target = inputs(size, seed)

@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from irecon.bench import BenchOptions, Measurement, run_bench
+from irecon.bench.sweep import BenchOptions, Measurement, run_bench
 from irecon.files import check_writable_folder, write_bytes, write_json
 from irecon.losses import mean_mse
-from irecon.models.presets import build_model, preset
+from irecon.models.presets import preset
 
 MIB = 2**20
 DEADLINE_S = 7.5 * 60  # sections that would start later are reported as not run
@@ -129,8 +129,8 @@ def gradients_float64(device: str) -> Check:
     check = Check("gradients_float64", "Memory-free vs plain gradients, tiny-2d, float64, CUDA")
     torch.manual_seed(0)
     config = preset("tiny-2d", steps=3)
-    free = build_model(config, memory_free=True).double().to(device)
-    plain = build_model(config, memory_free=False).double().to(device)
+    free = config.build(memory_free=True).double().to(device)
+    plain = config.build(memory_free=False).double().to(device)
     plain.load_state_dict(free.state_dict())
     generator = torch.Generator().manual_seed(1)
     mask = (torch.rand(1, 1, 1, 40, generator=generator) < 0.4).double()
@@ -258,8 +258,8 @@ def bf16_step(device: str) -> Check:
     check = Check("bf16_step", "bf16 autocast training step on CUDA, tiny-2d 64 x 64")
     torch.manual_seed(0)
     config = preset("tiny-2d")
-    models = {True: build_model(config, memory_free=True).to(device)}
-    models[False] = build_model(config, memory_free=False).to(device)
+    models = {True: config.build(memory_free=True).to(device)}
+    models[False] = config.build(memory_free=False).to(device)
     models[False].load_state_dict(models[True].state_dict())
     generator = torch.Generator().manual_seed(2)
     mask = (torch.rand(1, 1, 1, 64, generator=generator) < 0.3).float()

@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from irecon.memory import StorageTracker, tensor_bytes
+from irecon.memory.meters import StorageTracker, tensor_bytes
 from irecon.models.irim import IRIM
 
 OFFICIAL = {"train_activation": 225_021_188, "inference_activation": 117_964_800, "ratio": 1.33}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.train_helpers import make_data
+from tests.helpers.training import make_data
 
 
 @pytest.fixture(scope="module")

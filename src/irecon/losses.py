@@ -18,11 +18,11 @@ class ImageLoss(nn.Module):
     The loss runs in float32 even under bf16 autocast: SSIM subtracts nearly equal moments.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
-        if kind not in LOSSES:
-            raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
-        self.kind = kind
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        self.name = name
         self.ssim = SSIMLoss(win_size=SSIM_WINDOW)
 
     def forward(self, estimate: Tensor, target: Tensor, max_value: Tensor) -> Tensor:
@@ -32,11 +32,11 @@ class ImageLoss(nn.Module):
             estimate = estimate.float().reshape(-1, 1, *estimate.shape[-2:])
             target = target.float().reshape(-1, 1, *target.shape[-2:])
             max_value = max_value.float().clamp_min(1e-12)
-            if self.kind == "ssim":
+            if self.name == "ssim":
                 return self.ssim(estimate, target, max_value)
             scale = max_value.view(-1, 1, 1, 1)
             error = estimate / scale - target / scale
-            return error.abs().mean() if self.kind == "l1" else error.square().mean()
+            return error.abs().mean() if self.name == "l1" else error.square().mean()
 
 
 def mean_mse(estimates: Sequence[Tensor], target: Tensor) -> Tensor:

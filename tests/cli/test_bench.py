@@ -74,14 +74,14 @@ def test_steps_take_a_list_or_the_repeated_option() -> None:
 
 def test_the_meter_names_on_the_command_line_are_the_library_s() -> None:
     from irecon.cli.bench import METERS as CLI_METERS
-    from irecon.memory import METERS
+    from irecon.memory.meters import METERS
 
     assert CLI_METERS == METERS
 
 
 def test_world_size_reports_each_rank_s_adam_bytes_and_peak() -> None:
-    from irecon.bench import run_bench
-    from irecon.bench_options import BenchOptions
+    from irecon.bench.options import BenchOptions
+    from irecon.bench.sweep import run_bench
 
     common = dict(model="tiny-2d", steps=(1,), size=(16, 16), device="meta", modes=("train",))
     (one,) = run_bench(BenchOptions(**common))
@@ -142,9 +142,9 @@ def test_each_measurement_is_announced_before_it_runs() -> None:
 
 
 def test_the_sweep_plot_is_drawn_against_layers_with_the_weights_stack(tmp_path: Path) -> None:
-    from irecon.bench import run_bench
-    from irecon.bench_options import BenchOptions
-    from irecon.plots import memory_sweep
+    from irecon.bench.options import BenchOptions
+    from irecon.bench.plot import memory_sweep
+    from irecon.bench.sweep import run_bench
 
     records = run_bench(
         BenchOptions(

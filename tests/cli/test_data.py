@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from irecon.cli import main
-from tests.volume_helpers import write_tiny_volume
+from tests.helpers.volumes import write_tiny_volume
 
 TINY = ["--kspace-size", "32", "24", "--recon-size", "16", "16", "--slices", "2"]
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from click.testing import CliRunner, _NamedTextIOWrapper
 
-from irecon.checkpoint import save_checkpoint
 from irecon.cli import main
 from irecon.data.synth import synthesize
 from irecon.errors import IreconError
 from irecon.export import images_from_nifti
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import save_checkpoint
+from irecon.models.presets import preset
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = preset("tiny-2d", steps=1)
     path = tmp_path_factory.mktemp("checkpoint") / "tiny-2d.pt"
-    save_checkpoint(path, {"model_config": config.to_dict(), "model": build_model(config).state_dict()})
+    save_checkpoint(path, {"model_config": config.to_dict(), "model": config.build().state_dict()})
     return path
 
 
@@ -230,7 +230,7 @@ def test_a_bad_checkpoint_is_one_line_naming_no_exception_class(two_val: Path, t
         good,
         {
             "model_config": preset("tiny-2d", steps=1).to_dict(),
-            "model": build_model(preset("tiny-2d", steps=1)).state_dict(),
+            "model": preset("tiny-2d", steps=1).build().state_dict(),
         },
     )
     (tmp_path / "junk.pt").write_text("not a checkpoint")

@@ -19,9 +19,9 @@ import irecon.training.loop as loop
 from irecon.cli import main
 from irecon.data.synth import synthesize
 from irecon.errors import IreconError
-from irecon.training.checkpoints import resume_command
 from irecon.training.options import TrainOptions
-from tests.train_helpers import SIZES, cli_args, load, subprocess_env, write_checkpoint_dir
+from irecon.training.state import resume_command
+from tests.helpers.training import SIZES, cli_args, load, subprocess_env, write_checkpoint_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,9 +8,8 @@ from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import InvertibleOp
 from irecon.invertible.householder import HouseholderConv
 from irecon.invertible.layers import DataConsistencyLayer
+from irecon.invertible.testing import ChannelAffine, check_op_contract
 from irecon.physics import data_consistency_gradient
-
-from .contract import ChannelAffine, check_op_contract
 
 Case = tuple[InvertibleOp, Tensor, tuple[Tensor, ...]]
 

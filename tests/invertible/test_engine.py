@@ -5,9 +5,9 @@ import torch
 
 from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import invertible_chain, reverse_chain
+from irecon.invertible.testing import ChannelAffine
 
 from .conftest import Chain, make_chain
-from .contract import ChannelAffine
 
 
 def _loss(y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import torch
 
 from irecon.invertible.engine import invertible_chain
-from irecon.memory import StorageTracker, tensor_bytes
+from irecon.memory.meters import StorageTracker, tensor_bytes
 
 from .conftest import make_chain
 

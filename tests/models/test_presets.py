@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from irecon.errors import IreconError
-from irecon.models.presets import PRESETS, ModelConfig, build_model, count_parameters, preset
+from irecon.models.configs import ModelConfig, config_from_dict
+from irecon.models.presets import PRESETS, count_parameters, preset
 
 
 def _inputs(coils: int, dims: int, spatial: tuple[int, ...], batch: int = 2, dtype=torch.complex64):
@@ -39,7 +40,7 @@ CASES = [
 @pytest.mark.parametrize("name,dims,coils", CASES)
 def test_every_preset_gives_magnitude_images_of_the_input_size(name: str, dims: int, coils: int) -> None:
     spatial = (17, 13) if dims == 2 else (3, 17, 13)
-    model = build_model(_small(name, dims, coils))
+    model = _small(name, dims, coils).build()
     kspace, mask = _inputs(coils, dims, spatial)
     estimates = model(kspace, mask)
     assert isinstance(estimates, list) and estimates
@@ -53,7 +54,7 @@ def test_challenge_singlecoil_has_the_official_parameter_count() -> None:
     config = preset("challenge-singlecoil")
     assert count_parameters(config) == 275_206_144 + 41_408
     with torch.device("meta"):
-        model = build_model(config)
+        model = config.build()
     assert sum(p.numel() for p in model.steps.parameters()) == 275_206_144
     assert sum(p.numel() for p in model.head.parameters()) == 41_408
 
@@ -85,14 +86,14 @@ def test_bad_names_and_options_are_user_errors() -> None:
     with pytest.raises(IreconError, match="unknown model option"):
         preset("tiny-2d", colour="red")
     with pytest.raises(IreconError, match="n_latent=8 is too small"):
-        build_model(preset("tiny-2d", n_latent=8, coils=3))
+        preset("tiny-2d", n_latent=8, coils=3).build()
 
 
 def test_config_round_trips_through_plain_dict() -> None:
     config = preset("challenge-multicoil", steps=2)
     values = config.to_dict()
     assert all(not isinstance(v, tuple) for v in values.values())
-    assert ModelConfig.from_dict(values) == config
+    assert config_from_dict(values) == config
 
 
 @pytest.mark.parametrize("name,kind", [("tiny-rim", "rim"), ("tiny-unet", "unet")])

@@ -9,9 +9,9 @@ import torch
 from matplotlib.figure import Figure
 
 import irecon.reconstruct.run as recon_module
-from irecon.checkpoint import save_checkpoint
 from irecon.data.synth import synthesize
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import save_checkpoint
+from irecon.models.presets import preset
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.run import reconstruct
 
@@ -27,7 +27,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     config = preset("tiny-2d", steps=1)
     checkpoint = root / "tiny.pt"
-    save_checkpoint(checkpoint, {"model_config": config.to_dict(), "model": build_model(config).state_dict()})
+    save_checkpoint(checkpoint, {"model_config": config.to_dict(), "model": config.build().state_dict()})
     return {"val": val, "test": test, "checkpoint": checkpoint}
 
 

@@ -20,13 +20,13 @@ from matplotlib.image import imread
 from rich.console import Console
 
 import irecon.reconstruct.run as recon_module
-from irecon.checkpoint import save_checkpoint
 from irecon.cli import main
 from irecon.data.datasets import load_volume
 from irecon.data.masks import MaskSpec
 from irecon.data.synth import synthesize
 from irecon.errors import IreconError
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import save_checkpoint
+from irecon.models.presets import preset
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.report import ReconstructReport
 from irecon.reconstruct.run import reconstruct
@@ -68,7 +68,7 @@ def make_checkpoint(path: Path, name: str, **extra: object) -> Path:
     """An untrained tiny i-RIM checkpoint: enough to test the plumbing."""
     torch.manual_seed(0)
     config = preset(name, steps=1)
-    save_checkpoint(path, {"model_config": config.to_dict(), "model": build_model(config).state_dict(), **extra})
+    save_checkpoint(path, {"model_config": config.to_dict(), "model": config.build().state_dict(), **extra})
     return path
 
 

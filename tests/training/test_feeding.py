@@ -13,7 +13,7 @@ from irecon.data.volumes import find_volumes
 from irecon.errors import IreconError
 from irecon.training.feeding import FeedStats, TrainFeed, resolve_workers, worker_error
 from irecon.training.runtime import World
-from tests.train_helpers import make_options
+from tests.helpers.training import make_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,6 @@ import torch
 from rich.console import Console
 
 import irecon.training.loop as loop
-from irecon.checkpoint import model_from_checkpoint
 from irecon.data.masks import MaskSpec
 from irecon.data.volumes import read_volume_info
 from irecon.errors import IreconError
@@ -25,10 +24,11 @@ from irecon.inference import score_model
 from irecon.losses import ImageLoss
 from irecon.metrics import Scores, mean_scores
 from irecon.models.baselines import ZeroFilled
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import model_from_checkpoint
+from irecon.models.presets import preset
 from irecon.training.loop import Outcome, train
 from irecon.training.plan import build_seeded
-from tests.train_helpers import ROOT, assert_same_weights, load, make_options, subprocess_env, write_checkpoint_dir
+from tests.helpers.training import ROOT, assert_same_weights, load, make_options, subprocess_env, write_checkpoint_dir
 
 CHECKPOINT_KEYS = {
     "model_config",
@@ -204,7 +204,7 @@ def test_best_checkpoint_is_the_epoch_with_the_highest_ssim(
 
 @pytest.fixture(scope="module")
 def ddp_runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The runs of tests/train_ddp_worker.py: one 2-process gloo launch, after a 1-process run to resume."""
+    """The runs of tests/helpers/train_ddp_worker.py: one 2-process gloo launch, after a 1-process run to resume."""
     root = tmp_path_factory.mktemp("ddp")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -217,7 +217,7 @@ def ddp_runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--standalone",
         "--nproc-per-node",
         "2",
-        str(ROOT / "tests" / "train_ddp_worker.py"),
+        str(ROOT / "tests" / "helpers" / "train_ddp_worker.py"),
         str(data / "train"),
         str(data / "val"),
         str(root),
@@ -234,7 +234,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(data: Path, ddp_runs: 
     assert_same_weights(payload["model"], rank0)
     assert payload["world_size"] == 2 and payload["global_step"] == 6  # 6 slices over 2 ranks, batch 1, 2 epochs
     # Each rank validated one of the two volumes; the all-reduced mean is the mean over both.
-    zero = build_model(preset("zero-filled", coils=1))
+    zero = preset("zero-filled", coils=1).build()
     infos = [read_volume_info(p) for p in sorted((data / "val").glob("*.h5"))]
     expected = mean_scores(score_model(zero, infos, MaskSpec("random", (0.08,), (4,)), torch.device("cpu")))
     assert payload["zero_filled"] == pytest.approx(expected.as_dict())

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from irecon.adam_shards import adam_shards, optimizer_bytes_per_rank, rank_of_parameters
-from irecon.models.presets import build_model, preset
+from irecon.memory.adam import adam_shards, optimizer_bytes_per_rank, rank_of_parameters
+from irecon.models.presets import preset
 
 
 def zero() -> Any:
@@ -43,7 +43,7 @@ class TorchPartition:
 
 def meta_parameters(name: str) -> list[torch.Tensor]:
     with torch.device("meta"):
-        return list(build_model(preset(name)).parameters())
+        return list(preset(name).build().parameters())
 
 
 @pytest.mark.parametrize("name", ["challenge-singlecoil", "challenge-multicoil", "tiny-2d"])
@@ -80,7 +80,7 @@ def test_adam_shards_from_tensors_shapes_and_groups() -> None:
 
 
 def test_adam_shards_match_a_real_adam_after_a_step() -> None:
-    model = build_model(preset("tiny-2d"))
+    model = preset("tiny-2d").build()
     optimizer = torch.optim.Adam(model.parameters())
     for p in model.parameters():
         p.grad = torch.zeros_like(p)

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from irecon.bench_options import BenchOptions
+from irecon.bench.options import BenchOptions
 from irecon.cli.options import ListCommand, default_of, say, stdout_console, threads_option
 from irecon.errors import IreconError
 from irecon.text import plural
 
 if TYPE_CHECKING:
-    from irecon.bench_records import Measurement
-    from irecon.planner import Fit
+    from irecon.bench.records import Measurement
+    from irecon.memory.budget import Fit
 
 METERS = ("allocator", "storages")  # irecon.memory.METERS, named here so --help need not load torch
 
@@ -107,9 +107,9 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
     With --device meta the same protocol runs on shapes only (the planner); --budget then finds
     the deepest T that fits, memory-free and with plain autograd.
     """
-    from irecon.bench import run_bench, run_budget
-    from irecon.bench_records import ratios
-    from irecon.planner import parse_bytes
+    from irecon.bench.records import ratios
+    from irecon.bench.sweep import run_bench, run_budget
+    from irecon.memory.budget import parse_bytes
 
     if params["budget"] is not None:
         params["budget"] = parse_bytes(params["budget"])
@@ -152,7 +152,7 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
 
 def rank_lines(records: list[Measurement]) -> list[str]:
     """Per-rank weights and peak of each training record, when more than one rank was asked for."""
-    from irecon.bench_records import format_bytes
+    from irecon.bench.records import format_bytes
 
     lines = []
     for m in records:
@@ -181,7 +181,7 @@ def _table(both: bool) -> Table:
 
 
 def _row(m: Measurement, both: bool = False) -> list[str]:
-    from irecon.bench_records import format_bytes
+    from irecon.bench.records import format_bytes
 
     engine = "free" if m.memory_free else "plain"
     mode = "infer" if m.mode == "inference" else m.mode
@@ -202,7 +202,7 @@ def _row(m: Measurement, both: bool = False) -> list[str]:
 
 def progress_line(m: Measurement) -> str:
     """The line printed as each measurement finishes, every figure with its method."""
-    from irecon.bench_records import format_bytes
+    from irecon.bench.records import format_bytes
 
     engine = "memory-free" if m.memory_free else "plain"
     head = f"measured {m.model} {m.mode} {engine} T={m.steps} ({m.layers_total} layers)"

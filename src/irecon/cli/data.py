@@ -75,7 +75,7 @@ def synth(out_dir: str, **options: Any) -> None:
 @click.option("--no-values", is_flag=True, help="skip the NaN/Inf scan (which reads every file whole)")
 def check(paths: tuple[str, ...], no_values: bool) -> None:
     """Validate fastMRI files and folders; exit 0 only when every volume is valid."""
-    from irecon.check import check_paths
+    from irecon.data.check import check_paths
 
     result = check_paths(paths, check_values=not no_values)
     for note in result.notes:
@@ -89,7 +89,7 @@ def check(paths: tuple[str, ...], no_values: bool) -> None:
 
 
 def check_table(result: Any) -> Table:
-    """One row per valid volume of a :class:`irecon.check.CheckResult`.
+    """One row per valid volume of a :class:`irecon.data.check.CheckResult`.
 
     The file column never shrinks (the other columns wrap first); files that share a name are
     shown with their folder.
@@ -137,8 +137,8 @@ def models() -> None:
             name,
             config.kind,
             f"{config.dims}D",
-            str(config.steps) if config.kind in ("irim", "rim") else "-",
-            str(config.layers) if config.kind == "irim" else "-",
+            str(config.time_steps) if config.time_steps is not None else "-",
+            str(config.layers_per_step) if config.layers_per_step is not None else "-",
             f"{count_parameters(config):,}",
         )
     stdout_console().print(table)

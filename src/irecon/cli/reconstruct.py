@@ -213,7 +213,7 @@ _ZERO_FILLED_ROW = "  zero-filled"
 
 def _has_baseline(report: Any) -> bool:
     """Whether zero-filled's scores are shown beside the model's (not when the model is zero-filled)."""
-    return bool(report.scored) and report.config.kind != "zero-filled"
+    return bool(report.scored) and report.config.learned
 
 
 def _mean_label(report: Any) -> str:

@@ -311,7 +311,7 @@ def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:
             "for single-coil or (slices, coils, H, W) for multi-coil",
             path,
         )
-    if kspace.dtype.kind != "c":
+    if not np.issubdtype(kspace.dtype, np.complexfloating):
         raise IreconError(f"kspace has dtype {kspace.dtype}; expected complex (complex64)", path)
     if kspace.shape[0] == 0:
         raise IreconError("kspace has 0 slices (empty volume)", path)

@@ -23,8 +23,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from irecon.data.header import ORIENTATION_UNKNOWN, Geometry, ScanParameters
 from irecon.export.folders import atomic_folder
-from irecon.export.header import ORIENTATION_UNKNOWN, Geometry, ScanParameters
 from irecon.export.images import check_images
 
 MAX_STORED = 65535

@@ -15,7 +15,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from irecon.export.header import Geometry
+from irecon.data.header import Geometry
 from irecon.export.images import ascii_text, check_images
 from irecon.files import atomic_write
 

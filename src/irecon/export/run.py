@@ -15,15 +15,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from irecon.data.volumes import find_volumes, open_h5
-from irecon.errors import IreconError
-from irecon.export.dicom import SeriesInfo, write_dicom_series
-from irecon.export.folders import refuse_existing_folder
-from irecon.export.header import (
+from irecon.data.header import (
     SPACING_ASSUMED,
     geometry_from_header,
     scan_parameters_from_header,
 )
+from irecon.data.volumes import find_volumes, open_h5
+from irecon.errors import IreconError
+from irecon.export.dicom import SeriesInfo, write_dicom_series
+from irecon.export.folders import refuse_existing_folder
 from irecon.export.images import check_images
 from irecon.export.nifti import write_nifti
 from irecon.export.options import DATASETS, FORMATS, ExportOptions

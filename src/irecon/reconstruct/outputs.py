@@ -9,14 +9,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from irecon.checkpoint import LoadedModel
 from irecon.errors import IreconError
+from irecon.figures import save_png
 from irecon.files import EXISTS_MESSAGE, atomic_write
 from irecon.metrics import Scores
+from irecon.models.checkpoint import LoadedModel
 from irecon.physics import common_crop
-from irecon.plots import preview as preview_plot
-from irecon.plots import save_png
 from irecon.reconstruct.options import ReconstructOptions
+from irecon.reconstruct.preview import preview as preview_plot
 from irecon.reconstruct.report import VolumeResult
 from irecon.text import plural
 

@@ -16,7 +16,7 @@ import numpy as np
 from irecon import __version__
 from irecon.data.masks import MaskSpec
 from irecon.metrics import Scores, mean_scores
-from irecon.models.presets import ModelConfig
+from irecon.models.configs import ModelConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1

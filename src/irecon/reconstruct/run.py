@@ -42,7 +42,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from irecon.checkpoint import LoadedModel, load_model
 from irecon.data.datasets import Volume, load_volume
 from irecon.data.volumes import find_volumes, read_volume_info
 from irecon.device import resolve_device
@@ -50,7 +49,8 @@ from irecon.errors import IreconError
 from irecon.export import SeriesInfo, export_volume
 from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_folder, write_json
 from irecon.inference import reconstruct_volume, score_prediction
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import LoadedModel, load_model
+from irecon.models.presets import preset
 from irecon.physics import common_crop
 from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
 from irecon.reconstruct.outputs import (
@@ -64,7 +64,6 @@ from irecon.reconstruct.report import ReconstructReport, VolumeResult
 from irecon.text import plural
 
 # Models whose channel count is fixed by the coil count they were built for.
-_COIL_BOUND_KINDS = ("irim", "rim")
 _NAMES_SHOWN = 3
 
 
@@ -136,8 +135,8 @@ class _Run:
         self.device = device
         self.out_dir = out_dir
         self.preview_dir = preview_dir
-        self.model_is_zero_filled = loaded.config.kind == "zero-filled"
-        self.zero_filled = build_model(preset("zero-filled")).to(device).eval()
+        self.model_is_zero_filled = not loaded.config.learned
+        self.zero_filled = preset("zero-filled").build().to(device).eval()
         self.names: dict[str, Path] = {}
         self.progress = progress
         self.series = SeriesInfo(
@@ -289,7 +288,7 @@ def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | P
     Unreadable files are left to fail on their own when their turn comes.
     """
     config = loaded.config
-    if config.kind not in _COIL_BOUND_KINDS:
+    if not config.coil_bound:
         return
     others = []
     for path in files:

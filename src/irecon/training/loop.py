@@ -38,18 +38,17 @@ from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from irecon.checkpoint import save_checkpoint
 from irecon.data.volumes import VolumeInfo
 from irecon.errors import IreconError
+from irecon.figures import save_png
 from irecon.files import write_jsonl
 from irecon.inference import score_model
 from irecon.losses import ImageLoss
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import save_checkpoint
+from irecon.models.presets import preset
 from irecon.physics import center_crop
-from irecon.plots import save_png, training_curve
 from irecon.text import human_bytes
-from irecon.training.checkpoints import Progress as RunProgress
-from irecon.training.checkpoints import make_run_dir, resume_command, set_rng_state, training_payload
+from irecon.training.curve import training_curve
 from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
 from irecon.training.optim import adam_summary, build_optimizer, gather_state, is_sharded, load_state
 from irecon.training.options import TrainOptions
@@ -71,6 +70,8 @@ from irecon.training.runtime import (
     process_group,
     reset_peak_memory,
 )
+from irecon.training.state import Progress as RunProgress
+from irecon.training.state import make_run_dir, resume_command, set_rng_state, training_payload
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
 
@@ -343,7 +344,7 @@ class Trainer:
 
     def _zero_filled_scores(self) -> dict[str, float]:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
-        zero = build_model(preset("zero-filled", coils=self.plan.config.coils)).to(self.device)
+        zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
         progress = self._volume_progress("scoring zero-filled")
         scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress)
         return self.world.mean_scores(scores, self.device)
@@ -391,7 +392,7 @@ class Trainer:
             return
         history, out = self.progress.history, self.options.out
         write_jsonl(out / "metrics.jsonl", history)
-        title = f"{self.options.model} ({self.plan.config.kind} {self.plan.config.dims}-D), run {out}"
+        title = f"{self.options.model} ({self.plan.config.describe()}), run {out}"
         save_png(
             training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
         )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from irecon.adam_shards import adam_shards
+from irecon.memory.adam import adam_shards
 from irecon.text import human_bytes
 
 # Imported when first sharding: torch.distributed.optim scripts its functional optimisers with torch.jit.

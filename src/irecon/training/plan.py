@@ -1,7 +1,7 @@
 """Every check made before a training run writes anything, and the checked inputs it runs on.
 
 :func:`prepare` checks the options, reads every input header, builds the model and applies the
-run-folder rules of :mod:`irecon.training.checkpoints`; it raises :class:`IreconError` and leaves
+run-folder rules of :mod:`irecon.training.state`; it raises :class:`IreconError` and leaves
 the disk untouched when anything is wrong.
 """
 
@@ -15,15 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from irecon.checkpoint import load_checkpoint
 from irecon.data.datasets import MRIDataset
 from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.losses import LOSSES, SSIM_WINDOW
-from irecon.models.presets import ModelConfig, build_model, preset
-from irecon.training.checkpoints import check_run_dir
+from irecon.models.checkpoint import load_checkpoint
+from irecon.models.configs import ModelConfig
+from irecon.models.presets import preset
 from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions, flag
+from irecon.training.state import check_run_dir
 
 
 @dataclass
@@ -130,7 +131,7 @@ def check_options(options: TrainOptions) -> None:
 
 def base_config(options: TrainOptions) -> ModelConfig:
     """The preset with the overrides; refuses presets that have nothing to train."""
-    if preset(options.model).kind == "zero-filled":
+    if not preset(options.model).learned:
         raise IreconError("the zero-filled preset has no parameters to train; choose another --model")
     return preset(options.model, **options.model_overrides())
 
@@ -192,4 +193,4 @@ def build_seeded(config: ModelConfig, options: TrainOptions) -> nn.Module:
     """The model with weights drawn from ``options.seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
-        return build_model(config, memory_free=options.memory_free)
+        return config.build(memory_free=options.memory_free)

@@ -85,10 +85,10 @@ def start_line(options: Any, plan: Any, epoch: int, world_size: int, workers: in
     count = sum(p.numel() for p in plan.model.parameters())
     slices = sum(v.num_slices for v in plan.train_set.volumes)
     where = f"{plan.device}" + (f" x {world_size} processes" if world_size > 1 else "")
-    memory_free = ", memory-free" if options.memory_free and config.kind == "irim" else ""
+    memory_free = ", memory-free" if options.memory_free and config.invertible else ""
     return (
         f"{'resuming at' if plan.resume else 'starting'} epoch {epoch + 1}/{options.epochs}: {options.model} "
-        f"({config.kind} {config.dims}-D, {count:,} parameters{memory_free}) on "
+        f"({config.describe()}, {count:,} parameters{memory_free}) on "
         f"{plural(len(plan.train_set.volumes), 'volume')} / {plural(slices, 'slice')}, validating on "
         f"{plural(len(plan.val_infos), 'volume')}; device {where}, {plural(torch.get_num_threads(), 'thread')}, "
         f"{plural(workers, 'loader worker')}; {adam}; run dir {options.out}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from irecon.errors import IreconError
-from irecon.planner import deepest_fit, parse_bytes
+from irecon.memory.budget import deepest_fit, parse_bytes
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Exact byte counts of irecon.memory against hand-computed sizes (CPU; CUDA only where present)."""
+"""Exact byte counts of irecon.memory.meters against hand-computed sizes (CPU; CUDA only where present)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils.checkpoint import checkpoint_sequential
 
 from irecon.errors import IreconError
-from irecon.memory import (
+from irecon.memory.meters import (
     ALLOCATOR_METHOD,
     CUDA_METHOD,
     META_METHOD,

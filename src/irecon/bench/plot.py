@@ -1,66 +1,15 @@
-"""Every picture irecon draws: matplotlib ``Figure`` objects only (no pyplot, no global backend).
-
-Each function builds a figure from plain values; :func:`save_png` writes any of them atomically.
-"""
+"""The bench-memory plot: peak memory against depth, memory-free and plain."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from irecon.files import atomic_write
+from irecon.figures import new_figure
 
 MIB = 2**20
-
-
-def _figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
-
-
-def save_png(figure: Figure, path: str | Path, *, overwrite: bool = True, dpi: int = 100) -> None:
-    """Write the figure to ``path`` as PNG, atomically (refusing an existing file unless ``overwrite``)."""
-    data = png_bytes(figure, dpi)
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(data)
-
-
-def training_curve(
-    history: Sequence[dict[str, Any]], zero_filled: dict[str, float] | None, loss: str, title: str = ""
-) -> Figure:
-    """Training loss and validation SSIM per epoch, with zero-filled SSIM as a reference line."""
-    figure = _figure(9, 3.5)
-    loss_ax, ssim_ax = figure.subplots(1, 2)
-    epochs = [r["epoch"] for r in history]
-    loss_ax.plot(epochs, [r["train_loss"] for r in history], marker="o")
-    loss_ax.set(xlabel="epoch", ylabel=f"training loss ({'1 - SSIM' if loss == 'ssim' else loss})", title="loss")
-    ssim_ax.plot(epochs, [r["val_ssim"] for r in history], marker="o", label="model")
-    if zero_filled:
-        ssim_ax.axhline(zero_filled["ssim"], color="gray", linestyle="--", label="zero-filled")
-    best = [r for r in history if r.get("best")]
-    if best:
-        ssim_ax.plot([best[-1]["epoch"]], [best[-1]["val_ssim"]], "r*", markersize=12, label="best")
-    ssim_ax.set(xlabel="epoch", ylabel="SSIM", title="validation SSIM")
-    ssim_ax.legend()
-    for ax in (loss_ax, ssim_ax):
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    if title:
-        figure.suptitle(title, fontsize=9)
-    return figure
 
 
 class MemoryRecord(Protocol):
@@ -91,7 +40,7 @@ def memory_sweep(records: Sequence[MemoryRecord], log_scale: bool = False) -> Fi
     from matplotlib.ticker import MaxNLocator
 
     modes = sorted({m.mode for m in records}, reverse=True)
-    figure = _figure(6 * max(len(modes), 1), 4.4)
+    figure = new_figure(6 * max(len(modes), 1), 4.4)
     axes = figure.subplots(1, max(len(modes), 1), squeeze=False)[0]
     for ax, mode in zip(axes, modes):
         chosen = [m for m in records if m.mode == mode]
@@ -164,37 +113,3 @@ def _memory_series(records: Sequence[MemoryRecord]) -> dict[str, list[tuple[int,
         label = "RIM (plain autograd)" if m.model == "rim" else f"{m.model} {engine}"
         series.setdefault(label, []).append((m.layers_total, m))
     return series
-
-
-def preview(
-    images: Sequence[tuple[str, np.ndarray]],
-    errors: Sequence[tuple[str, np.ndarray]],
-    title: str,
-    top: float | None = None,
-) -> Figure:
-    """Labelled grey images on one row, on [0, top] or, when ``top`` is None, each on [0, its own max].
-
-    ``errors`` (|error| maps) go on a second row, under the first images, on one shared magma scale
-    [0, largest error] with one colour bar.
-    """
-    columns = max(len(images), len(errors), 1)
-    rows = 2 if errors else 1
-    figure = _figure(3 * columns + (0.8 if errors else 0), 3 * rows + 0.9)
-    axes = figure.subplots(rows, columns, squeeze=False)
-    for axis, (label, image) in zip(axes[0], images):
-        vmax = top if top is not None else float(np.max(image)) or None
-        axis.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-        axis.set_title(label, fontsize=9)
-    if errors:
-        error_top = max(float(np.max(error)) for _, error in errors) or None
-        shown = []
-        for axis, (label, error) in zip(axes[1], errors):
-            shown.append(axis.imshow(error, cmap="magma", vmin=0, vmax=error_top))
-            axis.set_title(label, fontsize=9)
-        bar = figure.colorbar(shown[0], ax=list(axes[1][: len(errors)]), shrink=0.85)
-        bar.set_label("|error|, one scale for all maps", fontsize=8)
-        bar.ax.tick_params(labelsize=8)
-    for axis in axes.flat:
-        axis.set_axis_off()
-    figure.suptitle(title, fontsize=8)
-    return figure

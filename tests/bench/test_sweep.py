@@ -8,12 +8,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import irecon.bench as bench
-from irecon.bench import BenchOptions, available_bytes, measure_peaks, planned_peak, run_bench
-from irecon.bench_records import write_json
+import irecon.bench.sweep as bench
+from irecon.bench.records import write_json
+from irecon.bench.sweep import BenchOptions, available_bytes, measure_peaks, planned_peak, run_bench
 from irecon.cli import main
 from irecon.errors import IreconError
-from irecon.memory import ALLOCATOR_METHOD, CUDA_METHOD, META_METHOD, STORAGE_METHOD, CpuAllocatorMeter, StorageTracker
+from irecon.memory.meters import (
+    ALLOCATOR_METHOD,
+    CUDA_METHOD,
+    META_METHOD,
+    STORAGE_METHOD,
+    CpuAllocatorMeter,
+    StorageTracker,
+)
 from irecon.models.presets import preset
 
 TINY = dict(model="tiny-2d", size=(16, 16), batches=2, timing_batches=1)
@@ -69,14 +76,14 @@ def test_protocol_resets_before_each_batch_and_reports_every_peak() -> None:
 
 def test_inference_runs_in_eval_mode_without_grad(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[bool, bool]] = []
-    build = bench.build_model
+    build = bench._build
 
-    def recording_build(config, memory_free=True):
-        model = build(config, memory_free)
+    def recording_build(config, memory_free, device):
+        model = build(config, memory_free, device)
         model.register_forward_pre_hook(lambda m, args: seen.append((m.training, torch.is_grad_enabled())))
         return model
 
-    monkeypatch.setattr(bench, "build_model", recording_build)
+    monkeypatch.setattr(bench, "_build", recording_build)
     run_bench(BenchOptions(steps=(1,), modes=("inference",), device="cpu", **TINY))
     assert seen and all(state == (False, False) for state in seen)
     seen.clear()

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from irecon.checkpoint import load_checkpoint
 from irecon.errors import IreconError
 from irecon.files import check_writable_folder, os_errors
-from irecon.models.presets import ModelConfig
+from irecon.models.checkpoint import load_checkpoint
+from irecon.models.configs import ModelConfig, config_from_dict
 from irecon.training.options import TrainOptions, flag
 
 CHECKPOINTS = ("last.pt", "best.pt")
@@ -167,7 +167,7 @@ def check_resumable(
     path = options.out / "last.pt"
     if "options" not in payload or "global_step" not in payload:
         raise IreconError("not a training checkpoint (no options/progress); cannot resume", path)
-    saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
+    saved_config = config_from_dict(payload["model_config"]).to_dict()
     model_diff = differences(saved_config, config.to_dict(), list(saved_config))
     if model_diff:
         raise IreconError(f"cannot resume with different model options: {model_diff}", path)

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.compare import main
 
 from irecon.data.synth import synthesize
-from tests.train_helpers import SIZES
+from tests.helpers.training import SIZES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,14 +3,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from irecon.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from irecon.errors import IreconError
-from irecon.models.presets import build_model, preset
+from irecon.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from irecon.models.presets import preset
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
     config = preset("tiny-2d", steps=2)
-    model = build_model(config)
+    model = config.build()
     path = tmp_path / "model.pt"
     save_checkpoint(path, {"model_config": config.to_dict(), "model": model.state_dict()})
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
@@ -35,7 +35,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.pt"
     save_checkpoint(
         wrong,
-        {"model_config": preset("tiny-2d").to_dict(), "model": build_model(preset("tiny-2d", steps=1)).state_dict()},
+        {"model_config": preset("tiny-2d").to_dict(), "model": preset("tiny-2d", steps=1).build().state_dict()},
     )
     with pytest.raises(IreconError, match="weights do not fit"):
         model_from_checkpoint(wrong)
@@ -58,10 +58,10 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
 def test_an_older_checkpoint_with_metadata_channels_zero_still_loads(tmp_path: Path) -> None:
     config = preset("tiny-2d", steps=1)
     stored = {**config.to_dict(), "metadata_channels": 0}
-    save_checkpoint(tmp_path / "old.pt", {"model_config": stored, "model": build_model(config).state_dict()})
+    save_checkpoint(tmp_path / "old.pt", {"model_config": stored, "model": config.build().state_dict()})
     model, loaded, _ = model_from_checkpoint(tmp_path / "old.pt")
     assert loaded == config
     with_metadata = {**config.to_dict(), "metadata_channels": 3}
-    save_checkpoint(tmp_path / "meta.pt", {"model_config": with_metadata, "model": build_model(config).state_dict()})
+    save_checkpoint(tmp_path / "meta.pt", {"model_config": with_metadata, "model": config.build().state_dict()})
     with pytest.raises(IreconError, match="metadata channels"):
         model_from_checkpoint(tmp_path / "meta.pt")

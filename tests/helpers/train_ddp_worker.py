@@ -5,7 +5,7 @@ run 2 epochs of the tiny model, batch 1, seed 3), writing this rank's final weig
 
 * ``plain``: unsharded Adam; ``sharded``: ``shard_optimizer``, plus ``bytes_rank{RANK}.json``
   (this rank's real Adam state bytes, the parameters it holds, the storages its gradients use,
-  and what :func:`irecon.adam_shards.adam_shards` predicts);
+  and what :func:`irecon.memory.adam.adam_shards` predicts);
 * ``split``: sharded, stopped by ``max_steps=4`` mid-epoch and resumed on the same 2 processes;
 * ``boundary``: sharded, stopped by ``max_steps=3`` at the end of epoch 1 (the test resumes it on 1);
 * ``single``: the 1-process run the test left in ROOT, resumed here sharded over 2.
@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 import irecon.training.loop as loop
-from irecon.adam_shards import adam_shards
+from irecon.memory.adam import adam_shards
 from irecon.training.options import TrainOptions
 
 OPTIONS = dict(epochs=2, batch_size=1, steps=1, layers=2, device="cpu", seed=3, num_workers=0)

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from irecon.check import check_paths
+from irecon.data.check import check_paths
 from irecon.errors import IreconError
-from tests.volume_helpers import write_tiny_volume
+from tests.helpers.volumes import write_tiny_volume
 
 
 def test_good_and_bad_files_are_all_reported(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from irecon.data.synth import synthesize
 from irecon.training.options import TrainOptions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3}
 
 

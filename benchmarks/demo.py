@@ -49,7 +49,7 @@ def comparison(report_path: Path) -> Table:
     return table
 
 
-COMPARE_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+COMPARE_SCRIPT = Path(__file__).resolve().parent / "compare.py"
 DEMO_BUDGET_S = 15 * 60
 COMPARE_COST_S = 4 * 60  # what the comparison below took at most on a loaded 2-core CPU
 

@@ -42,7 +42,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from irecon.errors import IreconError
-from irecon.storages import flat_tensors, state_tensors, storage_keys, storage_nbytes, storage_of, tensor_bytes
+from irecon.memory.storages import flat_tensors, state_tensors, storage_keys, storage_nbytes, storage_of, tensor_bytes
 
 __all__ = [
     "ALLOCATOR_METHOD",

@@ -18,8 +18,8 @@ class Measurement:
     dims: int
     mode: str
     memory_free: bool
-    steps: int
-    layers_total: int
+    steps: int | None
+    layers_total: int | None
     input_shape: list[int]
     batches: int
     peak_bytes: int | None

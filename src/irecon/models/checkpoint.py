@@ -17,7 +17,8 @@ from torch import nn
 from irecon import __version__
 from irecon.errors import IreconError
 from irecon.files import atomic_write
-from irecon.models.presets import PRESETS, ModelConfig, build_model, preset
+from irecon.models.configs import ModelConfig, config_from_dict
+from irecon.models.presets import PRESETS, preset
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -53,10 +54,10 @@ def model_from_checkpoint(
     """(model with the checkpoint's weights, its config, the whole payload)."""
     payload = load_checkpoint(path, map_location=device)
     try:
-        config = ModelConfig.from_dict(payload["model_config"])
+        config = config_from_dict(payload["model_config"])
     except (TypeError, IreconError) as err:
         raise IreconError(f"bad model config in checkpoint: {err}", path) from None
-    model = build_model(config).to(device)
+    model = config.build().to(device)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
@@ -93,7 +94,7 @@ def load_model(checkpoint: str | Path | None, model_name: str | None, device: to
                 "checkpoint of it (from irecon train); only --model zero-filled runs without one"
             )
         config = preset("zero-filled")
-        return LoadedModel(build_model(config).to(device).eval(), config, "zero-filled")
+        return LoadedModel(config.build().to(device).eval(), config, "zero-filled")
     model, config, payload = model_from_checkpoint(checkpoint, device)
     recorded = payload.get("preset")
     if model_name is not None and not _agrees(model_name, config, recorded):
@@ -102,7 +103,7 @@ def load_model(checkpoint: str | Path | None, model_name: str | None, device: to
             "a checkpoint carries its own config, so leave out --model",
             checkpoint,
         )
-    base = model_name or (recorded if isinstance(recorded, str) else f"{config.kind} {config.dims}-D")
+    base = model_name or (recorded if isinstance(recorded, str) else config.describe())
     return LoadedModel(model.eval(), config, f"{base} from {Path(checkpoint).name}")
 
 

@@ -23,15 +23,18 @@ from dataclasses import asdict, replace
 import torch
 from torch import Tensor
 
-from irecon.adam_shards import adam_shards
-from irecon.bench_options import BenchOptions
-from irecon.bench_records import MIB, Measurement, write_json
+from irecon.bench.options import BenchOptions
+from irecon.bench.plot import memory_sweep
+from irecon.bench.records import MIB, Measurement, write_json
 from irecon.device import resolve_device
 from irecon.errors import IreconError
+from irecon.figures import save_png
 from irecon.files import check_writable_file
 from irecon.files import write_json as write_json_file
 from irecon.losses import mean_mse
-from irecon.memory import (
+from irecon.memory.adam import adam_shards
+from irecon.memory.budget import Fit, timed_fit
+from irecon.memory.meters import (
     ALLOCATOR_METHOD,
     CUDA_METHOD,
     META_METHOD,
@@ -43,9 +46,8 @@ from irecon.memory import (
     peak_memory_meter,
     tensor_bytes,
 )
-from irecon.models.presets import ModelConfig, build_model, preset
-from irecon.planner import Fit, timed_fit
-from irecon.plots import memory_sweep, save_png
+from irecon.models.configs import ModelConfig
+from irecon.models.presets import preset
 
 FIT_FRACTION = 0.8  # a plain run is skipped when the planner's peak exceeds this share of free memory
 
@@ -150,8 +152,8 @@ def _meters(device: str) -> dict[str, PeakMemoryMeter]:
 def _build(config: ModelConfig, memory_free: bool, device: str) -> torch.nn.Module:
     if device == "meta":
         with torch.device("meta"):
-            return build_model(config, memory_free=memory_free)
-    return build_model(config, memory_free=memory_free).to(device)
+            return config.build(memory_free=memory_free)
+    return config.build(memory_free=memory_free).to(device)
 
 
 def measure(
@@ -192,8 +194,8 @@ def measure(
         dims=config.dims,
         mode=mode,
         memory_free=memory_free,
-        steps=config.steps,
-        layers_total=config.steps * config.layers if config.kind == "irim" else config.steps,
+        steps=config.time_steps,
+        layers_total=config.layers_total,
         input_shape=list(kspace.shape),
         batches=batches,
         peak_bytes=None,
@@ -271,7 +273,7 @@ def planned_peak(config: ModelConfig, name: str, mode: str, memory_free: bool, o
 
 
 def _configs(options: BenchOptions) -> list[tuple[str, ModelConfig]]:
-    if preset(options.model).kind == "unet":  # no time steps: one model
+    if preset(options.model).time_steps is None:  # no time steps: one model
         configs = [(options.model, preset(options.model, coils=options.coils))]
     else:
         layer_counts: Sequence[int | None] = options.layers or [None]
@@ -299,7 +301,7 @@ def run_bench(
     _validate(options)
     records: list[Measurement] = []
     for name, config in _configs(options):
-        settings = [False] if config.kind != "irim" else ([True, False] if options.compare_plain else [True])
+        settings = [False] if not config.invertible else ([True, False] if options.compare_plain else [True])
         for mode in options.modes:
             for memory_free in settings:
                 planned = None
@@ -310,7 +312,7 @@ def run_bench(
                     record = _skipped(config, name, mode, memory_free, options, planned, available)
                 else:
                     if starting is not None:
-                        starting(name, mode, memory_free, config.steps)
+                        starting(name, mode, memory_free, config.time_steps)
                     record = _measure_or_oom(config, name, mode, memory_free, options)
                 record.planned_peak_bytes = planned
                 records.append(record)
@@ -334,12 +336,12 @@ def run_budget(options: BenchOptions, report: Callable[[Fit], None] = lambda f: 
     if options.layers is not None and len(options.layers) > 1:
         raise IreconError("--budget searches over T for one layer count: give at most one --layers")
     layers = options.layers[0] if options.layers else None
-    kind = preset(options.model).kind
-    if kind == "unet":
+    base = preset(options.model)
+    if base.time_steps is None:
         raise IreconError(f"--budget searches over time steps T, and --model {options.model} has none")
     fits: list[Fit] = []
     for mode in options.modes:
-        for memory_free in (True, False) if kind == "irim" else (False,):
+        for memory_free in (True, False) if base.invertible else (False,):
 
             def peak_at(steps: int, mode: str = mode, memory_free: bool = memory_free) -> int:
                 config = preset(options.model, steps=steps, layers=layers, coils=options.coils)
@@ -378,8 +380,8 @@ def _skipped(
         dims=config.dims,
         mode=mode,
         memory_free=memory_free,
-        steps=config.steps,
-        layers_total=config.steps * config.layers if config.kind == "irim" else config.steps,
+        steps=config.time_steps,
+        layers_total=config.layers_total,
         input_shape=[],
         batches=options.batches or 1,
         peak_bytes=None,
@@ -430,7 +432,7 @@ def _validate(options: BenchOptions) -> None:
     for path in (options.json_path, options.plot_path):
         if path is not None:
             check_writable_file(path)
-    if preset(options.model).kind == "zero-filled":
+    if not preset(options.model).learned:
         raise IreconError("zero-filled has no memory to measure: choose an i-RIM, RIM or U-Net preset")
     for mode in options.modes:
         if mode not in ("train", "inference"):
