@@ -30,7 +30,8 @@ from irecon.models.presets import preset
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.run import reconstruct
 from irecon.training.loop import train
-from irecon.training.options import TrainOptions, parse_duration
+from irecon.training.options import TrainOptions
+from irecon.values import parse_duration
 
 DEFAULT_MODELS = ("tiny-2d", "tiny-rim", "tiny-unet")
 # fastMRI's pairs; other accelerations need --center-fractions.

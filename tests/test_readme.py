@@ -80,6 +80,7 @@ def test_the_readme_has_commands() -> None:
     assert {"synth", "check", "models", "train", "reconstruct", "export", "bench-memory"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_every_readme_command_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

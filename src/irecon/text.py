@@ -1,6 +1,17 @@
-"""How irecon words counts and sizes for people: one home, so every command says them alike."""
+"""How irecon speaks to people: counts, sizes, plain lines and progress bars, alike in every command."""
 
 from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def plural(count: int, noun: str) -> str:
@@ -14,3 +25,25 @@ def human_bytes(value: int) -> str:
         if abs(value) >= size:
             return f"{value / size:,.2f} {unit}"
     return f"{value:,} B"
+
+
+def say(console: Console | None, *lines: str) -> None:
+    """Print whole lines verbatim (no rich markup, so ``[best]`` is text; no highlighting, no hard wrapping)."""
+    if console is not None:
+        for line in lines:
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def progress_bar(
+    console: Console | None, label: str, *extra: ProgressColumn, visible: bool = True, transient: bool = False
+) -> Progress:
+    """A rich bar: label, bar, done/total, the ``extra`` columns, elapsed (and remaining when transient).
+
+    Shown only on a terminal and when ``visible`` (rank 0 under torchrun); off-terminal the commands
+    print plain progress lines instead.
+    """
+    columns: list[ProgressColumn] = [TextColumn(label), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn()]
+    if transient:
+        columns.append(TimeRemainingColumn())
+    shown = console is not None and console.is_terminal and visible
+    return Progress(*columns, console=console, transient=transient, disable=not shown)

@@ -29,6 +29,7 @@ def test_version() -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_same_group() -> None:
     done = subprocess.run([sys.executable, "-m", "irecon.cli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and __version__ in done.stdout
@@ -84,6 +85,7 @@ def test_the_command_list_shows_each_commands_own_first_help_line() -> None:
         assert listed == command.get_short_help_str(limit=200), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [

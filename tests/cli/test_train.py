@@ -30,6 +30,7 @@ def train_cli(args: list[str]):
     return CliRunner().invoke(main, ["train", *args])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "status", "group"),
     [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)],

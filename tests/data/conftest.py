@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from irecon.data.volumes import write_header_xml
+from irecon.data.header import write_header_xml
 
 NUM_SLICES = 3
 KSPACE_SHAPE = (32, 24)

@@ -8,13 +8,13 @@ import h5py
 import numpy as np
 import pytest
 
+from irecon.data.header import write_header_xml
 from irecon.data.volumes import (
     find_volumes,
     read_kspace,
     read_mask,
     read_target,
     read_volume_info,
-    write_header_xml,
 )
 from irecon.errors import IreconError
 

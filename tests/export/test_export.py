@@ -16,19 +16,23 @@ import pydicom
 import pytest
 
 import irecon.export.dicom as dicom_module
-from irecon.data.header import GAP_UNKNOWN, ORIENTATION_UNKNOWN, SPACING_ASSUMED
+from irecon.data.header import (
+    GAP_UNKNOWN,
+    ORIENTATION_UNKNOWN,
+    SPACING_ASSUMED,
+    geometry_from_header,
+    scan_parameters_from_header,
+    write_header_xml,
+)
 from irecon.data.synth import synthesize
-from irecon.data.volumes import write_header_xml
 from irecon.errors import IreconError
 from irecon.export import (
     ExportOptions,
     SeriesInfo,
     export_reconstruction,
     export_volume,
-    geometry_from_header,
     images_from_nifti,
     quantise,
-    scan_parameters_from_header,
     write_dicom_series,
 )
 
@@ -221,6 +225,7 @@ def dcm2niix() -> str:
     return found
 
 
+@pytest.mark.slow
 def test_dcm2niix_turns_the_series_into_the_nifti_layout(tmp_path: Path, recons: list[Path], dcm2niix: str) -> None:
     out = tmp_path / "out"
     result = export_reconstruction(ExportOptions(inputs=[recons[0]], out_dir=out, formats=["nifti", "dicom"]))

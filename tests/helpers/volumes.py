@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from irecon.data.volumes import write_header_xml
+from irecon.data.header import write_header_xml
 
 
 def write_tiny_volume(path: Path, coils: int | None = None, with_mask: bool = False) -> Path:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from irecon.errors import IreconError
-from irecon.memory.budget import deepest_fit, parse_bytes
+from irecon.memory.budget import deepest_fit
+from irecon.values import parse_bytes
 
 
 @pytest.mark.parametrize(

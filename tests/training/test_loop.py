@@ -227,6 +227,7 @@ def ddp_runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_end_with_identical_weights(data: Path, ddp_runs: Path) -> None:
     rank0, rank1 = load(ddp_runs / "plain_rank0.pt"), load(ddp_runs / "plain_rank1.pt")
     assert_same_weights(rank0, rank1)
@@ -240,6 +241,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(data: Path, ddp_runs: 
     assert payload["zero_filled"] == pytest.approx(expected.as_dict())
 
 
+@pytest.mark.slow
 def test_sharded_optimizer_trains_as_plain_adam_and_saves_adam_format(ddp_runs: Path) -> None:
     plain, sharded = load(ddp_runs / "plain" / "last.pt"), load(ddp_runs / "sharded" / "last.pt")
     assert_same_weights(load(ddp_runs / "sharded_rank0.pt"), load(ddp_runs / "sharded_rank1.pt"))
@@ -256,6 +258,7 @@ def test_sharded_optimizer_trains_as_plain_adam_and_saves_adam_format(ddp_runs: 
     assert sharded["scheduler"] == plain["scheduler"] and sharded["options"]["shard_optimizer"] is True
 
 
+@pytest.mark.slow
 def test_adam_shards_are_the_bytes_each_rank_really_holds(ddp_runs: Path) -> None:
     reports = [json.loads((ddp_runs / f"bytes_rank{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:
@@ -270,12 +273,14 @@ def test_adam_shards_are_the_bytes_each_rank_really_holds(ddp_runs: Path) -> Non
     )
 
 
+@pytest.mark.slow
 def test_sharded_resume_on_the_same_processes_is_exact(ddp_runs: Path) -> None:
     split, whole = load(ddp_runs / "split" / "last.pt"), load(ddp_runs / "sharded" / "last.pt")
     assert_same_run(whole, split)
     assert_same_weights(load(ddp_runs / "split_rank1.pt"), whole["model"])
 
 
+@pytest.mark.slow
 def test_sharded_checkpoints_resume_on_another_number_of_processes(data: Path, ddp_runs: Path) -> None:
     boundary = ddp_runs / "boundary"
     stopped = load(boundary / "last.pt")

@@ -11,9 +11,9 @@ import click
 from rich.table import Table
 
 from irecon.bench.options import BenchOptions
-from irecon.cli.options import ListCommand, default_of, say, stdout_console, threads_option
+from irecon.cli.options import ListCommand, default_of, stdout_console, threads_option
 from irecon.errors import IreconError
-from irecon.text import plural
+from irecon.text import plural, say
 
 if TYPE_CHECKING:
     from irecon.bench.records import Measurement
@@ -109,7 +109,7 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
     """
     from irecon.bench.records import ratios
     from irecon.bench.sweep import run_bench, run_budget
-    from irecon.memory.budget import parse_bytes
+    from irecon.values import parse_bytes
 
     if params["budget"] is not None:
         params["budget"] = parse_bytes(params["budget"])

@@ -103,11 +103,6 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
-def say(console: Console, line: str) -> None:
-    """Print one line verbatim: no markup, no highlighting, no hard wrapping."""
-    console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
-
-
 def exit_with(code: int) -> None:
     """End the command with ``code`` (0 returns normally)."""
     if code:

@@ -9,9 +9,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from irecon.cli.options import ListCommand, default_of, device_option, exit_with, say, threads_option
+from irecon.cli.options import ListCommand, default_of, device_option, exit_with, threads_option
 from irecon.data.masks import MASK_TYPES
-from irecon.training.options import TrainOptions, parse_duration
+from irecon.text import say
+from irecon.training.options import TrainOptions
+from irecon.values import parse_duration
 
 
 def _default(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Voxel geometry and scan parameters read from a fastMRI volume's ISMRMRD XML header.
+"""The ISMRMRD XML header, read and written: the fields fastMRI reads, voxel geometry and scan parameters.
 
 The XML header gives field of view and matrix size, hence voxel spacing, but no direction cosines,
 slice positions or slice gap (those live in per-acquisition headers that fastMRI files do not
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as etree
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from irecon.errors import IreconError
 
+ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+_ENCODED = ("encoding", "encodedSpace", "matrixSize")
+_LIMITS = ("encoding", "encodingLimits", "kspace_encoding_step_1")
 ORIENTATION_UNKNOWN = "orientation unknown"
 GAP_UNKNOWN = "slice gap unknown"
 SPACING_ASSUMED = "spacing assumed 1mm"
@@ -148,3 +152,72 @@ def _number(root: etree.Element, fields: tuple[str, ...], source: str | Path | N
     if not math.isfinite(value) or value < 0:
         raise IreconError(f"ismrmrd_header field {name} is not a positive number: {text!r}", source)
     return value
+
+
+def write_header_xml(
+    encoding_size: Sequence[int],
+    recon_size: Sequence[int],
+    center: int,
+    maximum: int,
+    field_of_view_mm: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> bytes:
+    """Return a minimal namespaced ISMRMRD header holding the fields fastMRI reads.
+
+    ``encoding_size`` and ``recon_size`` are (x, y, z); ``center`` and ``maximum`` are the
+    ``kspace_encoding_step_1`` limits, so ``padding_left = y // 2 - center`` and
+    ``padding_right = padding_left + maximum + 1``. ``field_of_view_mm`` (encoded, recon), each
+    (x, y, z) in mm, adds the fields that give exports their voxel spacing.
+    """
+    if len(encoding_size) != 3 or len(recon_size) != 3:
+        raise ValueError("encoding_size and recon_size must be (x, y, z)")
+
+    def element(parent: etree.Element, tag: str, text: int | None = None) -> etree.Element:
+        child = etree.SubElement(parent, f"{{{ISMRMRD_NAMESPACE}}}{tag}")
+        if text is not None:
+            child.text = str(int(text))
+        return child
+
+    root = etree.Element(f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader")
+    encoding = element(root, "encoding")
+    for index, (space, size) in enumerate((("encodedSpace", encoding_size), ("reconSpace", recon_size))):
+        space_element = element(encoding, space)
+        matrix = element(space_element, "matrixSize")
+        for axis, value in zip("xyz", size):
+            element(matrix, axis, value)
+        if field_of_view_mm is not None:
+            fov = element(space_element, "fieldOfView_mm")
+            for axis, value in zip("xyz", field_of_view_mm[index]):
+                etree.SubElement(fov, f"{{{ISMRMRD_NAMESPACE}}}{axis}").text = f"{float(value):g}"
+    step1 = element(element(encoding, "encodingLimits"), "kspace_encoding_step_1")
+    element(step1, "minimum", 0)
+    element(step1, "maximum", maximum)
+    element(step1, "center", center)
+    return etree.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=ISMRMRD_NAMESPACE)
+
+
+def fastmri_fields(raw: object, path: Path) -> tuple[tuple[int, int, int], tuple[int, int, int], int, int]:
+    """(encoded size, recon size, step-1 centre, step-1 maximum): the header fields fastMRI's
+    ``SliceDataset._retrieve_metadata`` reads, each missing or bad one named in one line."""
+    root = parse_header(raw, path)  # type: ignore[arg-type]
+
+    def query(fields: tuple[str, ...]) -> int:
+        name = "/".join(fields)
+        try:
+            from fastmri.data.mri_data import et_query  # imported here: fastmri loads torch
+
+            text = et_query(root, list(fields))
+        except RuntimeError:
+            raise IreconError(f"ismrmrd_header lacks {name} (namespace {ISMRMRD_NAMESPACE})", path) from None
+        try:
+            return int(text)
+        except ValueError:
+            raise IreconError(f"ismrmrd_header field {name} is not an integer: {text!r}", path) from None
+
+    encoding_size = tuple(query(_ENCODED + (axis,)) for axis in "xyz")
+    recon_size = tuple(query(_RECON_MATRIX + (axis,)) for axis in "xyz")
+    center = query(_LIMITS + ("center",))
+    maximum = query(_LIMITS + ("maximum",))
+    for name, size in (("encodedSpace", encoding_size), ("reconSpace", recon_size)):
+        if min(size) < 1:
+            raise IreconError(f"ismrmrd_header {name} matrix size {size} has a non-positive entry", path)
+    return encoding_size, recon_size, center, maximum  # type: ignore[return-value]

@@ -31,9 +31,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from irecon.data.header import write_header_xml
 from irecon.data.masks import MaskSpec, make_mask, seed_for_file
 from irecon.data.phantom import anatomy, coil_maps
-from irecon.data.volumes import CHALLENGES, write_header_xml
+from irecon.data.volumes import CHALLENGES
 from irecon.errors import IreconError
 from irecon.files import atomic_write, check_writable_folder
 
@@ -78,7 +79,7 @@ def synthesize(
     ``noise`` is the relative noise level: the standard deviation of the complex k-space noise
     (``E|n|^2 = sigma^2``) is ``noise`` times the RMS of the noiseless k-space of the volume
     (equal to the RMS of its noiseless coil images over the whole field of view).
-    The ``ismrmrd_header`` (``irecon.data.volumes.write_header_xml``) gives encoded size
+    The ``ismrmrd_header`` (``irecon.data.header.write_header_xml``) gives encoded size
     ``(H, W, 1)``, recon size ``(rh, rw, 1)`` and phase-encode limits ``center = W // 2``,
     ``maximum = W - 1``, so ``SliceDataset`` reports ``padding_left = 0``, ``padding_right = W``.
 

@@ -8,8 +8,7 @@ file and says what is wrong, so the CLI can print one line instead of an ``OSErr
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as etree
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from irecon.data.header import fastmri_fields
 from irecon.errors import IreconError
 from irecon.files import os_problem
 
 CHALLENGES = ("singlecoil", "multicoil")
-ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 # Target datasets in order of preference, per challenge (fastMRI's ``recons_key``, with the
 # README's note that single-coil files also carry an RSS target).
 TARGET_KEYS = {
@@ -30,9 +29,6 @@ TARGET_KEYS = {
     "multicoil": ("reconstruction_rss",),
 }
 
-_ENCODED = ("encoding", "encodedSpace", "matrixSize")
-_RECON = ("encoding", "reconSpace", "matrixSize")
-_LIMITS = ("encoding", "encodingLimits", "kspace_encoding_step_1")
 
 UNREADABLE = "not a readable HDF5 file (not HDF5, truncated or corrupt)"
 READ_FAILED = "not a readable HDF5 file: reading failed (truncated or corrupt)"
@@ -80,47 +76,6 @@ class VolumeInfo:
         """
         value = self.attrs.get("max")
         return None if value is None else float(value)
-
-
-def write_header_xml(
-    encoding_size: Sequence[int],
-    recon_size: Sequence[int],
-    center: int,
-    maximum: int,
-    field_of_view_mm: tuple[Sequence[float], Sequence[float]] | None = None,
-) -> bytes:
-    """Return a minimal namespaced ISMRMRD header holding the fields fastMRI reads.
-
-    ``encoding_size`` and ``recon_size`` are (x, y, z); ``center`` and ``maximum`` are the
-    ``kspace_encoding_step_1`` limits, so ``padding_left = y // 2 - center`` and
-    ``padding_right = padding_left + maximum + 1``. ``field_of_view_mm`` (encoded, recon), each
-    (x, y, z) in mm, adds the fields that give exports their voxel spacing.
-    """
-    if len(encoding_size) != 3 or len(recon_size) != 3:
-        raise ValueError("encoding_size and recon_size must be (x, y, z)")
-
-    def element(parent: etree.Element, tag: str, text: int | None = None) -> etree.Element:
-        child = etree.SubElement(parent, f"{{{ISMRMRD_NAMESPACE}}}{tag}")
-        if text is not None:
-            child.text = str(int(text))
-        return child
-
-    root = etree.Element(f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader")
-    encoding = element(root, "encoding")
-    for index, (space, size) in enumerate((("encodedSpace", encoding_size), ("reconSpace", recon_size))):
-        space_element = element(encoding, space)
-        matrix = element(space_element, "matrixSize")
-        for axis, value in zip("xyz", size):
-            element(matrix, axis, value)
-        if field_of_view_mm is not None:
-            fov = element(space_element, "fieldOfView_mm")
-            for axis, value in zip("xyz", field_of_view_mm[index]):
-                etree.SubElement(fov, f"{{{ISMRMRD_NAMESPACE}}}{axis}").text = f"{float(value):g}"
-    step1 = element(element(encoding, "encodingLimits"), "kspace_encoding_step_1")
-    element(step1, "minimum", 0)
-    element(step1, "maximum", maximum)
-    element(step1, "center", center)
-    return etree.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=ISMRMRD_NAMESPACE)
 
 
 def find_volumes(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -321,38 +276,10 @@ def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:
 
 
 def _read_header(hf: h5py.File, path: Path) -> tuple[tuple[int, int, int], tuple[int, int, int], int, int]:
-    """Parse the header fields ``SliceDataset._retrieve_metadata`` reads, naming any that fail."""
+    """The ``ismrmrd_header`` dataset's fastMRI fields (:func:`irecon.data.header.fastmri_fields`)."""
     if "ismrmrd_header" not in hf or not isinstance(hf["ismrmrd_header"], h5py.Dataset):
         raise IreconError("no ismrmrd_header dataset (fastMRI files carry the ISMRMRD XML header)", path)
-    raw = hf["ismrmrd_header"][()]
-    if not isinstance(raw, (bytes, str)):
-        raise IreconError("ismrmrd_header is not an XML string", path)
-    try:
-        root = etree.fromstring(raw)
-    except etree.ParseError as exc:
-        raise IreconError(f"ismrmrd_header is not valid XML ({exc})", path) from None
-
-    def query(fields: tuple[str, ...]) -> int:
-        name = "/".join(fields)
-        try:
-            from fastmri.data.mri_data import et_query  # imported here: fastmri loads torch
-
-            text = et_query(root, list(fields))
-        except RuntimeError:
-            raise IreconError(f"ismrmrd_header lacks {name} (namespace {ISMRMRD_NAMESPACE})", path) from None
-        try:
-            return int(text)
-        except ValueError:
-            raise IreconError(f"ismrmrd_header field {name} is not an integer: {text!r}", path) from None
-
-    encoding_size = tuple(query(_ENCODED + (axis,)) for axis in "xyz")
-    recon_size = tuple(query(_RECON + (axis,)) for axis in "xyz")
-    center = query(_LIMITS + ("center",))
-    maximum = query(_LIMITS + ("maximum",))
-    for name, size in (("encodedSpace", encoding_size), ("reconSpace", recon_size)):
-        if min(size) < 1:
-            raise IreconError(f"ismrmrd_header {name} matrix size {size} has a non-positive entry", path)
-    return encoding_size, recon_size, center, maximum  # type: ignore[return-value]
+    return fastmri_fields(hf["ismrmrd_header"][()], path)
 
 
 def _check_target(

@@ -26,7 +26,7 @@ from irecon.export.dicom import SeriesInfo, write_dicom_series
 from irecon.export.folders import refuse_existing_folder
 from irecon.export.images import check_images
 from irecon.export.nifti import write_nifti
-from irecon.export.options import DATASETS, FORMATS, ExportOptions
+from irecon.export.options import DATASETS, ExportOptions, check_formats
 from irecon.files import EXISTS_MESSAGE, check_writable_folder
 
 HEADER_KEY = "ismrmrd_header"
@@ -113,9 +113,8 @@ def export_reconstruction(options: ExportOptions) -> ExportResult:
     Raises IreconError only for problems with the whole run: bad formats or dataset, no input
     files, an output folder that cannot be written, or a ``header_from`` file with several inputs.
     """
+    options.validate()
     formats = check_formats(options.formats)
-    if options.dataset not in DATASETS:
-        raise IreconError(f"unknown dataset {options.dataset!r}; choose one of {', '.join(DATASETS)}")
     files, notes = find_volumes(options.inputs)
     header_from = None if options.header_from is None else Path(options.header_from)
     if header_from is not None:
@@ -153,17 +152,6 @@ def export_reconstruction(options: ExportOptions) -> ExportResult:
         except IreconError as err:
             result.errors.append(err)
     return result
-
-
-def check_formats(formats: Sequence[str]) -> list[str]:
-    """The requested formats, deduplicated in order; IreconError for none or an unknown one."""
-    chosen = list(dict.fromkeys(formats))
-    if not chosen:
-        raise IreconError(f"no export format given; choose from {', '.join(FORMATS)}")
-    unknown = [f for f in chosen if f not in FORMATS]
-    if unknown:
-        raise IreconError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
-    return chosen
 
 
 def read_export_volume(

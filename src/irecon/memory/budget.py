@@ -8,38 +8,11 @@ the same run on a real device (``StorageTracker("meta")``, checked against the C
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from irecon.errors import IreconError
-
-__all__ = ["Fit", "deepest_fit", "parse_bytes"]
-
-UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_bytes(text: str) -> int:
-    """``"24GiB"``, ``"40 GB"``, ``"512MiB"``, ``"1.5e9"`` as a whole number of bytes (GB = 10^9, GiB = 2^30)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if match is None or match.group(2).lower() not in UNITS:
-        raise IreconError(f"cannot read '{text}' as a memory size (e.g. 24GiB, 40GB, 512MiB, 1e9)")
-    value = float(match.group(1)) * UNITS[match.group(2).lower()]
-    if value < 1:
-        raise IreconError(f"memory size '{text}' is below one byte")
-    return int(value)
+__all__ = ["Fit", "deepest_fit"]
 
 
 @dataclass

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from irecon.errors import IreconError
+from irecon.values import check_count, check_device_name, check_threads
+
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
@@ -41,3 +44,15 @@ class ReconstructOptions:
         from irecon.data.masks import MaskSpec
 
         return MaskSpec(self.mask_type, (self.center_fraction,), (self.acceleration,))
+
+    def validate(self) -> None:
+        """The plain options, with the messages ``irecon train`` gives for the same mistakes; pure."""
+        self.mask_spec.validate()
+        check_threads(self.threads)
+        check_device_name(self.device)
+        unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
+        if unknown or not self.formats:
+            raise IreconError(
+                f"--format must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
+            )
+        check_count("batch-size", self.batch_size)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from torch import Tensor
 
 from irecon.data.datasets import Volume, load_volume
@@ -52,7 +52,7 @@ from irecon.inference import reconstruct_volume, score_prediction
 from irecon.models.checkpoint import LoadedModel, load_model
 from irecon.models.presets import preset
 from irecon.physics import common_crop
-from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
+from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.outputs import (
     preview_figure,
     read_header,
@@ -61,7 +61,7 @@ from irecon.reconstruct.outputs import (
     write_reconstruction,
 )
 from irecon.reconstruct.report import ReconstructReport, VolumeResult
-from irecon.text import plural
+from irecon.text import plural, progress_bar, say
 
 # Models whose channel count is fixed by the coil count they were built for.
 _NAMES_SHOWN = 3
@@ -75,7 +75,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     without one the run is silent. Raises IreconError only for problems with the run as a whole,
     before anything is created; problems with one volume are recorded in its :class:`VolumeResult`.
     """
-    _check_options(options)
+    options.validate()
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     files, notes = find_volumes(options.inputs)
@@ -93,9 +93,9 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         notes=notes,
         threads=torch.get_num_threads(),
     )
-    _say(console, *(f"note: {note}" for note in notes))
+    say(console, *(f"note: {note}" for note in notes))
     plain_progress = console is not None and not console.is_terminal
-    with _cudnn_benchmark_off(), _progress(console) as progress:
+    with _cudnn_benchmark_off(), progress_bar(console, "{task.description}") as progress:
         run = _Run(options, loaded, device, out_dir, preview_dir, progress)
         volumes_task = progress.add_task("volumes", total=len(files))
         for number, path in enumerate(files, start=1):
@@ -103,11 +103,11 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
             result = run.volume(path)
             report.volumes.append(result)
             if result.error is not None:
-                _say(console, f"error: {result.error}")
+                say(console, f"error: {result.error}")
             elif plain_progress:
                 seconds = time.perf_counter() - started
-                _say(console, f"reconstructed {number}/{len(files)} {path.name} in {seconds:.1f} s")
-            _say(console, *(f"warning: {warning}" for warning in result.warnings))
+                say(console, f"reconstructed {number}/{len(files)} {path.name} in {seconds:.1f} s")
+            say(console, *(f"warning: {warning}" for warning in result.warnings))
             progress.advance(volumes_task)
             _free_memory(device)
     if json_path is not None:
@@ -265,23 +265,6 @@ def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> No
     result.seconds = seconds
 
 
-def _check_options(options: ReconstructOptions) -> None:
-    """The plain options, with the messages ``irecon train`` gives for the same mistakes."""
-    options.mask_spec.validate()
-    if options.threads is not None and options.threads < 1:
-        raise IreconError(f"--threads must be at least 1, got {options.threads}")
-    unknown = [f for f in options.formats if f not in OUTPUT_FORMATS]
-    if unknown or not options.formats:
-        raise IreconError(
-            f"--format must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
-        )
-    batch = options.batch_size
-    if isinstance(batch, bool) or not isinstance(batch, int):
-        raise IreconError(f"--batch-size must be a whole number, got {batch!r}")
-    if batch < 1:
-        raise IreconError(f"--batch-size must be at least 1, got {batch}")
-
-
 def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | Path | None) -> None:
     """Refuse, from the headers alone, inputs whose coil count the model was not built for.
 
@@ -332,25 +315,6 @@ def _prepare_outputs(options: ReconstructOptions) -> tuple[Path | None, Path, Pa
     out_dir = check_writable_folder(options.out_dir)
     preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
     return json_path, out_dir, preview_dir
-
-
-def _say(console: Console | None, *lines: str) -> None:
-    """Print whole lines verbatim (no markup, no wrapping), if there is a console."""
-    if console is not None:
-        for line in lines:
-            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
-
-
-def _progress(console: Console | None) -> Progress:
-    """A progress bar over volumes and slices, shown only on a terminal."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=console is None or not console.is_terminal,
-    )
 
 
 @contextlib.contextmanager

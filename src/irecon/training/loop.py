@@ -47,7 +47,7 @@ from irecon.losses import ImageLoss
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
 from irecon.physics import center_crop
-from irecon.text import human_bytes
+from irecon.text import human_bytes, say
 from irecon.training.curve import training_curve
 from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
 from irecon.training.optim import adam_summary, build_optimizer, gather_state, is_sharded, load_state
@@ -58,7 +58,6 @@ from irecon.training.report import (
     TrainResult,
     epoch_line,
     progress_bar,
-    say,
     start_line,
     volume_progress,
 )
@@ -147,15 +146,9 @@ class Trainer:
             if self.progress.epoch >= self.options.epochs:
                 outcome = Outcome.COMPLETED
                 break
-            signum = signals.any_rank(self.world, self.device)
-            if signum:
-                outcome = Outcome.from_signal(signum)
-                break
-            if self._reached_max_steps():
-                outcome = Outcome.MAX_STEPS
-                break
-            if self._over_budget():
-                outcome = Outcome.TIME_BUDGET
+            stop = self._stop_reason(signals)
+            if stop is not None:
+                outcome = stop
                 break
             try:
                 stopped_early = self._train_epoch(signals)
@@ -177,13 +170,25 @@ class Trainer:
         )
         self._say(start_line(self.options, self.plan, self.progress.epoch, self.world.size, self.feed.workers, adam))
 
+    def _stop_reason(self, signals: StopSignals, limits: bool = True) -> Outcome | None:
+        """Why the run stops now, if it does: a stop signal on any rank, then (with ``limits``) max_steps,
+        then the time budget. At an epoch's last step only a signal stops it: the limits wait for validation."""
+        signum = signals.any_rank(self.world, self.device)
+        if signum:
+            return Outcome.from_signal(signum)
+        if limits and self._reached_max_steps():
+            return Outcome.MAX_STEPS
+        if limits and self._over_budget():
+            return Outcome.TIME_BUDGET
+        return None
+
     def _train_epoch(self, signals: StopSignals) -> Outcome | None:
         """Train the rest of the current epoch; None when it ran to its end (validate next)."""
         batches, total = self.feed.epoch(self.progress.epoch, self.progress.epoch_position)
         reset_peak_memory(self.device)
         tick, slices = time.perf_counter(), 0
         logged = tick
-        stop: Outcome | None = None
+        stop = None
         with progress_bar(self.console, self.world.is_main and self.console.is_terminal) as bar:
             task = bar.add_task(
                 "train",
@@ -207,13 +212,7 @@ class Trainer:
                         f"loss {self._epoch_loss():.4f}  {speed:.1f} slices/s  {self._peak_memory()}"
                     )
                 at_end = self.progress.epoch_position == total
-                signum = signals.any_rank(self.world, self.device)
-                if signum:
-                    stop = Outcome.from_signal(signum)
-                elif self._reached_max_steps() and not at_end:
-                    stop = Outcome.MAX_STEPS
-                elif self._over_budget() and not at_end:
-                    stop = Outcome.TIME_BUDGET
+                stop = self._stop_reason(signals, limits=not at_end)
                 due = self.progress.global_step % self.options.checkpoint_every == 0
                 if stop is not None or (due and not (at_end and self._reached_max_steps())):
                     self._save("last.pt")

@@ -5,9 +5,13 @@ Imports nothing heavy, so the command line can read it without loading torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from irecon.errors import IreconError
+from irecon.values import check_count, check_device_name, check_threads
 
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
@@ -97,6 +101,35 @@ class TrainOptions:
 
         return MaskSpec(self.mask_type, tuple(self.center_fractions[:1]), tuple(self.accelerations[:1]))
 
+    def validate(self) -> None:
+        """Ranges and combinations of the plain options; IreconError for the first that is wrong.
+
+        Pure: reads no file, changes nothing. The checks that need the data or torch are the run's.
+        """
+        missing = [name for name in ("train_dir", "val_dir", "model") if getattr(self, name) is None]
+        if missing:
+            named = " and ".join(("" if name == "train_dir" else "--") + flag(name) for name in missing)
+            raise IreconError(f"{named} {'is' if len(missing) == 1 else 'are'} needed (or --resume an earlier run)")
+        for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps", "max_steps"):
+            check_count(flag(name), getattr(self, name))
+        for name in ("num_workers", "seed"):
+            check_count(flag(name), getattr(self, name), minimum=0)
+        check_threads(self.threads)
+        check_device_name(self.device)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise IreconError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr_gamma <= 1:
+            raise IreconError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.amp not in (None, "bf16"):
+            raise IreconError(f"--amp must be bf16 (or left out), got {self.amp!r}")
+        if not self.log_every > 0:
+            raise IreconError(f"--log-every must be a positive number of seconds, got {self.log_every}")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise IreconError(f"--time-budget must be a positive duration, got {self.time_budget_s}")
+        if self.resume and self.overwrite:
+            raise IreconError("--resume and --overwrite contradict each other; pass one of them")
+        self.mask_spec.validate()
+
     def model_overrides(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}
 
@@ -109,26 +142,3 @@ PER_LAUNCH = ("out", "resume", "overwrite", "max_steps")
 def flag(name: str) -> str:
     """The command-line spelling of an option field: ``lr_step`` -> ``lr-step``."""
     return OPTION_NAMES.get(name, name.replace("_", "-"))
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``15m``, ``2h`` or ``1h30m``; ValueError for anything else."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    value = text.strip().lower()
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds, number = 0.0, ""
-        for char in value:
-            if char.isdigit() or char == ".":
-                number += char
-            elif char in units and number:
-                seconds += float(number) * units[char]
-                number = ""
-            else:
-                raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)") from None
-        if number:
-            raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 2h or 1h30m)") from None
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise ValueError(f"{text!r} is not a positive, finite duration")
-    return seconds

@@ -7,7 +7,6 @@ the disk untouched when anything is wrong.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -23,7 +22,7 @@ from irecon.losses import LOSSES, SSIM_WINDOW
 from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig
 from irecon.models.presets import preset
-from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions, flag
+from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions
 from irecon.training.state import check_run_dir
 
 
@@ -96,37 +95,10 @@ def resumed_options(options: TrainOptions, given: Collection[str] | None) -> Tra
 
 
 def check_options(options: TrainOptions) -> None:
-    """Ranges and combinations of the plain options."""
-    for name in ("train_dir", "val_dir", "model"):
-        if getattr(options, name) is None:
-            raise IreconError(
-                f"{'' if name == 'train_dir' else '--'}{flag(name)} is needed (or --resume an earlier run)"
-            )
-    for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps"):
-        if getattr(options, name) < 1:
-            raise IreconError(f"--{flag(name)} must be at least 1, got {getattr(options, name)}")
-    if not (math.isfinite(options.lr) and options.lr > 0):
-        raise IreconError(f"--lr must be a positive number, got {options.lr}")
-    if not 0 < options.lr_gamma <= 1:
-        raise IreconError(f"--lr-gamma must be in (0, 1], got {options.lr_gamma}")
+    """The options' own checks, then the loss name (the losses live with torch)."""
+    options.validate()
     if options.loss not in LOSSES:
         raise IreconError(f"unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}")
-    if options.amp not in (None, "bf16"):
-        raise IreconError(f"--amp must be bf16 (or left out), got {options.amp!r}")
-    if options.threads is not None and options.threads < 1:
-        raise IreconError(f"--threads must be at least 1, got {options.threads}")
-    if not options.log_every > 0:
-        raise IreconError(f"--log-every must be a positive number of seconds, got {options.log_every}")
-    for name in ("num_workers", "seed"):
-        if getattr(options, name) is not None and getattr(options, name) < 0:
-            raise IreconError(f"--{flag(name)} must not be negative, got {getattr(options, name)}")
-    if options.max_steps is not None and options.max_steps < 1:
-        raise IreconError(f"--max-steps must be at least 1, got {options.max_steps}")
-    if options.time_budget_s is not None and not (math.isfinite(options.time_budget_s) and options.time_budget_s > 0):
-        raise IreconError(f"--time-budget must be a positive duration, got {options.time_budget_s}")
-    if options.resume and options.overwrite:
-        raise IreconError("--resume and --overwrite contradict each other; pass one of them")
-    options.mask_spec.validate()
 
 
 def base_config(options: TrainOptions) -> ModelConfig:

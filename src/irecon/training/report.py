@@ -14,17 +14,14 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from torch import nn
 
-from irecon.models.presets import ModelConfig
-from irecon.text import plural
+from irecon import text
+from irecon.models.configs import ModelConfig
+from irecon.text import plural, say
 from irecon.training.runtime import EXIT_CODES
 
 # The model waited on the loader for more than this share of an epoch: the epoch line says so.
@@ -126,24 +123,15 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 def progress_bar(console: Console, visible: bool) -> Progress:
     """The transient training bar (shown on a terminal, on rank 0 only)."""
-    return Progress(
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
+    return text.progress_bar(
+        console,
+        "epoch {task.fields[epoch]}",
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("{task.fields[speed]:.1f} slices/s"),
         TextColumn("{task.fields[memory]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
+        visible=visible,
         transient=True,
-        disable=not visible,
     )
-
-
-def say(console: Console, line: str) -> None:
-    """One plain line: no rich markup (``[best]`` is text) and no hard wrapping in logs."""
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def volume_progress(console: Console, label: str, log_every: float, shown: bool) -> Callable[[int, int], None]:
