@@ -54,7 +54,7 @@ def test_counts_name_the_option_and_the_bound() -> None:
     with pytest.raises(IreconError, match="--seed must not be negative, got -1"):
         check_count("seed", -1, minimum=0)
     with pytest.raises(IreconError, match="--batch-size must be a whole number, got True"):
-        check_count("batch-size", True)
+        check_count("batch_size", True)
     with pytest.raises(IreconError, match="--threads must be at least 1, got 0"):
         check_threads(0)
 

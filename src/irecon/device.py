@@ -23,8 +23,8 @@ def resolve_device(name: str | None, local_rank: int | None = None) -> torch.dev
     if device.type != "cuda":
         raise IreconError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
     if not torch.cuda.is_available():
-        raise IreconError(f"--device {name}: CUDA is not available here; use --device cpu")
+        raise IreconError(f"«device» {name}: CUDA is not available here; use «device» cpu")
     index = local_rank if local_rank is not None else device.index
     if index is not None and index >= torch.cuda.device_count():
-        raise IreconError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+        raise IreconError(f"«device» {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
     return torch.device("cuda", index if index is not None else torch.cuda.current_device())

@@ -19,7 +19,7 @@ from typing import Any
 
 from irecon.errors import IreconError
 
-EXISTS_MESSAGE = "file exists; pass --overwrite to replace it"
+EXISTS_MESSAGE = "file exists; pass «overwrite» to replace it"
 
 
 def os_problem(err: OSError) -> str:

@@ -13,6 +13,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from irecon.errors import spell_options
+
 
 def plural(count: int, noun: str) -> str:
     """``1 volume``, ``2 volumes``, ``1,024 slices``."""
@@ -28,10 +30,13 @@ def human_bytes(value: int) -> str:
 
 
 def say(console: Console | None, *lines: str) -> None:
-    """Print whole lines verbatim (no rich markup, so ``[best]`` is text; no highlighting, no hard wrapping)."""
+    """Print whole lines verbatim (no rich markup, so ``[best]`` is text; no highlighting, no hard wrapping).
+
+    Option markers (:func:`irecon.errors.option`) are spelled as flags.
+    """
     if console is not None:
         for line in lines:
-            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+            console.print(spell_options(line), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 def progress_bar(

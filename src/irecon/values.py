@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from irecon.errors import IreconError
+from irecon.errors import IreconError, option
 
 BYTE_UNITS = {
     "": 1,
@@ -60,15 +60,15 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def check_count(flag: str, value: int | None, minimum: int = 1) -> None:
-    """A whole number of at least ``minimum`` (None passes: the option was left out)."""
+def check_count(name: str, value: int | None, minimum: int = 1) -> None:
+    """Option ``name`` (a field) is a whole number of at least ``minimum`` (None passes: it was left out)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise IreconError(f"--{flag} must be a whole number, got {value!r}")
+        raise IreconError(f"{option(name)} must be a whole number, got {value!r}")
     if value < minimum:
         word = "not be negative" if minimum == 0 else f"be at least {minimum}"
-        raise IreconError(f"--{flag} must {word}, got {value}")
+        raise IreconError(f"{option(name)} must {word}, got {value}")
 
 
 def check_threads(threads: int | None) -> None:

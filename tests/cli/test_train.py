@@ -224,7 +224,7 @@ def test_resume_reuses_the_checkpoint_options_and_refuses_only_a_conflicting_one
     assert payload["global_step"] == 2 and payload["options"]["lr"] == 0.002 and payload["options"]["epochs"] == 2
     conflict = train_cli(["--out", str(out), "--resume", "--lr", "0.1"])
     assert conflict.exit_code == 1 and conflict.output.count("\n") == 1
-    assert "different training options: lr 0.002 in the checkpoint vs 0.1 now" in conflict.output
+    assert "different training options: --lr 0.002 in the checkpoint vs 0.1 now" in conflict.output
     more = train_cli(["--out", str(out), "--resume", "--epochs", "3", "--max-steps", "3"])
     assert more.exit_code == 0, more.output
     assert load(out / "last.pt")["options"]["epochs"] == 3

@@ -132,9 +132,9 @@ def test_resume_after_max_steps_reproduces_the_uninterrupted_run_exactly(
     assert_same_run(whole_run, load(out / "last.pt"))
     assert (out / "metrics.jsonl").read_text().count("\n") == 2
 
-    with pytest.raises(IreconError, match="different model options: steps 1 in the checkpoint vs 2 now"):
+    with pytest.raises(IreconError, match="different model options: --steps 1 in the checkpoint vs 2 now"):
         train(make_options(data, out, epochs=3, steps=2, resume=True))
-    with pytest.raises(IreconError, match="different training options: lr"):
+    with pytest.raises(IreconError, match="different training options: --lr"):
         train(make_options(data, out, epochs=3, lr=1e-2, resume=True))
 
 

@@ -334,11 +334,11 @@ def run_budget(options: BenchOptions, report: Callable[[Fit], None] = lambda f: 
         raise IreconError("run_budget needs a budget")
     _validate(options)
     if options.layers is not None and len(options.layers) > 1:
-        raise IreconError("--budget searches over T for one layer count: give at most one --layers")
+        raise IreconError("«budget» searches over T for one layer count: give at most one «layers»")
     layers = options.layers[0] if options.layers else None
     base = preset(options.model)
     if base.time_steps is None:
-        raise IreconError(f"--budget searches over time steps T, and --model {options.model} has none")
+        raise IreconError(f"«budget» searches over time steps T, and «model» {options.model} has none")
     fits: list[Fit] = []
     for mode in options.modes:
         for memory_free in (True, False) if base.invertible else (False,):
@@ -393,40 +393,40 @@ def _skipped(
 
 def _validate(options: BenchOptions) -> None:
     if options.batches is not None and options.batches < 1:
-        raise IreconError(f"--batches must be at least 1, got {options.batches}")
+        raise IreconError(f"«batches» must be at least 1, got {options.batches}")
     if not options.steps or min(options.steps) < 1:
-        raise IreconError("--steps needs one or more values >= 1")
+        raise IreconError("«steps» needs one or more values >= 1")
     if min(options.size) < 8:
-        raise IreconError(f"--size {options.size[0]} {options.size[1]} is too small (at least 8 x 8)")
+        raise IreconError(f"«size» {options.size[0]} {options.size[1]} is too small (at least 8 x 8)")
     if options.slices < 1:
-        raise IreconError(f"--slices must be at least 1, got {options.slices}")
+        raise IreconError(f"«slices» must be at least 1, got {options.slices}")
     if options.world_size < 1:
-        raise IreconError(f"--world-size must be at least 1, got {options.world_size}")
+        raise IreconError(f"«world_size» must be at least 1, got {options.world_size}")
     if options.threads is not None:
         if options.threads < 1:
-            raise IreconError(f"--threads must be at least 1, got {options.threads}")
+            raise IreconError(f"«threads» must be at least 1, got {options.threads}")
         torch.set_num_threads(options.threads)
     if options.coils is not None and options.coils < 1:
-        raise IreconError(f"--coils must be at least 1, got {options.coils}")
+        raise IreconError(f"«coils» must be at least 1, got {options.coils}")
     if options.timing_batches < 1:
-        raise IreconError(f"--timing-batches must be at least 1, got {options.timing_batches}")
+        raise IreconError(f"«timing_batches» must be at least 1, got {options.timing_batches}")
     if options.layers is not None and min(options.layers) < 1:
-        raise IreconError("--layers needs values >= 1")
+        raise IreconError("«layers» needs values >= 1")
     if options.max_steps < 1:
-        raise IreconError(f"--max-steps must be at least 1, got {options.max_steps}")
+        raise IreconError(f"«max_steps» must be at least 1, got {options.max_steps}")
     if options.meter is not None and options.meter not in METERS:
         raise IreconError(f"unknown meter '{options.meter}' (choose from {', '.join(METERS)})")
     if options.budget is not None:
         if options.budget < 1:
-            raise IreconError(f"--budget must be at least one byte, got {options.budget}")
+            raise IreconError(f"«budget» must be at least one byte, got {options.budget}")
         if options.device not in (None, "meta"):
-            raise IreconError(f"--budget plans on the meta device; use --device meta, not {options.device}")
+            raise IreconError(f"«budget» plans on the meta device; use «device» meta, not {options.device}")
         options.device = "meta"
     options.device = "meta" if options.device == "meta" else str(resolve_device(options.device))
     if options.meter not in (None, "storages") and options.device == "meta":
-        raise IreconError(f"--meter {options.meter} is a CPU meter; on meta the planner counts storages")
+        raise IreconError(f"«meter» {options.meter} is a CPU meter; on meta the planner counts storages")
     if options.meter is not None and options.device.startswith("cuda"):
-        raise IreconError(f"--meter {options.meter} is a CPU meter; on CUDA the caching allocator counts")
+        raise IreconError(f"«meter» {options.meter} is a CPU meter; on CUDA the caching allocator counts")
     if options.batches is None:
         options.batches = 1 if options.device == "meta" else 10
     for path in (options.json_path, options.plot_path):

@@ -8,12 +8,13 @@ loaded when they run, so ``irecon --help`` and every ``--help``/``--version`` st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from irecon import __version__
-from irecon.errors import IreconError
+from irecon.errors import IreconError, default_spelling, use_spelling
 
 # name -> (module, function, the one-line help shown by ``irecon --help``)
 COMMANDS = {
@@ -70,6 +71,15 @@ class IreconGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The command, and from now on messages spell option markers as its flags."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            use_spelling(_spelling(command))
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -79,6 +89,19 @@ class IreconGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def _spelling(command: click.Command) -> Callable[[str], str]:
+    """Option fields spelled as ``command``'s own flags (``val_dir`` -> ``--val``, ``train_dir`` -> ``TRAIN_DIR``)."""
+    spelled: dict[str, str] = {}
+    for param in command.params:
+        if param.name is None:
+            continue
+        if isinstance(param, click.Argument):
+            spelled[param.name] = param.human_readable_name
+        else:
+            spelled[param.name] = max(param.opts, key=len)
+    return lambda name: spelled.get(name) or default_spelling(name)
 
 
 @click.group(cls=IreconGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,7 +35,7 @@ from irecon.data.header import write_header_xml
 from irecon.data.masks import MaskSpec, make_mask, seed_for_file
 from irecon.data.phantom import anatomy, coil_maps
 from irecon.data.volumes import CHALLENGES
-from irecon.errors import IreconError
+from irecon.errors import IreconError, option
 from irecon.files import atomic_write, check_writable_folder
 
 SPLITS = ("train", "val", "test")
@@ -109,7 +109,7 @@ def synthesize(
     if not overwrite:
         for name in names:
             if (out / name).exists():
-                raise IreconError("file exists; pass --overwrite to replace it", out / name)
+                raise IreconError("file exists; pass «overwrite» to replace it", out / name)
 
     width = kspace_hw[1]
     spacing = PIXEL_SPACING_MM
@@ -181,15 +181,15 @@ def _validate(
         raise IreconError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     for label, value in (("volumes", volumes), ("slices", slices), ("coils", coils)):
         if not _is_int(value) or value < 1:
-            raise IreconError(f"--{label} must be at least 1, got {value!r}")
+            raise IreconError(f"{option(label)} must be at least 1, got {value!r}")
     if not _is_int(seed) or seed < 0:
-        raise IreconError(f"--seed must not be negative, got {seed!r}")
+        raise IreconError(f"«seed» must not be negative, got {seed!r}")
     kspace_hw = _size_pair("kspace size", kspace_size)
     recon_hw = _size_pair("recon size", recon_size)
     if recon_hw[0] > kspace_hw[0] or recon_hw[1] > kspace_hw[1]:
         raise IreconError(f"recon size {recon_hw} is larger than the k-space size {kspace_hw}")
     if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not math.isfinite(noise) or noise < 0:
-        raise IreconError(f"--noise must be a finite number >= 0, got {noise!r}")
+        raise IreconError(f"«noise» must be a finite number >= 0, got {noise!r}")
     MaskSpec(mask_type, (center_fraction,), (acceleration,)).validate()  # the messages of train and reconstruct
     width = kspace_hw[1]
     num_low = round(width * center_fraction)

@@ -13,7 +13,7 @@ from pathlib import Path
 from irecon.errors import IreconError
 from irecon.files import os_problem
 
-FOLDER_EXISTS_MESSAGE = "folder exists; pass --overwrite to replace it"
+FOLDER_EXISTS_MESSAGE = "folder exists; pass «overwrite» to replace it"
 
 
 def refuse_existing_folder(folder: Path, overwrite: bool) -> None:

@@ -166,7 +166,7 @@ def read_export_volume(
     with open_h5(path) as hf:
         if dataset not in hf or not isinstance(hf[dataset], h5py.Dataset):
             others = [k for k in DATASETS if k in hf and k != dataset]
-            hint = f"; it has {others[0]} (pass --dataset {others[0]})" if others else ""
+            hint = f"; it has {others[0]} (pass «dataset» {others[0]})" if others else ""
             raise IreconError(f"no {dataset} dataset{hint}", path)
         images = check_images(hf[dataset][()], path)
         header = _header_bytes(hf, path)
@@ -180,7 +180,7 @@ def _header_from(path: Path, header_from: Path | None, slices: int) -> bytes:
     """The header of the fastMRI input matching ``path``, checked against its slice count."""
     if header_from is None:
         raise IreconError(
-            f"no {HEADER_KEY} dataset; pass --header-from with the fastMRI input file or its folder",
+            f"no {HEADER_KEY} dataset; pass «header_from» with the fastMRI input file or its folder",
             path,
         )
     source = header_from / path.name if header_from.is_dir() else header_from

@@ -25,7 +25,7 @@ Grads = tuple[Tensor | None, ...]
 
 SECOND_ORDER_MESSAGE = (
     "memory-free training supports first-order gradients only (no create_graph=True, double "
-    "backward or gradient penalties); use plain autograd for this: --no-memory-free on the "
+    "backward or gradient penalties); use plain autograd for this: «no_memory_free» on the "
     "command line, memory_free=False in Python"
 )
 

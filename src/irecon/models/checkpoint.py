@@ -86,12 +86,12 @@ def load_model(checkpoint: str | Path | None, model_name: str | None, device: to
     if checkpoint is None:
         if model_name is None:
             raise IreconError(
-                "no model given: pass --checkpoint CKPT (a model trained with irecon train) or --model zero-filled"
+                "no model given: pass «checkpoint» CKPT (a model trained with irecon train) or «model» zero-filled"
             )
         if model_name != "zero-filled":
             raise IreconError(
-                f"--model {model_name} needs trained weights: pass --checkpoint CKPT with a "
-                "checkpoint of it (from irecon train); only --model zero-filled runs without one"
+                f"«model» {model_name} needs trained weights: pass «checkpoint» CKPT with a "
+                "checkpoint of it (from irecon train); only «model» zero-filled runs without one"
             )
         config = preset("zero-filled")
         return LoadedModel(config.build().to(device).eval(), config, "zero-filled")
@@ -99,8 +99,8 @@ def load_model(checkpoint: str | Path | None, model_name: str | None, device: to
     recorded = payload.get("preset")
     if model_name is not None and not _agrees(model_name, config, recorded):
         raise IreconError(
-            f"--model {model_name} does not match the checkpoint ({_describe(config, recorded)}); "
-            "a checkpoint carries its own config, so leave out --model",
+            f"«model» {model_name} does not match the checkpoint ({_describe(config, recorded)}); "
+            "a checkpoint carries its own config, so leave out «model»",
             checkpoint,
         )
     base = model_name or (recorded if isinstance(recorded, str) else config.describe())

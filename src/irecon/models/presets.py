@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from irecon.errors import IreconError
+from irecon.errors import IreconError, option
 from irecon.models.configs import (
     POSITIVE_FIELDS,
     IRIMConfig,
@@ -69,10 +69,10 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key, value in overrides.items():
         if key in POSITIVE_FIELDS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise IreconError(f"--{key.replace('_', '-')} must be at least 1, got {value!r}")
+            raise IreconError(f"{option(key)} must be at least 1, got {value!r}")
         if key not in ("dims", "coils") and key not in config.overridable:
             if any(key in kind.overridable for kind in (IRIMConfig, RIMConfig, UNetConfig)):
-                raise IreconError(f"--{key.replace('_', '-')} does not apply to --model {name} (a {config.kind} model)")
+                raise IreconError(f"{option(key)} does not apply to {option('model')} {name} (a {config.kind} model)")
             raise IreconError(f"unknown model option(s) {[key]}")
     layers = overrides.pop("layers", None)
     if layers is not None and isinstance(config, IRIMConfig):

@@ -53,6 +53,6 @@ class ReconstructOptions:
         unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
         if unknown or not self.formats:
             raise IreconError(
-                f"--format must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
+                f"«formats» must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
             )
-        check_count("batch-size", self.batch_size)
+        check_count("batch_size", self.batch_size)

@@ -154,7 +154,7 @@ class _Run:
         except IreconError as err:
             result.error = str(err)
         except torch.OutOfMemoryError:
-            result.error = f"{path}: out of GPU memory; try a smaller --batch-size (2-D models) or --device cpu"
+            result.error = f"{path}: out of GPU memory; try a smaller «batch_size» (2-D models) or «device» cpu"
         return result
 
     @torch.inference_mode()
@@ -210,11 +210,11 @@ class _Run:
         if first != path:
             raise IreconError(
                 f"another input has the same file name ({first}); outputs are named after the "
-                "input file, so reconstruct them into different --out folders",
+                "input file, so reconstruct them into different «out_dir» folders",
                 path,
             )
         if output.resolve() == path.resolve():
-            raise IreconError("the output would replace this input file; choose another --out", path)
+            raise IreconError("the output would replace this input file; choose another «out_dir»", path)
         if "h5" in self.options.formats:
             refuse_existing(output, self.options.overwrite)
         return output
@@ -290,7 +290,7 @@ def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | P
     raise IreconError(
         f"the model takes {takes}, but {len(others)} of {plural(len(files), 'input')} "
         f"{'has' if len(others) == 1 else 'have'} another coil count: {names}; reconstruct them with a "
-        "checkpoint trained on such files, or with --model zero-filled",
+        "checkpoint trained on such files, or with «model» zero-filled",
         checkpoint,
     )
 

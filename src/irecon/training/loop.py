@@ -163,7 +163,7 @@ class Trainer:
 
     def _announce(self) -> None:
         if self.progress.epoch >= self.options.epochs:
-            self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise --epochs to go on")
+            self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise «epochs» to go on")
             return
         adam = adam_summary(
             self.model.parameters(), self.world.size, is_sharded(self.optimizer), self.options.shard_optimizer
@@ -261,7 +261,7 @@ class Trainer:
             self._save("last.pt")
             raise IreconError(
                 f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient; stopped (last.pt holds "
-                "the last finite weights). Check the data with irecon check, lower --lr, or raise --max-bad-steps",
+                "the last finite weights). Check the data with irecon check, lower «lr», or raise «max_bad_steps»",
                 self.options.out,
             )
 

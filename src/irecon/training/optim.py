@@ -71,4 +71,4 @@ def adam_summary(parameters: Iterable[Tensor], world_size: int, sharded: bool, r
     largest = max(shard.total_bytes for shard in adam_shards(parameters, world_size, sharded))
     if sharded:
         return f"Adam state {human_bytes(largest)} per process, sharded over {world_size}"
-    return f"Adam state {human_bytes(largest)}" + (" (--shard-optimizer needs several processes)" if requested else "")
+    return f"Adam state {human_bytes(largest)}" + (" («shard_optimizer» needs several processes)" if requested else "")

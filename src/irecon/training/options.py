@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irecon.errors import IreconError
+from irecon.errors import IreconError, option
 from irecon.values import check_count, check_device_name, check_threads
 
 if TYPE_CHECKING:
@@ -108,37 +108,32 @@ class TrainOptions:
         """
         missing = [name for name in ("train_dir", "val_dir", "model") if getattr(self, name) is None]
         if missing:
-            named = " and ".join(("" if name == "train_dir" else "--") + flag(name) for name in missing)
-            raise IreconError(f"{named} {'is' if len(missing) == 1 else 'are'} needed (or --resume an earlier run)")
+            names = [option(name) for name in missing]
+            named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            raise IreconError(f"{named} {'is' if len(missing) == 1 else 'are'} needed (or «resume» an earlier run)")
         for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps", "max_steps"):
-            check_count(flag(name), getattr(self, name))
+            check_count(name, getattr(self, name))
         for name in ("num_workers", "seed"):
-            check_count(flag(name), getattr(self, name), minimum=0)
+            check_count(name, getattr(self, name), minimum=0)
         check_threads(self.threads)
         check_device_name(self.device)
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise IreconError(f"--lr must be a positive number, got {self.lr}")
+            raise IreconError(f"«lr» must be a positive number, got {self.lr}")
         if not 0 < self.lr_gamma <= 1:
-            raise IreconError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+            raise IreconError(f"«lr_gamma» must be in (0, 1], got {self.lr_gamma}")
         if self.amp not in (None, "bf16"):
-            raise IreconError(f"--amp must be bf16 (or left out), got {self.amp!r}")
+            raise IreconError(f"«amp» must be bf16 (or left out), got {self.amp!r}")
         if not self.log_every > 0:
-            raise IreconError(f"--log-every must be a positive number of seconds, got {self.log_every}")
+            raise IreconError(f"«log_every» must be a positive number of seconds, got {self.log_every}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
-            raise IreconError(f"--time-budget must be a positive duration, got {self.time_budget_s}")
+            raise IreconError(f"«time_budget_s» must be a positive duration, got {self.time_budget_s}")
         if self.resume and self.overwrite:
-            raise IreconError("--resume and --overwrite contradict each other; pass one of them")
+            raise IreconError("«resume» and «overwrite» contradict each other; pass one of them")
         self.mask_spec.validate()
 
     def model_overrides(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}
 
 
-OPTION_NAMES = {"time_budget_s": "time-budget", "train_dir": "TRAIN_DIR", "val_dir": "val", "scan": "scan"}
 # Options a resumed run never takes from its checkpoint: they say what this launch does.
 PER_LAUNCH = ("out", "resume", "overwrite", "max_steps")
-
-
-def flag(name: str) -> str:
-    """The command-line spelling of an option field: ``lr_step`` -> ``lr-step``."""
-    return OPTION_NAMES.get(name, name.replace("_", "-"))

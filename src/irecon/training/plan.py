@@ -48,7 +48,7 @@ def prepare(
     user set; None means all) comes from the checkpoint.
     """
     if options.resume and options.overwrite:
-        raise IreconError("--resume and --overwrite contradict each other; pass one of them")
+        raise IreconError("«resume» and «overwrite» contradict each other; pass one of them")
     if options.resume:
         options = resumed_options(options, given)
     check_options(options)
@@ -85,7 +85,7 @@ def resumed_options(options: TrainOptions, given: Collection[str] | None) -> Tra
         return options
     path = options.out / "last.pt"
     if not path.is_file():
-        raise IreconError("--resume: no last.pt to resume from", options.out)
+        raise IreconError("«resume»: no last.pt to resume from", options.out)
     saved = load_checkpoint(path).get("options")
     if not isinstance(saved, dict):
         raise IreconError("not a training checkpoint (no options); cannot resume", path)
@@ -104,7 +104,7 @@ def check_options(options: TrainOptions) -> None:
 def base_config(options: TrainOptions) -> ModelConfig:
     """The preset with the overrides; refuses presets that have nothing to train."""
     if not preset(options.model).learned:
-        raise IreconError("the zero-filled preset has no parameters to train; choose another --model")
+        raise IreconError("the zero-filled preset has no parameters to train; choose another «model»")
     return preset(options.model, **options.model_overrides())
 
 
@@ -112,11 +112,11 @@ def resolve_slab(slab: int | None, dims: int) -> int:
     """Slices per training sample: 1 for 2-D models, ``slab`` (default 8, at least 2) for 3-D ones."""
     if dims == 2:
         if slab not in (None, 1):
-            raise IreconError(f"--slab {slab} needs a 3-D preset (tiny-3d, paper-3d); 2-D models train on slices")
+            raise IreconError(f"«slab» {slab} needs a 3-D preset (tiny-3d, paper-3d); 2-D models train on slices")
         return 1
     slab = DEFAULT_3D_SLAB if slab is None else slab
     if slab < 2:
-        raise IreconError(f"--slab must be at least 2 for a 3-D preset, got {slab}")
+        raise IreconError(f"«slab» must be at least 2 for a 3-D preset, got {slab}")
     return slab
 
 
@@ -128,13 +128,13 @@ def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None
     if options.train_resolution is None and len(kspace_sizes) > 1:
         sizes = ", ".join(f"{h}x{w}" for h, w in sorted(kspace_sizes))
         raise IreconError(
-            f"training volumes differ in k-space size ({sizes}); --batch-size {options.batch_size} "
-            "needs --train-resolution H W (the official i-RIM uses 368 368) or --batch-size 1"
+            f"training volumes differ in k-space size ({sizes}); «batch_size» {options.batch_size} "
+            "needs «train_resolution» H W (the official i-RIM uses 368 368) or «batch_size» 1"
         )
     target_sizes = {v.target_shape for v in volumes}
     if len(target_sizes) > 1:
         sizes = ", ".join(f"{h}x{w}" for h, w in sorted(target_sizes))
-        raise IreconError(f"training targets differ in size ({sizes}); use --batch-size 1")
+        raise IreconError(f"training targets differ in size ({sizes}); use «batch_size» 1")
 
 
 def check_validation(volumes: Sequence[VolumeInfo], coils: int) -> None:
@@ -156,7 +156,7 @@ def check_loss_size(volumes: Sequence[VolumeInfo], loss: str) -> None:
         if info.target_shape is not None and min(info.target_shape) < SSIM_WINDOW:
             raise IreconError(
                 f"target {info.target_shape} is smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window; "
-                "use --loss l1 or mse",
+                "use «loss» l1 or mse",
                 info.path,
             )
 

@@ -108,7 +108,7 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
         else ""
     )
     slow = (
-        f"  the loader held the model up: raise --num-workers (now {record.get('num_workers')})"
+        f"  the loader held the model up: raise «num_workers» (now {record.get('num_workers')})"
         if waited is not None and waited > SLOW_LOADER_FRACTION
         else ""
     )

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from irecon.errors import IreconError
+from irecon.errors import IreconError, option
 from irecon.files import check_writable_folder, os_errors
 from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig, config_from_dict
-from irecon.training.options import TrainOptions, flag
+from irecon.training.options import TrainOptions
 
 CHECKPOINTS = ("last.pt", "best.pt")
 REPORTS = ("metrics.jsonl", "training_curve.png")
@@ -143,18 +143,18 @@ def check_run_dir(
     """Refuse to clobber checkpoints; with --resume, load last.pt and check it fits this run."""
     out = options.out
     if out.exists() and not out.is_dir():
-        raise IreconError("--out exists and is not a folder", out)
+        raise IreconError("«out» exists and is not a folder", out)
     check_writable_folder(out, create=False)
     has_checkpoints = any((out / name).exists() for name in CHECKPOINTS)
     if options.resume:
         if not (out / "last.pt").is_file():
-            raise IreconError("--resume: no last.pt to resume from", out)
+            raise IreconError("«resume»: no last.pt to resume from", out)
         payload = load_checkpoint(out / "last.pt")
         check_resumable(payload, options, config, train_files, world_size)
         return payload
     if has_checkpoints and not options.overwrite:
         raise IreconError(
-            "holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start afresh",
+            "holds checkpoints of an earlier run; pass «resume» to continue it or «overwrite» to start afresh",
             out,
         )
     return None
@@ -185,7 +185,7 @@ def check_resumable(
 def differences(saved: dict[str, Any], now: dict[str, Any], keys: Sequence[str]) -> str:
     """'name: saved (checkpoint) vs now' for every key whose value changed, joined by '; '."""
     changed = [k for k in keys if saved.get(k) != now.get(k)]
-    return "; ".join(f"{flag(k)} {saved.get(k)} in the checkpoint vs {now.get(k)} now" for k in changed)
+    return "; ".join(f"{option(k)} {saved.get(k)} in the checkpoint vs {now.get(k)} now" for k in changed)
 
 
 def make_run_dir(options: TrainOptions) -> None:
