@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 
-from irecon.bench.sweep import BenchOptions, Measurement, run_bench
+from irecon.bench.options import BenchOptions
+from irecon.bench.records import Measurement
+from irecon.bench.sweep import run_bench
 from irecon.files import check_writable_folder, write_bytes, write_json
 from irecon.losses import mean_mse
 from irecon.models.presets import preset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -128,10 +129,21 @@ def test_bad_bench_options_are_one_line_errors() -> None:
         assert message in result.output
 
 
-def test_a_unet_is_measured_once_whatever_steps_are_asked_for() -> None:
-    result = CliRunner().invoke(main, ["bench-memory", *TINY, "--model", "tiny-unet", "--mode", "inference"])
+def test_a_unet_has_no_time_steps_anywhere(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(main, ["bench-memory", *TINY, "--model", "tiny-unet", "--mode", "inference"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    assert "error: " in refused.output and "without time steps: leave out --steps" in refused.output
+    args = ["--size", "16", "16", "--batches", "1", "--timing-batches", "1", "--device", "cpu", "--mode", "inference"]
+    path = tmp_path / "unet.json"
+    result = CliRunner().invoke(
+        main, ["bench-memory", "--model", "tiny-unet", *args, "--json", str(path)], terminal_width=160
+    )
     assert result.exit_code == 0, result.output
-    assert result.output.count("measured tiny-unet inference") == 1 and "T=4" not in result.output
+    assert result.output.count("measured tiny-unet inference") == 1 and "T=" not in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│ tiny-unet"))
+    assert [cell.strip() for cell in row.split("│")[4:6]] == ["-", "-"], row  # T and layers
+    (record,) = json.loads(path.read_text())
+    assert record["steps"] is None and record["layers_total"] is None and record["peak_bytes"] > 0
 
 
 def test_each_measurement_is_announced_before_it_runs() -> None:
@@ -160,7 +172,10 @@ def test_the_sweep_plot_is_drawn_against_layers_with_the_weights_stack(tmp_path:
     axis = memory_sweep(records, log_scale=True).axes[0]
     free = next(line for line in axis.get_lines() if line.get_label() == "tiny-2d memory-free")
     assert list(free.get_xdata()) == [2, 4]  # coupling layers, not a vertical line at T=1
-    assert axis.get_yscale() == "log"
+    assert list(axis.get_xticks()) == [2, 4]  # ticks at the measured depths only
+    assert axis.get_yscale() == "log" and axis.get_legend() is None  # the legend sits below the panels
+    figure = axis.get_figure()
+    assert figure._suptitle.get_text() == "Peak memory vs depth" and len(figure.legends) == 1
     assert any("weights" in c.get_label() for c in axis.collections)
     result = CliRunner().invoke(main, ["bench-memory", *TINY, "--log-scale", "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 0 and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

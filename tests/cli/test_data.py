@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from irecon.cli import main
@@ -103,6 +106,28 @@ def test_models_lists_every_preset_with_parameter_counts() -> None:
     for name in ("paper-2d", "paper-3d", "challenge-singlecoil", "rim", "unet", "zero-filled", "tiny-2d"):
         assert name in result.output
     assert "275,247,552" in result.output and "94,464" in result.output
+
+
+def test_the_models_table_is_the_presets_counted() -> None:
+    from irecon.cli.data import PRESET_ROWS
+    from irecon.models.presets import PRESETS, count_parameters
+
+    assert list(PRESET_ROWS) == list(PRESETS)
+    for name, (config, _) in PRESETS.items():
+        row = (config.kind, config.dims, config.time_steps, config.layers_per_step, count_parameters(config))
+        assert PRESET_ROWS[name] == row, name
+
+
+@pytest.mark.slow
+def test_models_prints_without_loading_torch() -> None:
+    code = (
+        "import sys; from click.testing import CliRunner; from irecon.cli import main; "
+        "result = CliRunner().invoke(main, ['models']); "
+        "assert result.exit_code == 0 and 'tiny-unet' in result.output, result.output; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_check_at_80_columns_keeps_whole_names_and_shows_folders_of_shared_names(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ class Measurement:
     input_bytes: int = 0
     activation_bytes: int | None = None
     step_seconds: float | None = None
+    step_seconds_all: list[float] = field(default_factory=list)
     device: str = "cpu"
     method: str = ""
     storage_peak_bytes: int | None = None
@@ -81,3 +84,22 @@ def write_json(path: str | Path, records: list[Measurement]) -> None:
 def format_bytes(value: int | None) -> str:
     """Bytes as MiB with one decimal, "-" for None."""
     return "-" if value is None else f"{value / MIB:,.1f}"
+
+
+def format_seconds(seconds: list[float]) -> str:
+    """Median and range of batch times to two significant figures, e.g. ``0.12 (0.11-0.14)``; "-" for none."""
+    if not seconds:
+        return "-"
+    median = two_figures(statistics.median(seconds))
+    if len(seconds) == 1:
+        return median
+    return f"{median} ({two_figures(min(seconds))}-{two_figures(max(seconds))})"
+
+
+def two_figures(value: float) -> str:
+    """A positive number to two significant figures, e.g. ``0.012``, ``1.5``, ``110``."""
+    if value <= 0:
+        return "0"
+    value = float(f"{value:.2g}")
+    decimals = max(0, 1 - math.floor(math.log10(value)))
+    return f"{value:,.{decimals}f}"

@@ -1,5 +1,5 @@
-"""``irecon bench-memory``: options from :class:`BenchOptions`; the sweep from :func:`irecon.bench.run_bench`,
-the budget search from :func:`irecon.bench.run_budget`."""
+"""``irecon bench-memory``: options from :class:`BenchOptions`; the sweep from :func:`irecon.bench.sweep.run_bench`,
+the budget search from :func:`irecon.bench.budget.run_budget`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from irecon.bench.options import BenchOptions
+from irecon.bench.options import DEFAULT_STEPS, METERS, BenchOptions
 from irecon.cli.options import ListCommand, default_of, stdout_console, threads_option
 from irecon.errors import IreconError
 from irecon.text import plural, say
 
 if TYPE_CHECKING:
+    from irecon.bench.budget import Depth
     from irecon.bench.records import Measurement
     from irecon.memory.budget import Fit
-
-METERS = ("allocator", "storages")  # irecon.memory.METERS, named here so --help need not load torch
 
 MODES = {"train": ("train",), "inference": ("inference",), "both": ("train", "inference")}
 
@@ -38,9 +37,8 @@ def _mode_name(modes: tuple[str, ...]) -> str:
     "--steps",
     multiple=True,
     type=int,
-    default=_default("steps"),
-    show_default=True,
-    help="time steps T to sweep: --steps 1 2 4 (or the option repeated)",
+    help=f"time steps T to sweep: --steps 1 2 4 (or the option repeated)  "
+    f"[default: {' '.join(map(str, DEFAULT_STEPS))}; a U-Net has none]",
 )
 @click.option("--layers", multiple=True, type=int, help="invertible layers per step to sweep (i-RIM)")
 @click.option("--size", type=(int, int), default=_default("size"), show_default=True, metavar="H W")
@@ -107,20 +105,23 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
     With --device meta the same protocol runs on shapes only (the planner); --budget then finds
     the deepest T that fits, memory-free and with plain autograd.
     """
-    from irecon.bench.records import ratios
-    from irecon.bench.sweep import run_bench, run_budget
+    from irecon.bench.budget import run_budget
+    from irecon.bench.records import ratios, two_figures
+    from irecon.bench.sweep import run_bench
     from irecon.values import parse_bytes
 
     if params["budget"] is not None:
         params["budget"] = parse_bytes(params["budget"])
     modes = MODES[mode] if mode else ("train",) if params["budget"] is not None else _default("modes")
-    options = BenchOptions(steps=steps, layers=layers or None, modes=modes, **params)
+    options = BenchOptions(steps=steps or None, layers=layers or None, modes=tuple(modes), **params)
     console = stdout_console()
     if options.budget is not None:
         if options.plot_path is not None:
             raise IreconError("--plot draws a depth sweep; leave it out with --budget")
         started = time.perf_counter()
-        fits = run_budget(options, report=lambda f: say(console, fit_line(f)))
+        fits = run_budget(
+            options, report=lambda f: say(console, fit_line(f)), tried=lambda d: say(console, depth_line(d))
+        )
         say(console, f"method: {fits[0].method}; planner answered in {time.perf_counter() - started:.1f} s")
         if options.json_path is not None:
             say(console, f"wrote {options.json_path}")
@@ -129,7 +130,7 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
         options,
         report=lambda m: say(console, progress_line(m)),
         starting=lambda name, mode, free, steps: say(
-            console, f"measuring {name} {mode} {'memory-free' if free else 'plain'} T={steps} ..."
+            console, f"measuring {name} {mode} {'memory-free' if free else 'plain'}{_depth(steps)} ..."
         ),
     )
     both = any(r.allocator_peak_bytes is not None for r in records)
@@ -137,12 +138,19 @@ def bench_memory(steps: tuple[int, ...], layers: tuple[int, ...], mode: str | No
     for record in records:
         table.add_row(*_row(record, both))
     console.print(table)
-    batches = f"{options.batches} mini-batch{'es' if options.batches != 1 else ''}"
-    say(console, f"peak: {records[0].method}; min over {batches} (batch size 1)")
+    first = records[0]
+    batches = f"{first.batches} mini-batch{'es' if first.batches != 1 else ''}"
+    say(console, f"peak: {first.method}; min over {batches} (batch size 1)")
     if both:
-        say(console, f"storages: {records[0].storage_method or '-'}; allocator: {records[0].allocator_method or '-'}")
+        other = ("storages", first.storage_method) if first.method != first.storage_method else None
+        other = other or ("allocator", first.allocator_method)
+        say(console, f"{other[0]} column: {other[1] or '-'}")
+    if any(r.step_seconds_all for r in records):
+        timed = max(len(r.step_seconds_all) for r in records)
+        say(console, f"s/batch: median (min-max) of {timed} timed mini-batch{'es' if timed != 1 else ''}, unmetered")
     for description, value in ratios(records):
-        say(console, f"{description}: {value:.3f}")
+        shown = two_figures(value) if description.startswith("step time") else f"{value:.3f}"
+        say(console, f"{description}: {shown}")
     for line in rank_lines(records):
         say(console, line)
     for path in (options.json_path, options.plot_path):
@@ -163,7 +171,7 @@ def rank_lines(records: list[Measurement]) -> list[str]:
         peak = f", peak {format_bytes(max(m.rank_peak_bytes))} MiB" if m.rank_peak_bytes else ""
         lines.append(
             f"per rank, {plural(m.world_size, 'rank')} ({how}): {m.model} {m.mode} "
-            f"{'memory-free' if m.memory_free else 'plain'} T={m.steps}: weights "
+            f"{'memory-free' if m.memory_free else 'plain'}{_depth(m.steps)}: weights "
             f"{format_bytes(weights)} MiB{peak} (largest rank; one process: "
             f"{format_bytes(m.param_bytes + m.grad_bytes + m.optimizer_bytes)} MiB)"
         )
@@ -181,15 +189,15 @@ def _table(both: bool) -> Table:
 
 
 def _row(m: Measurement, both: bool = False) -> list[str]:
-    from irecon.bench.records import format_bytes
+    from irecon.bench.records import format_bytes, format_seconds
 
     engine = "free" if m.memory_free else "plain"
     mode = "infer" if m.mode == "inference" else m.mode
-    head = [m.model, mode, engine, str(m.steps), str(m.layers_total)]
+    head = [m.model, mode, engine, _count(m.steps), _count(m.layers_total)]
     if m.skipped:
         return [*head, "skipped", *(["", ""] if both else []), m.skipped, "", ""]
     cpu = [format_bytes(m.storage_peak_bytes), format_bytes(m.allocator_peak_bytes)] if both else []
-    seconds = "-" if m.step_seconds is None else f"{m.step_seconds:.3f}"
+    seconds = format_seconds(m.step_seconds_all)
     return [
         *head,
         format_bytes(m.peak_bytes),
@@ -201,20 +209,37 @@ def _row(m: Measurement, both: bool = False) -> list[str]:
 
 
 def progress_line(m: Measurement) -> str:
-    """The line printed as each measurement finishes, every figure with its method."""
+    """The line printed as each measurement finishes (the meters are named once, after the table)."""
     from irecon.bench.records import format_bytes
 
     engine = "memory-free" if m.memory_free else "plain"
-    head = f"measured {m.model} {m.mode} {engine} T={m.steps} ({m.layers_total} layers)"
+    layers = "" if m.layers_total is None else f" ({m.layers_total} layers)"
+    head = f"measured {m.model} {m.mode} {engine}{_depth(m.steps)}{layers}"
     if m.skipped:
         return f"{head}: skipped ({m.skipped})"
-    line = f"{head}: peak {format_bytes(m.peak_bytes)} MiB [{m.method}]"
+    line = f"{head}: peak {format_bytes(m.peak_bytes)} MiB"
     if m.storage_peak_bytes is not None and m.allocator_peak_bytes is not None:
-        line += (
-            f"; storage tracker {format_bytes(m.storage_peak_bytes)} MiB,"
-            f" allocator {format_bytes(m.allocator_peak_bytes)} MiB"
-        )
+        line += f" (storages {format_bytes(m.storage_peak_bytes)}, allocator {format_bytes(m.allocator_peak_bytes)})"
     return line
+
+
+def depth_line(d: Depth) -> str:
+    """One depth the --budget search measured, printed as it finishes."""
+    from irecon.text import human_bytes
+
+    engine = "memory-free" if d.memory_free else "plain"
+    verdict = "fits" if d.fits else "over budget"
+    return (
+        f"  tried {d.model} {d.mode} {engine} T={d.steps}: {human_bytes(d.peak_bytes)}, {verdict} ({d.seconds:.1f} s)"
+    )
+
+
+def _depth(steps: int | None) -> str:
+    return "" if steps is None else f" T={steps}"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def fit_line(f: Fit) -> str:

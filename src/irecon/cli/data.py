@@ -121,24 +121,40 @@ def check_table(result: Any) -> Table:
     return table
 
 
+# What `irecon models` prints, written out so the command need not import torch to count parameters;
+# tests/cli/test_data.py checks every row against irecon.models.presets (PRESETS, count_parameters).
+PRESET_ROWS: dict[str, tuple[str, int, int | None, int | None, int]] = {
+    # preset: (kind, dims, time steps, layers per step, parameters)
+    "paper-2d": ("irim", 2, 8, 10, 6_309_568),
+    "paper-3d": ("irim", 3, 8, 10, 11_728_576),
+    "challenge-singlecoil": ("irim", 2, 8, 12, 275_247_552),
+    "challenge-multicoil": ("irim", 2, 8, 12, 329_670_304),
+    "rim": ("rim", 2, 8, None, 94_464),
+    "unet": ("unet", 2, None, None, 7_756_097),
+    "zero-filled": ("zero-filled", 2, None, None, 0),
+    "tiny-2d": ("irim", 2, 4, 4, 77_456),
+    "tiny-3d": ("irim", 3, 3, 3, 45_056),
+    "tiny-rim": ("rim", 2, 4, None, 54_720),
+    "tiny-unet": ("unet", 2, None, None, 67_669),
+}
+
+
 @click.command()
 def models() -> None:
     """List the model presets: kind, dimensionality, steps, layers per step, parameters.
 
     docs/presets.md gives the source of each preset.
     """
-    from irecon.models.presets import PRESETS, count_parameters
-
     table = Table(title="irecon model presets")
     for column in ("preset", "kind", "dims", "steps", "layers", "parameters"):
         table.add_column(column, justify="right" if column in ("steps", "layers", "parameters") else "left")
-    for name, (config, _) in PRESETS.items():
+    for name, (kind, dims, steps, layers, parameters) in PRESET_ROWS.items():
         table.add_row(
             name,
-            config.kind,
-            f"{config.dims}D",
-            str(config.time_steps) if config.time_steps is not None else "-",
-            str(config.layers_per_step) if config.layers_per_step is not None else "-",
-            f"{count_parameters(config):,}",
+            kind,
+            f"{dims}D",
+            "-" if steps is None else str(steps),
+            "-" if layers is None else str(layers),
+            f"{parameters:,}",
         )
     stdout_console().print(table)
