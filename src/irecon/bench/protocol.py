@@ -179,13 +179,11 @@ def measure(
         model.eval()
         batch = inference_batch
 
-    record = Measurement(
-        model=name,
-        dims=config.dims,
-        mode=mode,
-        memory_free=memory_free,
-        steps=config.time_steps,
-        layers_total=config.layers_total,
+    record = Measurement.of(
+        name,
+        config,
+        mode,
+        memory_free,
         input_shape=list(kspace.shape),
         batches=batches,
         peak_bytes=None,

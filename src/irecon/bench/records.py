@@ -6,8 +6,10 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from irecon.files import write_json as write_json_file
+from irecon.models.configs import ModelConfig
 
 MIB = 2**20
 
@@ -45,6 +47,19 @@ class Measurement:
     rank_optimizer_bytes: list[int] = field(default_factory=list)
     rank_peak_bytes: list[int] = field(default_factory=list)
     skipped: str | None = None
+
+    @classmethod
+    def of(cls, name: str, config: ModelConfig, mode: str, memory_free: bool, **values: Any) -> Measurement:
+        """A record for ``config`` (its dims, time steps and depth: None for a model without them)."""
+        return cls(
+            model=name,
+            dims=config.dims,
+            mode=mode,
+            memory_free=memory_free,
+            steps=config.time_steps,
+            layers_total=config.layers_total,
+            **values,
+        )
 
     @property
     def rank_weight_bytes(self) -> list[int]:

@@ -105,13 +105,11 @@ def _skipped(
     reason = "out of memory"
     if predicted is not None and available is not None:
         reason = f"would need {predicted / MIB:,.0f} MiB (planner), {available / MIB:,.0f} MiB available"
-    return Measurement(
-        model=name,
-        dims=config.dims,
-        mode=mode,
-        memory_free=memory_free,
-        steps=config.time_steps,
-        layers_total=config.layers_total,
+    return Measurement.of(
+        name,
+        config,
+        mode,
+        memory_free,
         input_shape=[],
         batches=options.batches or 1,
         peak_bytes=None,
