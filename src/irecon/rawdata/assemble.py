@@ -35,7 +35,7 @@ class AssembledVolume:
 def whitening_matrix(noise: np.ndarray) -> np.ndarray:
     """``L^-1`` with ``L L^H`` the noise covariance of ``noise`` ``(samples, coils)``: whitened = W @ coils."""
     samples = noise.shape[0]
-    covariance = (noise.conj().T @ noise) / max(samples - 1, 1)
+    covariance = (noise.T @ noise.conj()) / max(samples - 1, 1)  # E[x x^H] over coil vectors x
     try:
         lower = np.linalg.cholesky(covariance.astype(np.complex128))
     except np.linalg.LinAlgError:

@@ -20,6 +20,7 @@ from irecon.rawdata.header import twix_header
 from irecon.rawdata.scan import Encoding, RawScan, ReadoutList
 
 UNREADABLE = "not a readable Siemens twix file (not twix, truncated or corrupt)"
+TRUNCATED = "truncated Siemens twix file"
 # sKSpace.ucTrajectory values of the Siemens protocol.
 _TRAJECTORIES = {1: "cartesian", 2: "radial", 4: "spiral", 8: "propeller"}
 _DIMENSION_3D = 4  # sKSpace.ucDimension of a 3-D scan
@@ -51,11 +52,15 @@ def read_twix(path: Path) -> RawScan:
             "EPI readouts (reflected lines): EPI needs ramp-sampling and phase correction, which import does not do",
             path,
         )
+    if not any(mdb.is_flag_set("LASTSCANINMEAS") for mdb in measurement["mdb"]):
+        raise IreconError(f"{TRUNCATED}: the measurement's last scan is missing", path)
     lines = ReadoutList()
     shape = None
     try:
-        for mdb in images:
+        for number, mdb in enumerate(images):
             data = np.asarray(mdb.data)
+            if data.size == 0:
+                raise IreconError(f"{TRUNCATED}: image scan {number} of {len(images)} has no data", path)
             shape = data.shape if shape is None else shape
             if data.shape != shape:
                 raise IreconError(
