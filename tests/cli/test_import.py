@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -63,3 +64,28 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
     assert "error: " in result.output and "bad.h5: not a readable ISMRMRD file" in result.output
     assert (tmp_path / "d" / "good.h5").is_file()
     assert "1 volume from 2 raw files, 1 problem" in result.output
+
+
+def test_prospective_file_without_mask_uses_its_zero_lines(tmp_path: Path) -> None:
+    from irecon.data.volumes import write_header_xml
+
+    kspace = random_kspace((2, 3, 16, 12), seed=11)
+    lines = [0, 2, 4, 5, 6, 7, 9, 11]
+    kspace[..., [c for c in range(12) if c not in lines]] = 0
+    (tmp_path / "d").mkdir()
+    with h5py.File(tmp_path / "d" / "other_tool.h5", "w") as hf:
+        hf["kspace"] = kspace
+        hf["ismrmrd_header"] = write_header_xml((16, 12, 1), (16, 12, 1), center=6, maximum=11)
+    result = _run("check", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    assert "no mask dataset, but 8 of 12 k-space lines are non-zero (4 in the centre)" in result.output
+    result = _run(
+        "reconstruct", tmp_path / "d", "--model", "zero-filled", "--out", tmp_path / "r", "--json", tmp_path / "r.json"
+    )
+    assert result.exit_code == 0, result.output
+    assert "its mask is its non-zero k-space lines (8 sampled)" in result.output
+    assert '"mask_source": "zero lines"' in (tmp_path / "r.json").read_text()
+    with h5py.File(tmp_path / "r" / "other_tool.h5") as hf:
+        image = hf["reconstruction"][()]
+    coil_images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    np.testing.assert_allclose(image, np.sqrt((np.abs(coil_images) ** 2).sum(axis=1)), rtol=1e-4, atol=1e-5)

@@ -96,6 +96,14 @@ def _default(name: str) -> Any:
     help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "
     "dicom (one MR series folder per volume).",
 )
+@click.option(
+    "--virtual-coils",
+    type=int,
+    default=_default("virtual_coils"),
+    metavar="N",
+    help="Compress each volume's coils to N virtual coils before the model (default: what the checkpoint "
+    "was trained with, if anything).",
+)
 def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
 

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import torch
 
+from irecon.data.masks import centre_lines
 from irecon.files import atomic_write
 from irecon.physics import center_crop, ifft2c
 
@@ -39,15 +40,7 @@ def sampling(acquired: np.ndarray, padding: tuple[int, int]) -> tuple[bool, floa
     inside = acquired[left:right]
     fully = bool(inside.all())
     acceleration = len(inside) / max(int(inside.sum()), 1)
-    centre = len(acquired) // 2
-    low = 0
-    if acquired[centre]:
-        start, stop = centre, centre
-        while start > 0 and acquired[start - 1]:
-            start -= 1
-        while stop < len(acquired) - 1 and acquired[stop + 1]:
-            stop += 1
-        low = stop - start + 1
+    low = centre_lines(acquired)
     return fully, acceleration, low
 
 

@@ -25,7 +25,8 @@ class TrainOptions:
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
     ``shared_weights``) replace the preset's values when set. Validation uses the first
-    acceleration / center-fraction pair.
+    acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
+    before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
     """
 
     train_dir: Path | None
@@ -63,6 +64,7 @@ class TrainOptions:
     threads: int | None = None
     scan: bool = True
     log_every: float = 30.0
+    virtual_coils: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
