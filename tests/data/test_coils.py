@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -90,3 +91,69 @@ def test_load_volume_and_datasets_compress_any_coil_count(tmp_path: Path) -> Non
         MRIDataset([eight, five], spec, train=True)
     with pytest.raises(IreconError, match="fewer than the 6 virtual coils"):
         MRIDataset([eight, five], spec, train=False, virtual_coils=6)
+
+
+def _irecon(*args: object) -> str:
+    from click.testing import CliRunner
+
+    from irecon.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], terminal_width=200)
+    return f"{result.exit_code}\n{result.output}"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_4_coil_checkpoint_reconstructs_8_coil_data_and_beats_zero_filled(tmp_path: Path) -> None:
+    sizes = ["--kspace-size", 64, 48, "--recon-size", 32, 32, "--slices", 4]
+    multicoil = ["--challenge", "multicoil", "--split"]
+    assert (
+        _irecon("synth", tmp_path / "train", *multicoil, "train", "--coils", 4, "--volumes", 4, "--seed", 1, *sizes)[0]
+        == "0"
+    )
+    assert (
+        _irecon("synth", tmp_path / "val", *multicoil, "val", "--coils", 8, "--volumes", 1, "--seed", 2, *sizes)[0]
+        == "0"
+    )
+    assert (
+        _irecon("synth", tmp_path / "two", *multicoil, "val", "--coils", 2, "--volumes", 1, "--seed", 3, *sizes)[0]
+        == "0"
+    )
+    out = _irecon(
+        "train", tmp_path / "train", "--val", tmp_path / "val", "--model", "tiny-2d", "--out", tmp_path / "run",
+        "--device", "cpu", "--epochs", 4, "--lr", 3e-3, "--batch-size", 2, "--virtual-coils", 4,
+        "--accelerations", 4, "--center-fractions", 0.08,
+    )  # fmt: skip
+    assert out.startswith("0\n"), out
+    checkpoint = tmp_path / "run" / "best.pt"
+    assert torch.load(checkpoint, weights_only=True)["virtual_coils"] == 4
+    out = _irecon(
+        "reconstruct",
+        tmp_path / "val",
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        tmp_path / "r",
+        "--json",
+        tmp_path / "r.json",
+    )
+    assert out.startswith("0\n"), out
+    model = json.loads((tmp_path / "r.json").read_text())
+    assert model["virtual_coils"] == 4
+    out = _irecon(
+        "reconstruct",
+        tmp_path / "val",
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "z",
+        "--json",
+        tmp_path / "z.json",
+    )
+    assert out.startswith("0\n"), out
+    zero_filled = json.loads((tmp_path / "z.json").read_text())  # all 8 physical coils, no compression
+    assert zero_filled["virtual_coils"] is None
+    assert model["mean"]["metrics"]["ssim"] > zero_filled["mean"]["metrics"]["ssim"]
+    out = _irecon("reconstruct", tmp_path / "two", "--checkpoint", checkpoint, "--out", tmp_path / "r2")
+    assert out.startswith("1\nerror: ") and out.count("\n") == 2, out
+    assert "takes 4 virtual coils" in out and "(2 coils)" in out
