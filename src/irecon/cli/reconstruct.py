@@ -241,7 +241,9 @@ def _table(report: Any, side_by_side: bool, name_width: int) -> Table:
     beside = _has_baseline(report) and side_by_side
     below = _has_baseline(report) and not side_by_side
     table = Table(
-        title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}", title_justify="left"
+        title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}"
+        + ("" if report.virtual_coils is None else f", coils compressed to {report.virtual_coils} virtual"),
+        title_justify="left",
     )
     table.add_column("volume", width=name_width, overflow="fold")
     table.add_column("slices", justify="right", no_wrap=True)

@@ -18,6 +18,7 @@ import twixtools
 from irecon.errors import IreconError
 from irecon.rawdata.header import twix_header
 from irecon.rawdata.scan import Encoding, RawScan, ReadoutList
+from irecon.text import plural
 
 UNREADABLE = "not a readable Siemens twix file (not twix, truncated or corrupt)"
 TRUNCATED = "truncated Siemens twix file"
@@ -92,7 +93,7 @@ def read_twix(path: Path) -> RawScan:
     noise = np.concatenate(noise_scans) if noise_scans else None
     if noise is not None and noise.shape[1] != readouts.data.shape[1]:
         noise = None
-    notes = [f"Siemens {facts.get('model') or 'scanner'}: last of {len(measurements)} measurement(s)"]
+    notes = [f"Siemens {facts.get('model') or 'scanner'}: the last of {plural(len(measurements), 'measurement')}"]
     return RawScan(readouts, encoding, xml, noise, notes)
 
 
