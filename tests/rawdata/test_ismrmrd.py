@@ -149,3 +149,21 @@ def test_unknown_suffix_is_refused_before_work(tmp_path: Path) -> None:
     (tmp_path / "scan.raw").write_bytes(b"x")
     with pytest.raises(IreconError, match="unknown raw format"):
         import_raw(ImportOptions([tmp_path / "scan.raw"], tmp_path / "out"))
+
+
+def test_fastmris_own_slice_dataset_reads_imported_files(tmp_path: Path) -> None:
+    from fastmri.data import SliceDataset
+
+    full = write_2d(tmp_path / "full.h5", random_kspace(SHAPE, seed=12))
+    under = write_2d(tmp_path / "under.h5", random_kspace(SHAPE, seed=13), [0, 3, 5, 6, 7, 9])
+    _import(full, tmp_path / "out")
+    _import(under, tmp_path / "out")
+    dataset = SliceDataset(tmp_path / "out", "multicoil")
+    samples = {(fname, index): (kspace, mask, target, attrs) for kspace, mask, target, attrs, fname, index in dataset}
+    assert len(samples) == 2 * SHAPE[0]
+    kspace, mask, target, attrs = samples[("full.h5", 1)]
+    assert kspace.shape == SHAPE[1:] and mask is None and target.shape == (8, 12)
+    assert (attrs["padding_left"], attrs["padding_right"]) == (0, 12)
+    kspace, mask, target, attrs = samples[("under.h5", 2)]
+    assert target is None and np.flatnonzero(mask).tolist() == [0, 3, 5, 6, 7, 9]
+    assert attrs["num_low_frequency"] == 3

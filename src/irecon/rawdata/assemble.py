@@ -124,7 +124,7 @@ def _volume(
     calibration = rows[readouts.calibration_only[rows]]
     slices = np.unique(readouts.slice[rows])
     slice_index = {int(s): i for i, s in enumerate(slices)}
-    sums = np.zeros((len(slices), depth, coils, height, width), dtype=np.complex128)
+    sums = np.zeros((len(slices), depth, coils, height, width), dtype=np.complex64)
     counts = np.zeros((len(slices), depth, width), dtype=np.int64)
     notes: list[str] = []
     for part, chosen in (("imaging", imaging), ("calibration", calibration)):
@@ -145,7 +145,8 @@ def _volume(
     averages = int(counts.max())
     if averages > 1:
         notes.append(f"up to {averages} averages of a line averaged")
-    kspace = sums / np.maximum(counts, 1)[:, :, None, None, :]
+    kspace = sums
+    kspace /= np.maximum(counts, 1)[:, :, None, None, :].astype(np.float32)
     acquired_by_partition = counts > 0  # (slices, depth, W)
     if depth > 1:
         columns = acquired_by_partition.any(axis=1)
@@ -156,10 +157,11 @@ def _volume(
                 path,
             )
         kspace = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(kspace, axes=1), axis=1, norm="ortho"), axes=1)
+        kspace = kspace.astype(np.complex64, copy=False)
         notes.append(f"3-D: {plural(depth, 'partition')} per slab inverse-Fourier transformed into slices")
     acquired = acquired_by_partition.any(axis=1)  # (slices, W)
     union = acquired.any(axis=0)
     if (acquired != union[None, :]).any():
         notes.append("slices sampled different phase-encode lines; the mask is their union")
-    kspace = kspace.reshape(len(slices) * depth, coils, height, width).astype(np.complex64)
+    kspace = kspace.reshape(len(slices) * depth, coils, height, width).astype(np.complex64, copy=False)
     return AssembledVolume(kspace, union, label, counters, averages, notes)

@@ -8,7 +8,6 @@ first is written, and each is written atomically, so no output is ever half-writ
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +105,10 @@ def _read(path: Path, progress: Progress, task: object) -> RawScan:
         progress.update(task, description=f"  {path.name} (reading twix)")
         return read_twix(path)
     progress.update(task, total=count_acquisitions(path), description=f"  {path.name} (reading ISMRMRD)")
-    advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
+
+    def advance(count: int) -> None:
+        progress.advance(task, count)
+
     return read_ismrmrd(path, advance)
 
 
