@@ -167,3 +167,18 @@ def test_fastmris_own_slice_dataset_reads_imported_files(tmp_path: Path) -> None
     kspace, mask, target, attrs = samples[("under.h5", 2)]
     assert target is None and np.flatnonzero(mask).tolist() == [0, 3, 5, 6, 7, 9]
     assert attrs["num_low_frequency"] == 3
+
+
+def test_mrd_suffix_and_an_asymmetric_echo_are_placed_by_centre_sample(tmp_path: Path) -> None:
+    lines = random_kspace((2, 12, 6), seed=14)  # 12 of 16 readout samples, the echo at sample 4
+    acqs = []
+    for y in range(6):
+        acq = acquisition(lines[:, :, y], kspace_encode_step_1=y)
+        acq.center_sample = 4
+        acqs.append(acq)
+    raw = write_file(tmp_path / "partial_echo.mrd", header(16, 6), acqs)
+    [out] = _import(raw, tmp_path / "out")
+    with h5py.File(out) as hf:
+        kspace = hf["kspace"][0]
+    np.testing.assert_array_equal(kspace[:, 4:16, :], lines)  # sample 4 lands on row 16 // 2 = 8
+    assert not kspace[:, :4, :].any()
