@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-ismrmrd = __import__("pytest").importorskip("ismrmrd", reason="the raw extra (pip install irecon[raw]) is absent")
+ismrmrd = pytest.importorskip("ismrmrd", reason="the raw extra (pip install irecon[raw]) is absent")
 
 
 def header(height: int, width: int, depth: int = 1, trajectory: str = "cartesian", limits: bool = True) -> str:

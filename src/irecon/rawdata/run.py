@@ -17,10 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from irecon.errors import IreconError
 from irecon.files import EXISTS_MESSAGE, check_writable_folder
 from irecon.rawdata.assemble import assemble, whitening_matrix
-from irecon.rawdata.ismrmrd_reader import count_acquisitions, read_ismrmrd
 from irecon.rawdata.options import TWIX_SUFFIXES, ImportOptions
 from irecon.rawdata.scan import RawScan
-from irecon.rawdata.twix import read_twix
 from irecon.rawdata.write import Written, write_fastmri
 from irecon.text import plural
 
@@ -101,9 +99,16 @@ def _import_one(imported: ImportedFile, out_dir: Path, options: ImportOptions, p
 
 
 def _read(path: Path, progress: Progress, task: object) -> RawScan:
-    if path.suffix.lower() in TWIX_SUFFIXES:
-        progress.update(task, description=f"  {path.name} (reading twix)")
-        return read_twix(path)
+    """The raw file through its reader; the reader's package (the ``raw`` extra) is loaded here."""
+    try:
+        if path.suffix.lower() in TWIX_SUFFIXES:
+            from irecon.rawdata.twix import read_twix
+
+            progress.update(task, description=f"  {path.name} (reading twix)")
+            return read_twix(path)
+        from irecon.rawdata.ismrmrd_reader import count_acquisitions, read_ismrmrd
+    except ImportError as err:
+        raise IreconError(f"reading raw data needs the {err.name} package: pip install 'irecon[raw]'", path) from None
     progress.update(task, total=count_acquisitions(path), description=f"  {path.name} (reading ISMRMRD)")
 
     def advance(count: int) -> None:
