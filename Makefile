@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+# twixtools' source distribution ships real Siemens raw data (example_data/gre.dat, epi.dat) for the import tests.
+TWIXTOOLS_SDIST := 0.24
+TWIX_EXAMPLES := .cache/twixtools/twixtools-$(TWIXTOOLS_SDIST)/example_data
 
 .PHONY: install demo test test-fast test-tools lint gpu-check bench clean
 
@@ -14,7 +17,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,raw]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,10 +31,13 @@ test-fast: $(STAMP)
 
 # External tools the suite checks against, installed the way the README tells a user; a test whose
 # tool is missing skips and says why. dcm2niix is Debian's package (needs root and apt-get).
-test-tools:
+test-tools: $(STAMP)
 	@command -v dcm2niix >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix; } >/dev/null 2>&1; } || \
 		echo "dcm2niix not installed (needs root and apt-get): its tests will skip"
+	@[ -f $(TWIX_EXAMPLES)/gre.dat ] || { $(PIP) download --quiet --no-deps --no-binary :all: twixtools==$(TWIXTOOLS_SDIST) \
+		-d .cache/twixtools && tar -xzf .cache/twixtools/twixtools-$(TWIXTOOLS_SDIST).tar.gz -C .cache/twixtools; } || \
+		echo "twixtools $(TWIXTOOLS_SDIST) sdist not fetched: the tests on real Siemens raw data will skip"
 
 # The shape of the code: lint, formatting, and the import layers (cli -> commands -> ... -> base).
 lint: $(STAMP)

@@ -53,17 +53,19 @@ def score_model(
     mask_spec: MaskSpec,
     device: torch.device,
     on_volume: Callable[[int, int], None] | None = None,
+    virtual_coils: int | None = None,
 ) -> list[Scores]:
     """NMSE/PSNR/SSIM per volume of the model's reconstructions under file-name-seeded masks.
 
-    ``on_volume(done, total)`` is called after each volume (progress reports).
+    ``on_volume(done, total)`` is called after each volume (progress reports); ``virtual_coils``
+    compresses each volume's coils as in training.
     """
     was_training = model.training
     model.eval()
     scores = []
     try:
         for done, info in enumerate(volumes, start=1):
-            volume = load_volume(info.path, mask_spec, info)
+            volume = load_volume(info.path, mask_spec, info, virtual_coils)
             if volume.target is None:
                 raise ValueError(f"{info.path} has no target to score against")
             images = reconstruct_volume(model, volume, device=device)

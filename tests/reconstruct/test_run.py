@@ -282,7 +282,17 @@ def test_preview_and_json(val_dir: Path, test_dir: Path, tmp_path: Path) -> None
     assert min(with_target) > 1.5 * max(without)
 
     data = json.loads(report_file.read_text())
-    assert set(data) == {"irecon_version", "model", "device", "batch_size", "mask", "volumes", "mean", "failed"}
+    assert set(data) == {
+        "irecon_version",
+        "model",
+        "device",
+        "batch_size",
+        "virtual_coils",
+        "mask",
+        "volumes",
+        "mean",
+        "failed",
+    }
     assert set(data["model"]) == {"name", "kind", "dims", "checkpoint", "config"}
     assert data["mask"] == {"mask_type": "random", "acceleration": 4, "center_fraction": 0.08}
     assert data["failed"] == 0 and len(data["volumes"]) == 4

@@ -53,6 +53,7 @@ CHECKPOINT_KEYS = {
     "torch_version",
     "wall_time_s",
     "time_budget_s",
+    "virtual_coils",
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -29,6 +29,11 @@ COMMANDS = {
         "models",
         "List the model presets: kind, dimensionality, steps, layers per step, parameters.",
     ),
+    "import": (
+        "irecon.cli.importing",
+        "import_command",
+        "Import raw k-space (ISMRMRD .h5/.mrd, Siemens twix .dat) as fastMRI HDF5 files into --out.",
+    ),
     "train": (
         "irecon.cli.train",
         "train_command",

@@ -96,6 +96,14 @@ def _default(name: str) -> Any:
     help="Output formats, repeatable: h5 (fastMRI, scored by fastmri.evaluate), nifti (.nii.gz), "
     "dicom (one MR series folder per volume).",
 )
+@click.option(
+    "--virtual-coils",
+    type=int,
+    default=_default("virtual_coils"),
+    metavar="N",
+    help="Compress each volume's coils to N virtual coils before the model (default: what the checkpoint "
+    "was trained with, if anything).",
+)
 def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
 
@@ -233,7 +241,9 @@ def _table(report: Any, side_by_side: bool, name_width: int) -> Table:
     beside = _has_baseline(report) and side_by_side
     below = _has_baseline(report) and not side_by_side
     table = Table(
-        title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}", title_justify="left"
+        title=f"{report.model_name} on {report.device}, {plural(report.threads, 'thread')}"
+        + ("" if report.virtual_coils is None else f", coils compressed to {report.virtual_coils} virtual"),
+        title_justify="left",
     )
     table.add_column("volume", width=name_width, overflow="fold")
     table.add_column("slices", justify="right", no_wrap=True)

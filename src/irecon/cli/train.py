@@ -159,6 +159,14 @@ def _default(name: str) -> Any:
     metavar="SECONDS",
     help="Seconds between plain progress lines when the output is not a terminal (logs, nohup).",
 )
+@click.option(
+    "--virtual-coils",
+    type=int,
+    default=_default("virtual_coils"),
+    metavar="N",
+    help="Compress each volume's coils to N virtual coils (SVD of its calibration region) before the model, "
+    "so files of any coil count >= N train one model; targets stay the RSS of all physical coils.",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
+from irecon.data.masks import centre_lines, mask_from_sampled_columns
+from irecon.data.volumes import VolumeInfo, find_volumes, read_sampled_columns, read_volume_info
 from irecon.errors import IreconError
 
 
@@ -53,7 +54,10 @@ def check_paths(paths: Iterable[str | Path], check_values: bool = True) -> Check
                 continue
             seen.add(key)
             try:
-                result.files.append(read_volume_info(file, check_values=check_values))
+                info = read_volume_info(file, check_values=check_values)
+                result.files.append(info)
+                if check_values and not info.has_mask and info.target_key is None:
+                    _note_zero_lines(info, result)
             except IreconError as exc:
                 result.problems.append(str(exc))
     if not seen:
@@ -63,3 +67,13 @@ def check_paths(paths: Iterable[str | Path], check_values: bool = True) -> Check
             raise IreconError("nothing to check: " + "; ".join(str(e) for e in errors))
         raise IreconError("nothing to check: no files or folders given")
     return result
+
+
+def _note_zero_lines(info: VolumeInfo, result: CheckResult) -> None:
+    """Say when a file without mask or target is undersampled: reconstruct takes its mask from its zero lines."""
+    mask = mask_from_sampled_columns(read_sampled_columns(info.path), info.padding_left, info.padding_right)
+    if mask is not None:
+        result.notes.append(
+            f"{info.path}: no mask dataset, but {int(mask.sum())} of {mask.size} k-space lines are non-zero "
+            f"({centre_lines(mask)} in the centre): reconstruct uses them as its mask"
+        )

@@ -29,13 +29,24 @@ import torch
 from fastmri.data.transforms import complex_center_crop
 from torch import Tensor
 
+from irecon.data.coils import calibration_columns, check_coil_count, compress, compression_matrix
 from irecon.data.handles import OpenFiles
-from irecon.data.masks import MaskSpec, apply_padding, make_mask, seed_for_file, training_seed
+from irecon.data.masks import (
+    MaskSpec,
+    apply_padding,
+    centre_lines,
+    make_mask,
+    mask_from_sampled_columns,
+    seed_for_file,
+    training_seed,
+)
 from irecon.data.volumes import (
     CHALLENGES,
     VolumeInfo,
     read_kspace,
+    read_kspace_columns,
     read_mask,
+    read_sampled_columns,
     read_target,
     read_volume_info,
 )
@@ -85,6 +96,8 @@ class Volume(NamedTuple):
     info: VolumeInfo
     num_low_frequencies: int | None
     """Fully sampled centre lines: from ``make_mask``, or the file's ``num_low_frequency`` attr."""
+    mask_source: str = "drawn"
+    """Where the mask came from: "file" (its ``mask``), "zero lines" (its all-zero k-space columns), "drawn"."""
 
 
 def resize_kspace(kspace: Tensor, resolution: tuple[int, int]) -> Tensor:
@@ -117,39 +130,64 @@ def resize_kspace(kspace: Tensor, resolution: tuple[int, int]) -> Tensor:
 def eval_mask(info: VolumeInfo, mask_spec: MaskSpec | None) -> tuple[np.ndarray, int | None]:
     """The mask a volume gets outside training, as a 1-D float32 array, with its centre line count.
 
-    A file with a ``mask`` dataset gets that mask (and its ``num_low_frequency`` attr, if any);
-    otherwise the mask is drawn with ``mask_spec`` seeded by the file name (fastMRI's validation
-    masks), zeroed on the header's padded columns. Raises IreconError when a mask must be drawn but
-    ``mask_spec`` is None.
+    A file with a ``mask`` dataset gets that mask (and its ``num_low_frequency`` attr, if any); a
+    file with neither mask nor target whose k-space has all-zero lines in the header's acquired
+    range (a prospectively undersampled file from another tool) gets the mask of its non-zero
+    lines; otherwise the mask is drawn with ``mask_spec`` seeded by the file name (fastMRI's
+    validation masks), zeroed on the header's padded columns. Raises IreconError when a mask must
+    be drawn but ``mask_spec`` is None.
     """
+    return _eval_mask(info, mask_spec)[:2]
+
+
+def _eval_mask(info: VolumeInfo, mask_spec: MaskSpec | None) -> tuple[np.ndarray, int | None, str]:
+    """:func:`eval_mask` with where the mask came from ("file", "zero lines" or "drawn")."""
     if info.has_mask:
         mask = read_mask(info.path)
         assert mask is not None  # has_mask was read from the same file
         num_low = info.attrs.get("num_low_frequency")
-        return mask, None if num_low is None else int(num_low)
+        return mask, None if num_low is None else int(num_low), "file"
+    if info.target_key is None:
+        derived = zero_line_mask(info)
+        if derived is not None:
+            return derived, centre_lines(derived), "zero lines"
     if mask_spec is None:
         raise IreconError("file has no mask of its own and no mask was specified", info.path)
     mask, num_low = _draw(mask_spec, info.kspace_shape[1], seed_for_file(info.path.name), info.path)
-    return apply_padding(mask, info.padding_left, info.padding_right), num_low
+    return apply_padding(mask, info.padding_left, info.padding_right), num_low, "drawn"
 
 
-def load_volume(path: str | Path, mask_spec: MaskSpec | None, info: VolumeInfo | None = None) -> Volume:
+def zero_line_mask(info: VolumeInfo) -> np.ndarray | None:
+    """The mask of the file's non-zero k-space lines when some line in the header's range is all zero, else None."""
+    return mask_from_sampled_columns(read_sampled_columns(info.path), info.padding_left, info.padding_right)
+
+
+def load_volume(
+    path: str | Path, mask_spec: MaskSpec | None, info: VolumeInfo | None = None, virtual_coils: int | None = None
+) -> Volume:
     """Load one whole volume at native size, masked exactly as ``MRIDataset(train=False)`` masks it.
 
-    ``info`` saves re-reading the header when the caller already has it.
+    ``info`` saves re-reading the header when the caller already has it. ``virtual_coils`` N
+    compresses the masked coils to N virtual coils (:mod:`irecon.data.coils`), calibrated on the
+    mask's sampled centre lines; the target stays the RSS of all physical coils.
     """
     info = read_volume_info(path) if info is None else info
-    mask, num_low = eval_mask(info, mask_spec)
+    mask, num_low, source = _eval_mask(info, mask_spec)
     kspace = torch.from_numpy(read_kspace(info.path))
     if info.challenge == "singlecoil":
         kspace = kspace.unsqueeze(1)
     mask_t = torch.from_numpy(mask).reshape(1, 1, 1, -1)
+    kspace = kspace * mask_t
+    if virtual_coils is not None:
+        check_coil_count(info.num_coils, virtual_coils, info.path)
+        columns = calibration_columns(mask, kspace.shape[-1])
+        kspace = compress(kspace, compression_matrix(kspace[..., columns], virtual_coils), coil_dim=1)
     target_np = read_target(info.path, info)
     target = None if target_np is None else torch.from_numpy(target_np)
     max_value = info.max_value
     if max_value is None:
         max_value = 0.0 if target_np is None else float(target_np.max())
-    return Volume(kspace * mask_t, mask_t, target, max_value, info, num_low)
+    return Volume(kspace, mask_t, target, max_value, info, num_low, source)
 
 
 class MRIDataset(torch.utils.data.Dataset[Sample]):
@@ -192,6 +230,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         slab: int = 1,
         seed: int = 0,
         challenge: str | None = None,
+        virtual_coils: int | None = None,
     ) -> None:
         if not files:
             raise IreconError("no files given to the dataset")
@@ -211,11 +250,13 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         self.resolution = resolution
         self.slab = int(slab)
         self.seed = int(seed)
+        self.virtual_coils = virtual_coils
         self.epoch = 0
         self._volumes = [read_volume_info(f) for f in files]
         self._check_volumes(challenge)
         self._items = self._build_index()
         self._max_values: dict[int, float] = {}
+        self._compressions: dict[int, Tensor] = {}
         self._eval_masks: dict[int, np.ndarray] = {}
         self._files = OpenFiles()
 
@@ -259,6 +300,8 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
             kspace = kspace.unsqueeze(0)
         elif self.slab > 1:
             kspace = kspace.transpose(0, 1).contiguous()
+        if self.virtual_coils is not None:
+            kspace = compress(kspace, self._compression(volume_index), coil_dim=0)
         if self.resolution is not None:
             kspace = resize_kspace(kspace, self.resolution)
 
@@ -290,7 +333,11 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
                     f"file is {info.challenge} but {expected} {why}; all files must be of one challenge",
                     info.path,
                 )
-            if self.train and info.num_coils != first.num_coils:
+            if self.virtual_coils is not None:
+                if info.challenge == "singlecoil":
+                    raise IreconError("«virtual_coils» needs multi-coil files; this one is single-coil", info.path)
+                check_coil_count(info.num_coils, self.virtual_coils, info.path)
+            elif self.train and info.num_coils != first.num_coils:
                 raise IreconError(
                     f"file has {info.num_coils} coils but {first.path.name} has "
                     f"{first.num_coils}; training needs one coil count",
@@ -367,6 +414,21 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         if width == info.kspace_shape[1]:
             mask = apply_padding(mask, info.padding_left, info.padding_right)
         return mask
+
+    def _compression(self, volume_index: int) -> Tensor:
+        """The volume's coil compression (computed once): calibrated on the centre lines its masks keep.
+
+        Evaluation and files with their own mask use the mask's sampled centre; training, whose
+        masks change per sample, uses the centre lines of the full k-space.
+        """
+        if volume_index not in self._compressions:
+            info = self._volumes[volume_index]
+            mask = eval_mask(info, self.mask_spec)[0] if not self.train or info.has_mask else None
+            columns = calibration_columns(mask, info.kspace_shape[1])
+            calibration = torch.from_numpy(read_kspace_columns(info.path, columns))
+            assert self.virtual_coils is not None  # only called when compressing
+            self._compressions[volume_index] = compression_matrix(calibration, self.virtual_coils)
+        return self._compressions[volume_index]
 
     def _max_value(self, volume_index: int) -> float:
         """attrs["max"], else the target volume's max (read once and kept), else 0.0."""

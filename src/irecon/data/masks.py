@@ -151,3 +151,31 @@ def _check_fraction_budget(mask_type: str, fraction: float, acceleration: int, n
 
 def _fmt(values: Sequence[object]) -> str:
     return ",".join(str(v) for v in values)
+
+
+def centre_lines(mask: np.ndarray) -> int:
+    """The length of the run of sampled lines around the centre column ``W // 2`` (0 when it is not sampled)."""
+    sampled = np.asarray(mask).astype(bool)
+    centre = len(sampled) // 2
+    if not sampled[centre]:
+        return 0
+    start, stop = centre, centre
+    while start > 0 and sampled[start - 1]:
+        start -= 1
+    while stop < len(sampled) - 1 and sampled[stop + 1]:
+        stop += 1
+    return stop - start + 1
+
+
+def mask_from_sampled_columns(sampled: np.ndarray, padding_left: int, padding_right: int) -> np.ndarray | None:
+    """The mask of a prospectively undersampled file: its columns holding any non-zero k-space.
+
+    ``sampled`` is a 1-D bool over the k-space columns. Returns None when every column in
+    ``[padding_left, padding_right)`` (the header's acquired range) is sampled, i.e. the file is
+    fully sampled and a mask is to be drawn; otherwise the float32 0/1 mask.
+    """
+    sampled = np.asarray(sampled, dtype=bool)
+    inside = sampled[max(padding_left, 0) : max(padding_right, 0)]
+    if inside.size == 0 or inside.all() or not sampled.any():
+        return None
+    return sampled.astype(np.float32)

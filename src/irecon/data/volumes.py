@@ -197,6 +197,30 @@ def read_kspace(path: str | Path, slices: SliceSelection = slice(None)) -> np.nd
     return data
 
 
+def read_sampled_columns(path: str | Path) -> np.ndarray:
+    """A 1-D bool over the k-space columns: True where any slice, coil or row holds a non-zero value.
+
+    Read slice by slice, to bound memory; a prospectively undersampled file has all-zero columns.
+    """
+    path = Path(path)
+    with open_h5(path) as hf:
+        kspace = _kspace_dataset(hf, path)
+        sampled = np.zeros(int(kspace.shape[-1]), dtype=bool)
+        for index in range(int(kspace.shape[0])):
+            values = np.asarray(kspace[index])
+            sampled |= (values != 0).reshape(-1, values.shape[-1]).any(axis=0)
+    return sampled
+
+
+def read_kspace_columns(path: str | Path, columns: slice) -> np.ndarray:
+    """The k-space columns ``columns`` of every slice, complex64 ``(slices, [coils,] H, len)``, read slice by slice."""
+    path = Path(path)
+    with open_h5(path) as hf:
+        kspace = _kspace_dataset(hf, path)
+        data = np.stack([np.asarray(kspace[index][..., columns]) for index in range(int(kspace.shape[0]))])
+    return data.astype(np.complex64, copy=False)
+
+
 def check_finite_kspace(data: np.ndarray, *, one_slice: bool, first: int, path: Path) -> None:
     """Raise, naming the first bad slice as ``irecon check`` does, if k-space holds NaN/Inf.
 

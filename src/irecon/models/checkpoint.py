@@ -73,6 +73,8 @@ class LoadedModel:
     model: nn.Module
     config: ModelConfig
     name: str
+    virtual_coils: int | None = None
+    """The virtual coil count the checkpoint was trained on (coil compression), or None."""
 
 
 def load_model(checkpoint: str | Path | None, model_name: str | None, device: torch.device) -> LoadedModel:
@@ -104,7 +106,10 @@ def load_model(checkpoint: str | Path | None, model_name: str | None, device: to
             checkpoint,
         )
     base = model_name or (recorded if isinstance(recorded, str) else config.describe())
-    return LoadedModel(model.eval(), config, f"{base} from {Path(checkpoint).name}")
+    virtual = payload.get("virtual_coils")
+    return LoadedModel(
+        model.eval(), config, f"{base} from {Path(checkpoint).name}", int(virtual) if virtual is not None else None
+    )
 
 
 def _agrees(model_name: str, config: ModelConfig, recorded: Any) -> bool:

@@ -37,6 +37,8 @@ class ReconstructOptions:
     json_path: str | Path | None = None
     preview_dir: str | Path | None = None
     formats: Sequence[str] = ("h5",)
+    virtual_coils: int | None = None
+    """Compress each volume's coils to N virtual coils; None: what the checkpoint was trained with, if any."""
 
     @property
     def mask_spec(self) -> "MaskSpec":

@@ -101,6 +101,8 @@ def _mask_text(result: VolumeResult, options: ReconstructOptions) -> str:
         sampled += f" ({result.acceleration:.1f}x)"
     if result.mask_source == "file":
         return f"mask: the file's own, {sampled}"
+    if result.mask_source == "zero lines":
+        return f"mask: the file's non-zero k-space lines, {sampled}"
     return (
         f"mask: {options.mask_type}, acceleration {options.acceleration}, centre fraction "
         f"{options.center_fraction:g}, seeded by the file name: {sampled}"

@@ -83,6 +83,7 @@ class ReconstructReport:
     notes: list[str] = field(default_factory=list)
     json_error: str | None = None
     threads: int = 1
+    virtual_coils: int | None = None
 
     @property
     def failed(self) -> list[VolumeResult]:
@@ -134,6 +135,7 @@ class ReconstructReport:
             },
             "device": self.device,
             "batch_size": self.batch_size,
+            "virtual_coils": self.virtual_coils,
             "mask": {
                 "mask_type": self.mask_spec.mask_type,
                 "acceleration": self.mask_spec.accelerations[0],

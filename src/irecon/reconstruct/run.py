@@ -81,7 +81,11 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     files, notes = find_volumes(options.inputs)
     device = resolve_device(options.device)
     loaded = load_model(options.checkpoint, options.model, device)
-    _check_coils(files, loaded, options.checkpoint)
+    virtual = _virtual_coils(options, loaded)
+    if virtual is None:
+        _check_coils(files, loaded, options.checkpoint)
+    else:
+        _check_virtual_coils(files, virtual, options.checkpoint)
     json_path, out_dir, preview_dir = _prepare_outputs(options)
     report = ReconstructReport(
         model_name=loaded.name,
@@ -92,16 +96,22 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         mask_spec=options.mask_spec,
         notes=notes,
         threads=torch.get_num_threads(),
+        virtual_coils=virtual,
     )
     say(console, *(f"note: {note}" for note in notes))
     plain_progress = console is not None and not console.is_terminal
     with _cudnn_benchmark_off(), progress_bar(console, "{task.description}") as progress:
-        run = _Run(options, loaded, device, out_dir, preview_dir, progress)
+        run = _Run(options, loaded, device, out_dir, preview_dir, progress, virtual)
         volumes_task = progress.add_task("volumes", total=len(files))
         for number, path in enumerate(files, start=1):
             started = time.perf_counter()
             result = run.volume(path)
             report.volumes.append(result)
+            if result.mask_source == "zero lines":
+                say(
+                    console,
+                    f"note: {path}: no mask dataset; its mask is its non-zero k-space lines ({result.sampled_lines} sampled)",
+                )
             if result.error is not None:
                 say(console, f"error: {result.error}")
             elif plain_progress:
@@ -129,8 +139,10 @@ class _Run:
         out_dir: Path,
         preview_dir: Path | None,
         progress: Progress,
+        virtual_coils: int | None = None,
     ) -> None:
         self.options = options
+        self.virtual_coils = virtual_coils
         self.loaded = loaded
         self.device = device
         self.out_dir = out_dir
@@ -161,7 +173,7 @@ class _Run:
     def _volume(self, path: Path, result: VolumeResult) -> None:
         """Fill ``result`` step by step, so that a failure leaves what was written recorded."""
         output = self._output_path(path)
-        volume = load_volume(path, self.options.mask_spec)
+        volume = load_volume(path, self.options.mask_spec, virtual_coils=self.virtual_coils)
         start = time.perf_counter()
         images = self._run_model(volume)
         _describe_volume(result, volume, time.perf_counter() - start)
@@ -258,7 +270,7 @@ class _Run:
 def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> None:
     sampled = int(volume.mask.sum().item())
     result.slices = int(volume.kspace.shape[0])
-    result.mask_source = "file" if volume.info.has_mask else "drawn"
+    result.mask_source = volume.mask_source
     result.sampled_lines = sampled
     result.acceleration = volume.mask.shape[-1] / sampled if sampled else None
     result.has_target = volume.target is not None
@@ -291,6 +303,49 @@ def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | P
         f"the model takes {takes}, but {len(others)} of {plural(len(files), 'input')} "
         f"{'has' if len(others) == 1 else 'have'} another coil count: {names}; reconstruct them with a "
         "checkpoint trained on such files, or with «model» zero-filled",
+        checkpoint,
+    )
+
+
+def _virtual_coils(options: ReconstructOptions, loaded: LoadedModel) -> int | None:
+    """The coil compression of the run: ``--virtual-coils``, else the checkpoint's; they must agree."""
+    asked, trained = options.virtual_coils, loaded.virtual_coils
+    if asked is not None and asked < 1:
+        raise IreconError(f"«virtual_coils» must be at least 1, got {asked}")
+    if asked is not None and trained is not None and asked != trained:
+        raise IreconError(
+            f"the checkpoint was trained on {trained} virtual coils, not {asked}; leave out «virtual_coils»",
+            options.checkpoint,
+        )
+    virtual = trained if asked is None else asked
+    config = loaded.config
+    if virtual is not None and config.coil_bound and config.coils != virtual:
+        raise IreconError(
+            f"the model takes {config.coils}-coil k-space, not {virtual} virtual coils; "
+            f"use «virtual_coils» {config.coils} or leave it out",
+            options.checkpoint,
+        )
+    return virtual
+
+
+def _check_virtual_coils(files: Sequence[Path], virtual: int, checkpoint: str | Path | None) -> None:
+    """Refuse, from the headers alone, inputs with fewer coils than the virtual coils (compression only reduces)."""
+    fewer = []
+    for path in files:
+        try:
+            info = read_volume_info(path)
+        except IreconError:
+            continue
+        if info.challenge == "singlecoil" or info.num_coils < virtual:
+            fewer.append(info)
+    if not fewer:
+        return
+    names = ", ".join(f"{info.path.name} ({plural(info.num_coils, 'coil')})" for info in fewer[:_NAMES_SHOWN])
+    if len(fewer) > _NAMES_SHOWN:
+        names += ", ..."
+    raise IreconError(
+        f"the model takes {virtual} virtual coils, compressed from at least as many physical ones, but "
+        f"{len(fewer)} of {plural(len(files), 'input')} {'has' if len(fewer) == 1 else 'have'} fewer: {names}",
         checkpoint,
     )
 

@@ -290,7 +290,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         volumes = self._my_volumes()
         progress = self._volume_progress(f"validating epoch {self._epoch_label()}")
-        scores = score_model(self.model, volumes, self.options.val_mask_spec, self.device, progress)
+        scores = score_model(
+            self.model, volumes, self.options.val_mask_spec, self.device, progress, self.options.virtual_coils
+        )
         record = self._record(self.world.mean_scores(scores, self.device), lr)
         self.progress.epoch += 1
         self.progress.epoch_position = 0
@@ -345,7 +347,9 @@ class Trainer:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
         zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
         progress = self._volume_progress("scoring zero-filled")
-        scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress)
+        scores = score_model(
+            zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress, self.options.virtual_coils
+        )
         return self.world.mean_scores(scores, self.device)
 
     def _save(self, *names: str, every_rank: bool = True) -> None:

@@ -29,7 +29,8 @@ class TrainOptions:
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
     ``shared_weights``) replace the preset's values when set. Validation uses the first
-    acceleration / center-fraction pair.
+    acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
+    before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
     """
 
     train_dir: Path | None
@@ -67,6 +68,7 @@ class TrainOptions:
     threads: int | None = None
     scan: bool = True
     log_every: float = 30.0
+    virtual_coils: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
@@ -111,7 +113,15 @@ class TrainOptions:
             names = [option(name) for name in missing]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
             raise IreconError(f"{named} {'is' if len(missing) == 1 else 'are'} needed (or «resume» an earlier run)")
-        for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps", "max_steps"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "lr_step",
+            "checkpoint_every",
+            "max_bad_steps",
+            "max_steps",
+            "virtual_coils",
+        ):
             check_count(name, getattr(self, name))
         for name in ("num_workers", "seed"):
             check_count(name, getattr(self, name), minimum=0)

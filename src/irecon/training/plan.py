@@ -67,13 +67,21 @@ def prepare(
         resolution=options.train_resolution,
         slab=slab,
         seed=options.seed,
+        virtual_coils=options.virtual_coils,
     )
     first = train_set.volumes[0]
     check_batching(train_set.volumes, options)
-    val_set = MRIDataset(val_files, options.val_mask_spec, train=False, challenge=first.challenge)
-    check_validation(val_set.volumes, first.num_coils)
+    val_set = MRIDataset(
+        val_files,
+        options.val_mask_spec,
+        train=False,
+        challenge=first.challenge,
+        virtual_coils=options.virtual_coils,
+    )
+    check_validation(val_set.volumes, first.num_coils, options.virtual_coils)
     check_loss_size(train_set.volumes, options.loss)
-    config = preset(options.model, coils=first.num_coils, **options.model_overrides())
+    coils = first.num_coils if options.virtual_coils is None else options.virtual_coils
+    config = preset(options.model, coils=coils, **options.model_overrides())
     model = build_seeded(config, options)
     resume = check_run_dir(options, config, [p.name for p in train_files], world_size)
     return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume)
@@ -137,12 +145,12 @@ def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None
         raise IreconError(f"training targets differ in size ({sizes}); use «batch_size» 1")
 
 
-def check_validation(volumes: Sequence[VolumeInfo], coils: int) -> None:
-    """Every validation volume has a target and the training data's coil count."""
+def check_validation(volumes: Sequence[VolumeInfo], coils: int, virtual_coils: int | None = None) -> None:
+    """Every validation volume has a target and the training data's coil count (any, when compressing)."""
     for info in volumes:
         if info.target_key is None:
             raise IreconError("validation file has no target to score against", info.path)
-        if info.num_coils != coils:
+        if virtual_coils is None and info.num_coils != coils:
             raise IreconError(
                 f"validation file has {info.num_coils} coils but the training data has {coils}", info.path
             )

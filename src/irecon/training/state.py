@@ -39,6 +39,7 @@ RESUME_FIXED = (
     "mask_type",
     "slab",
     "seed",
+    "virtual_coils",
 )
 
 
@@ -115,6 +116,7 @@ def training_payload(
         "epoch_loss_ranks": epoch_loss_ranks,
         "rng": rng_state(plan.device),
         "options": options.to_dict(),
+        "virtual_coils": options.virtual_coils,
         "train_files": [v.path.name for v in plan.train_set.volumes],
         "world_size": len(epoch_loss_ranks),
         "wall_time_s": wall_time_s,
