@@ -27,11 +27,11 @@ from irecon.deploy.options import ExportModelOptions
 from irecon.errors import IreconError
 from irecon.files import atomic_write, check_writable_file
 from irecon.models.checkpoint import LoadedModel, load_model
+from irecon.onnx_model import METADATA_KEY, session
 
 # Spatial size the tracer and exporter see when the size is left free, and the one the check uses.
 EXAMPLE_SIZE = (32, 24)
 CHECK_SIZE = (37, 29)
-METADATA_KEY = "irecon"
 
 
 @dataclass(frozen=True)
@@ -172,10 +172,7 @@ def _export_torchscript(
 def run_exported(path: Path, format: str, kspace: Tensor, mask: Tensor) -> np.ndarray:
     """Run an exported file on real k-space and a (W,) mask; the magnitude images as a numpy array."""
     if format == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {"kspace": kspace.numpy(), "mask": mask.numpy()})[0]
+        return session(path).run(None, {"kspace": kspace.numpy(), "mask": mask.numpy()})[0]
     with torch.inference_mode():
         return torch.jit.load(str(path), map_location="cpu")(kspace, mask).numpy()
 

@@ -18,7 +18,11 @@ OUTPUT_FORMATS = ("h5", "nifti", "dicom")
 
 @dataclass(frozen=True)
 class ReconstructOptions:
-    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults."""
+    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults.
+
+    ``onnx`` is a file from ``irecon export-model --format onnx``, run with onnxruntime instead of
+    a checkpoint's torch model.
+    """
 
     inputs: Sequence[str | Path]
     out_dir: str | Path
@@ -34,6 +38,7 @@ class ReconstructOptions:
     json_path: str | Path | None = None
     preview_dir: str | Path | None = None
     formats: Sequence[str] = ("h5",)
+    onnx: str | Path | None = None
 
     @property
     def mask_spec(self) -> "MaskSpec":

@@ -51,6 +51,7 @@ from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_fol
 from irecon.inference import reconstruct_volume, score_prediction
 from irecon.models.checkpoint import LoadedModel, load_model
 from irecon.models.presets import preset
+from irecon.onnx_model import load_onnx_model
 from irecon.physics import common_crop
 from irecon.reconstruct.options import OUTPUT_FORMATS, ReconstructOptions
 from irecon.reconstruct.outputs import (
@@ -80,7 +81,11 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         torch.set_num_threads(options.threads)
     files, notes = find_volumes(options.inputs)
     device = resolve_device(options.device)
-    loaded = load_model(options.checkpoint, options.model, device)
+    loaded = (
+        load_model(options.checkpoint, options.model, device)
+        if options.onnx is None
+        else load_onnx_model(options.onnx, device)
+    )
     _check_coils(files, loaded, options.checkpoint)
     json_path, out_dir, preview_dir = _prepare_outputs(options)
     report = ReconstructReport(
@@ -275,6 +280,8 @@ def _check_options(options: ReconstructOptions) -> None:
         raise IreconError(
             f"--format must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
         )
+    if options.onnx is not None and (options.checkpoint is not None or options.model is not None):
+        raise IreconError("--onnx runs the exported model on its own; leave out --checkpoint and --model")
     batch = options.batch_size
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise IreconError(f"--batch-size must be a whole number, got {batch!r}")
