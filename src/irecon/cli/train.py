@@ -157,6 +157,13 @@ def _default(name: str) -> Any:
     metavar="SECONDS",
     help="Seconds between plain progress lines when the output is not a terminal (logs, nohup).",
 )
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=_default("tensorboard"),
+    show_default=True,
+    help="Write TensorBoard event files to RUN_DIR/tensorboard: per-step loss, lr, throughput, memory; "
+    "per-epoch scores and a validation slice (needs pip install 'irecon[tensorboard]').",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 

@@ -25,7 +25,8 @@ class TrainOptions:
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
     ``shared_weights``) replace the preset's values when set. Validation uses the first
-    acceleration / center-fraction pair.
+    acceleration / center-fraction pair. ``tensorboard`` writes TensorBoard event files into
+    ``out/tensorboard`` (needs the ``tensorboard`` extra).
     """
 
     train_dir: Path | None
@@ -63,6 +64,7 @@ class TrainOptions:
     threads: int | None = None
     scan: bool = True
     log_every: float = 30.0
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
