@@ -28,7 +28,8 @@ from irecon.deploy.options import MIN_SIZE, MODEL_FORMATS, ExportModelOptions
     type=int,
     default=None,
     metavar="H W",
-    help=f"Fix the k-space size the file takes (each at least {MIN_SIZE}).  [default: any size]",
+    help=f"Fix the k-space size an ONNX file takes (each at least {MIN_SIZE}); TorchScript takes any size "
+    "and is traced on this one.  [default: any size]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing FILE.")
 def export_model_command(

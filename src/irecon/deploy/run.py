@@ -3,7 +3,8 @@
 The file takes k-space ``(B, C, [S,] H, W, 2)`` float32 (real, imaginary last) and a ``(W,)`` column
 mask and returns the magnitude images ``(B, [S,] H, W)``, data consistency and FFTs included
 (:mod:`irecon.deploy.exportable` says what was rewritten for the exporters). The batch is always
-free; H and W are free unless ``size`` fixes them. Before the file is moved into place it is loaded
+free; H and W are free unless ``size`` fixes them in the ONNX graph (a TorchScript trace computes
+every size from its input, so there ``size`` only sets the example it is traced on). Before the file is moved into place it is loaded
 back (onnxruntime / ``torch.jit.load``) and run on an input size it was not exported with, and its
 output compared with the checkpoint's torch model.
 """
@@ -79,7 +80,8 @@ def export_model(options: ExportModelOptions) -> ExportResult:
         check_shape, error = _check(tmp, options, loaded)
     seconds = time.perf_counter() - started
     spatial = "S, " if loaded.config.dims == 3 else ""
-    hw = "H, W" if options.size is None else f"{options.size[0]}, {options.size[1]}"
+    fixed = options.size is not None and options.format == "onnx"  # a trace takes the size of what it is given
+    hw = f"{options.size[0]}, {options.size[1]}" if fixed else "H, W"
     return ExportResult(
         out=out,
         format=options.format,
