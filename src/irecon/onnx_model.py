@@ -35,7 +35,8 @@ class OnnxModel:
 
 
 def session(path: str | Path, device: torch.device | None = None) -> Any:
-    """An onnxruntime session (CUDA first for a CUDA device, when onnxruntime has it), or a one-line error."""
+    """An onnxruntime session with torch's thread count (CUDA first for a CUDA device, when onnxruntime
+    has it), or a one-line error."""
     try:
         import onnxruntime
     except ImportError:
@@ -50,8 +51,10 @@ def session(path: str | Path, device: torch.device | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise IreconError("ONNX model does not exist", path)
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = torch.get_num_threads()  # --threads applies to both runtimes
     try:
-        return onnxruntime.InferenceSession(str(path), providers=providers)
+        return onnxruntime.InferenceSession(str(path), settings, providers=providers)
     except Exception:  # onnxruntime raises its own exception types for foreign or truncated files
         raise IreconError("not a readable ONNX model", path) from None
 
