@@ -67,3 +67,25 @@ def test_reconstruct_onnx_refuses_a_checkpoint_beside_it_and_a_file_that_is_not_
     assert result.exit_code == 1
     assert f"error: {checkpoint}: not a readable ONNX model" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_export_model_defaults_are_the_dataclass_defaults_and_help_loads_no_torch() -> None:
+    import subprocess
+    import sys
+
+    import click
+
+    from irecon.cli.options import default_of
+    from irecon.deploy.options import ExportModelOptions
+
+    command = main.get_command(click.Context(main), "export-model")
+    defaults = {p.name: p.get_default(click.Context(command)) for p in command.params}
+    assert defaults["format"] == default_of(ExportModelOptions, "format") == "onnx"
+    assert defaults["size"] in (None, ())
+    code = (
+        "import sys\nfrom irecon.cli import main\ntry:\n    main(['export-model', '--help'])\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\nprint('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
