@@ -139,6 +139,7 @@ def _export_onnx(
     with warnings.catch_warnings():
         # The width shared by k-space and mask is named twice; the exporter warns that it keeps one name.
         warnings.filterwarnings("ignore", message=".*axis name.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own deprecations inside export
         try:
             program = torch.onnx.export(
                 module,
