@@ -1,6 +1,6 @@
 """The reconstruction function in the form exporters accept: real tensors in, magnitude images out.
 
-``torch.onnx.export(dynamo=True)`` and ``torch.jit.trace`` meet four things in an irecon model they
+``torch.onnx.export(dynamo=True)`` and ``torch.jit.trace`` meet five things in an irecon model they
 cannot carry, each replaced here by the same mathematics in plain real tensor ops:
 
 * complex tensors and ``torch.fft`` (``fastmri.fft2c``): onnxruntime takes no complex inputs, so
