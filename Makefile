@@ -17,7 +17,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,raw]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,raw,tensorboard,onnx]'
 	touch $(STAMP)
 
 install: $(STAMP)

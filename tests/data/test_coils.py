@@ -12,8 +12,8 @@ import torch
 
 from irecon.data.coils import calibration_columns, check_coil_count, compress, compression_matrix
 from irecon.data.datasets import MRIDataset, load_volume
-from irecon.data.masks import MaskSpec
 from irecon.data.header import write_header_xml
+from irecon.data.masks import MaskSpec
 from irecon.errors import IreconError
 
 

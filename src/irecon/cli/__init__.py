@@ -49,6 +49,11 @@ COMMANDS = {
         "export_command",
         "Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers.",
     ),
+    "export-model": (
+        "irecon.cli.deploy",
+        "export_model_command",
+        "Export a checkpoint's whole reconstruction (k-space + mask in, magnitude out) as ONNX or TorchScript.",
+    ),
     "bench-memory": (
         "irecon.cli.bench",
         "bench_memory",

@@ -31,6 +31,12 @@ def _default(name: str) -> Any:
     help="Trained model (from irecon train); carries its config.",
 )
 @click.option(
+    "--onnx",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Run a model exported by irecon export-model --format onnx with onnxruntime, instead of a checkpoint.",
+)
+@click.option(
     "--model",
     "model",
     default=_default("model"),

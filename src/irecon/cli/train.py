@@ -167,6 +167,13 @@ def _default(name: str) -> Any:
     help="Compress each volume's coils to N virtual coils (SVD of its calibration region) before the model, "
     "so files of any coil count >= N train one model; targets stay the RSS of all physical coils.",
 )
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=_default("tensorboard"),
+    show_default=True,
+    help="Write TensorBoard event files to RUN_DIR/tensorboard: per-step loss, lr, throughput, memory; "
+    "per-epoch scores and a validation slice (needs pip install 'irecon[tensorboard]').",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 

@@ -21,7 +21,11 @@ OUTPUT_FORMATS = ("h5", "nifti", "dicom")
 
 @dataclass(frozen=True)
 class ReconstructOptions:
-    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults."""
+    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults.
+
+    ``onnx`` is a file from ``irecon export-model --format onnx``, run with onnxruntime instead of
+    a checkpoint's torch model.
+    """
 
     inputs: Sequence[str | Path]
     out_dir: str | Path
@@ -39,6 +43,7 @@ class ReconstructOptions:
     formats: Sequence[str] = ("h5",)
     virtual_coils: int | None = None
     """Compress each volume's coils to N virtual coils; None: what the checkpoint was trained with, if any."""
+    onnx: str | Path | None = None
 
     @property
     def mask_spec(self) -> "MaskSpec":
@@ -58,3 +63,5 @@ class ReconstructOptions:
                 f"«formats» must be one or more of {', '.join(OUTPUT_FORMATS)}; got {', '.join(unknown) or 'none'}"
             )
         check_count("batch_size", self.batch_size)
+        if self.onnx is not None and (self.checkpoint is not None or self.model is not None):
+            raise IreconError("«onnx» runs the exported model on its own; leave out «checkpoint» and «model»")

@@ -50,6 +50,7 @@ from irecon.export import SeriesInfo, export_volume
 from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_folder, write_json
 from irecon.inference import reconstruct_volume, score_prediction
 from irecon.models.checkpoint import LoadedModel, load_model
+from irecon.models.onnx_runtime import load_onnx_model
 from irecon.models.presets import preset
 from irecon.physics import common_crop
 from irecon.reconstruct.options import ReconstructOptions
@@ -80,7 +81,11 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         torch.set_num_threads(options.threads)
     files, notes = find_volumes(options.inputs)
     device = resolve_device(options.device)
-    loaded = load_model(options.checkpoint, options.model, device)
+    loaded = (
+        load_model(options.checkpoint, options.model, device)
+        if options.onnx is None
+        else load_onnx_model(options.onnx, device)
+    )
     virtual = _virtual_coils(options, loaded)
     if virtual is None:
         _check_coils(files, loaded, options.checkpoint)

@@ -38,6 +38,7 @@ from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from irecon.data.datasets import load_volume
 from irecon.data.volumes import VolumeInfo
 from irecon.errors import IreconError
 from irecon.figures import save_png
@@ -71,6 +72,7 @@ from irecon.training.runtime import (
 )
 from irecon.training.state import Progress as RunProgress
 from irecon.training.state import make_run_dir, resume_command, set_rng_state, training_payload
+from irecon.training.tracking import Tracker, require_tensorboard
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
 
@@ -90,6 +92,8 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
     started = time.perf_counter()
     world = World.from_env()
     options, plan = prepare(options, world.size, world.local_rank, given)
+    if options.tensorboard:
+        require_tensorboard()
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     with process_group(world, plan.device):
@@ -103,6 +107,8 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
                 result = trainer.run(signals, started)
         finally:
             trainer.feed.close()
+            if trainer.tracker is not None:
+                trainer.tracker.close()
         world.barrier()  # every rank returns once rank 0 has written the last checkpoint
         return result
 
@@ -129,6 +135,12 @@ class Trainer:
         if plan.resume is not None:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
+        self.tracker = self._tracker() if options.tensorboard and world.is_main else None
+
+    def _tracker(self) -> Tracker:
+        """TensorBoard logging from the next step on, showing the first validation volume."""
+        volume = load_volume(self.plan.val_infos[0].path, self.options.val_mask_spec, self.plan.val_infos[0])
+        return Tracker(self.options.out, self.progress.global_step + 1, self.options.to_dict(), volume)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP with the gradients as views into its all-reduce buckets: no second copy of them."""
@@ -203,6 +215,10 @@ class Trainer:
                 loss, count = self._step(batch)
                 slices += count
                 self._account(loss, count)
+                if self.tracker is not None:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    peak = peak_memory_bytes(self.device)
+                    self.tracker.step(self.progress.global_step, loss, lr, self.bad_steps, self.feed.stats, peak)
                 speed = slices / max(time.perf_counter() - tick, 1e-9)
                 bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(), speed=speed)
                 if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
@@ -306,6 +322,9 @@ class Trainer:
             self.progress.best_ssim, self.progress.best_epoch = record["val_ssim"], record["epoch"]
         self._save(*(("best.pt", "last.pt") if record["best"] else ("last.pt",)))
         self._write_reports()
+        if self.tracker is not None:
+            zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
+            self.tracker.epoch(record, self.model, zero, self.device)
         self._say(epoch_line(record, self.options.epochs))
 
     def _record(self, val: dict[str, float], lr: float) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class TrainOptions:
     ``shared_weights``) replace the preset's values when set. Validation uses the first
     acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
     before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
+    acceleration / center-fraction pair. ``tensorboard`` writes TensorBoard event files into
+    ``out/tensorboard`` (needs the ``tensorboard`` extra).
     """
 
     train_dir: Path | None
@@ -69,6 +71,7 @@ class TrainOptions:
     scan: bool = True
     log_every: float = 30.0
     virtual_coils: int | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
