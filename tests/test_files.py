@@ -1,9 +1,14 @@
+import os
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from irecon.errors import IreconError
-from irecon.files import atomic_write
+from irecon.files import atomic_write, exclusive_lock
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -37,3 +42,40 @@ def test_without_overwrite_an_existing_file_is_refused(tmp_path: Path) -> None:
             tmp.write_text("second")
     assert path.read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+HOLD_LOCK = """
+import sys, time
+from irecon.files import exclusive_lock
+with exclusive_lock(sys.argv[1], "is busy ({holder})"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def hold_lock(path: Path) -> "subprocess.Popen[str]":
+    """Another process that holds ``path``'s lock until it is killed (prints once it holds it)."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_a_lock_held_by_another_process_is_refused_naming_it_and_freed_by_kill_9(tmp_path: Path) -> None:
+    lock = tmp_path / "run.lock"
+    holder = hold_lock(lock)
+    try:
+        with pytest.raises(IreconError) as caught:
+            with exclusive_lock(lock, "is busy ({holder})"):
+                pass
+        assert caught.value.path == str(tmp_path)
+        assert re.fullmatch(
+            rf"is busy \(pid {holder.pid} on {re.escape(socket.gethostname())}, started \d{{4}}-\d\d-\d\d "
+            r"\d\d:\d\d:\d\d UTC\)",
+            caught.value.problem,
+        ), caught.value.problem
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs in the holder
+        holder.wait()
+    with exclusive_lock(lock, "is busy ({holder})"):
+        assert f'"pid": {os.getpid()}' in lock.read_text()

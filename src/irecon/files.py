@@ -1,4 +1,4 @@
-"""Every file irecon writes goes through here: atomic writes, overwrite refusal, JSON, OS errors.
+"""Every file irecon writes goes through here: atomic writes, overwrite refusal, JSON, OS errors, locks.
 
 A crash or kill at any moment never leaves a torn or partial file (temporary file beside the target,
 fsync, rename); an existing output is never replaced unless the caller allows it; an ``OSError``
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import math
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,40 @@ def check_writable_folder(folder: str | Path, *, create: bool = True) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     return folder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, refusal: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    The lock file records the holder (pid, host, start time). Another process holding it is refused
+    with ``IreconError(refusal.format(holder=...), path.parent)``. The OS releases the lock when the
+    process ends, however it ends (``kill -9`` included), so a lock is never stale.
+    """
+    path = Path(path)
+    with os_errors(path.parent):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IreconError(refusal.format(holder=_lock_holder(fd)), path.parent) from None
+        except OSError as err:
+            raise IreconError(f"cannot lock {path.name}: {os_problem(err)}", path.parent) from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        holder = json_text({"pid": os.getpid(), "host": socket.gethostname(), "started": started})
+        with os_errors(path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _lock_holder(fd: int) -> str:
+    """'pid P on HOST, started T' from a lock file, or a plain note when it cannot be read."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode())
+        return f"pid {int(holder['pid'])} on {holder['host']}, started {holder['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

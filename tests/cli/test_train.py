@@ -263,3 +263,60 @@ def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path)
     assert "1 thread, " in result.output and "loader worker" in result.output
     bad = train_cli(cli_args(data, tmp_path / "run2", "--threads", "0"))
     assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output
+
+
+def test_a_run_folder_in_use_is_refused_naming_its_holder_and_freed_by_kill_9(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "irecon.cli",
+            "train",
+            *cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1"),
+        ],
+        env=subprocess_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+        for extra in (["--resume"], ["--overwrite"]):
+            second = train_cli([*cli_args(data, out, "--max-steps", "1"), *extra])
+            assert second.exit_code == 1, second.output
+            assert second.output.startswith(f"error: {out}: is in use by another irecon train (pid {process.pid} on ")
+            assert second.output.endswith("UTC); wait for it to end or choose another --out\n")
+            assert second.output.count("\n") == 1, second.output
+    finally:
+        process.kill()  # kill -9: the lock goes with the process
+        process.communicate(timeout=60)
+    step = load(out / "last.pt")["global_step"]
+    resumed = train_cli(["--out", str(out), "--resume", "--max-steps", str(step + 1)])
+    assert resumed.exit_code == 0, resumed.output
+    assert load(out / "last.pt")["global_step"] == step + 1
+
+
+def test_resume_with_other_validation_files_is_refused(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train_cli(cli_args(data, out, "--max-steps", "1")).exit_code == 0
+    other = tmp_path / "other_val"
+    synthesize(other, split="val", volumes=1, seed=9, **SIZES)
+    before = (out / "last.pt").read_bytes()
+    result = train_cli(["--out", str(out), "--resume", "--val", str(other)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    names = ", ".join(sorted(p.name for p in (data / "val").glob("*.h5")))
+    now = next(other.glob("*.h5")).name
+    assert result.output == (
+        f"error: {out / 'last.pt'}: cannot resume with other validation files ({now} now, {names} in the "
+        "checkpoint): its zero-filled scores and best.pt were chosen on those; resume with the run's --val, "
+        "or start a new run in another --out\n"
+    )
+    assert (out / "last.pt").read_bytes() == before
+    same = train_cli(["--out", str(out), "--resume", "--val", str(data / "val"), "--max-steps", "2"])
+    assert same.exit_code == 0, same.output

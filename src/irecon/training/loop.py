@@ -8,6 +8,8 @@ on the mean loss over its steps, the i-RIM and U-Net on their one output.
 What a run guarantees:
 
 * every option and every input file is checked before ``RUN_DIR`` is created or anything written;
+* one process owns ``RUN_DIR`` for the whole run (rank 0 holds its lock): a second run into it is
+  refused with the holder's pid, host and start time;
 * ``last.pt`` (every ``checkpoint_every`` steps and after each epoch) and ``best.pt`` (the epoch with
   the highest mean validation SSIM) are written atomically and load with ``weights_only=True``;
 * ``--resume`` continues exactly where the run stopped (seeded sampler order, seeded masks, the
@@ -25,11 +27,12 @@ What a run guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -71,7 +74,7 @@ from irecon.training.runtime import (
     reset_peak_memory,
 )
 from irecon.training.state import Progress as RunProgress
-from irecon.training.state import make_run_dir, resume_command, set_rng_state, training_payload
+from irecon.training.state import own_run_dir, resume_command, set_rng_state, training_payload
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
 
@@ -93,10 +96,7 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
     options, plan = prepare(options, world.size, world.local_rank, given)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
-    with process_group(world, plan.device):
-        if world.is_main:
-            make_run_dir(options)
-        world.barrier()
+    with process_group(world, plan.device), _run_folder(options, plan, world):
         console = (console or Console()) if world.is_main else Console(quiet=True)
         trainer = Trainer(options, plan, world, console)
         try:
@@ -106,6 +106,26 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
             trainer.feed.close()
         world.barrier()  # every rank returns once rank 0 has written the last checkpoint
         return result
+
+
+@contextlib.contextmanager
+def _run_folder(options: TrainOptions, plan: Plan, world: World) -> Iterator[None]:
+    """Rank 0 creates and owns ``RUN_DIR`` (its lock) for the block; every rank learns whether it could.
+
+    Under the lock rank 0 re-reads ``last.pt`` for a resume: it may be newer than the plan's.
+    """
+    with contextlib.ExitStack() as stack:
+        refused: IreconError | None = None
+        if world.is_main:
+            names = [v.path.name for v in plan.train_set.volumes], [v.path.name for v in plan.val_infos]
+            try:
+                plan.resume = stack.enter_context(own_run_dir(options, plan.config, names[0], world.size, names[1]))
+            except IreconError as err:
+                refused = err
+        owned = torch.tensor([0 if refused else 1], device=plan.device)
+        if not int(world.all_reduce(owned, torch.distributed.ReduceOp.MIN)):
+            raise refused or IreconError("process 0 could not take the run folder (see its error)", options.out)
+        yield
 
 
 class Trainer:

@@ -76,7 +76,7 @@ def prepare(
     check_loss_size(train_set.volumes, options.loss)
     config = preset(options.model, coils=first.num_coils, **options.model_overrides())
     model = build_seeded(config, options)
-    resume = check_run_dir(options, config, [p.name for p in train_files], world_size)
+    resume = check_run_dir(options, config, [p.name for p in train_files], world_size, [p.name for p in val_files])
     return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume)
 
 
