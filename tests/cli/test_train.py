@@ -21,6 +21,7 @@ from irecon.data.synth import synthesize
 from irecon.errors import IreconError
 from irecon.training.options import TrainOptions
 from irecon.training.state import resume_command
+from tests.helpers.tmpfs import fill, small_tmpfs
 from tests.helpers.training import SIZES, cli_args, load, subprocess_env, write_checkpoint_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -320,3 +321,26 @@ def test_resume_with_other_validation_files_is_refused(data: Path, tmp_path: Pat
     assert (out / "last.pt").read_bytes() == before
     same = train_cli(["--out", str(out), "--resume", "--val", str(data / "val"), "--max-steps", "2"])
     assert same.exit_code == 0, same.output
+
+
+def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_last_checkpoint(data: Path, tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk") as disk:
+        out = disk / "run"
+        first = train_cli(cli_args(data, out, "--max-steps", "1"))
+        assert first.exit_code == 0, first.output
+        before = (out / "last.pt").read_bytes()
+        filler = fill(disk, len(before) // 2)
+        result = train_cli(["--out", str(out), "--resume", "--max-steps", "2"])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        assert errors == [
+            f"error: {out / 'last.pt'}: no space left on device; last.pt still holds step 1: free some space, "
+            f"then resume with: irecon train --out {out} --resume"
+        ], result.output
+        assert (out / "last.pt").read_bytes() == before
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+        filler.unlink()
+        again = train_cli(["--out", str(out), "--resume", "--max-steps", "2"])
+        assert again.exit_code == 0, again.output
+        assert load(out / "last.pt")["global_step"] == 2

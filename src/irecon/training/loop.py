@@ -73,8 +73,15 @@ from irecon.training.runtime import (
     process_group,
     reset_peak_memory,
 )
+from irecon.training.state import (
+    CheckpointNotWritten,
+    not_written,
+    own_run_dir,
+    resume_command,
+    set_rng_state,
+    training_payload,
+)
 from irecon.training.state import Progress as RunProgress
-from irecon.training.state import own_run_dir, resume_command, set_rng_state, training_payload
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
 
@@ -147,6 +154,7 @@ class Trainer:
         self.bad_in_a_row = 0
         self.started = now()
         self.earlier_wall_time = 0.0  # wall time of the launches before a resume
+        self.saved_step: int | None = None  # the global step last.pt holds
         if plan.resume is not None:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
@@ -179,6 +187,8 @@ class Trainer:
                 break
             try:
                 stopped_early = self._train_epoch(signals)
+            except CheckpointNotWritten:
+                raise
             except IreconError:  # a bad slice met mid-epoch (maybe on this rank only): keep the work done so far
                 self._save("last.pt", every_rank=False)
                 raise
@@ -324,7 +334,10 @@ class Trainer:
         if record["best"]:
             self.progress.best_ssim, self.progress.best_epoch = record["val_ssim"], record["epoch"]
         self._save(*(("best.pt", "last.pt") if record["best"] else ("last.pt",)))
-        self._write_reports()
+        try:
+            self._write_reports()
+        except IreconError as err:
+            raise not_written(err, self.saved_step, resume_command(self.options, self.world.size)) from None
         self._say(epoch_line(record, self.options.epochs))
 
     def _record(self, val: dict[str, float], lr: float) -> dict[str, Any]:
@@ -396,8 +409,12 @@ class Trainer:
                 losses,
                 self._total_wall_time(),
             )
-            for name in names:
-                save_checkpoint(self.options.out / name, payload)
+            try:
+                for name in names:
+                    save_checkpoint(self.options.out / name, payload)
+            except IreconError as err:
+                raise not_written(err, self.saved_step, resume_command(self.options, self.world.size)) from None
+        self.saved_step = self.progress.global_step
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
@@ -405,6 +422,7 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload.get("rng", {}), self.device)
         self.progress = RunProgress.from_payload(payload, self.world.rank, self.world.size)
+        self.saved_step = self.progress.global_step
         self.earlier_wall_time = float(payload.get("wall_time_s") or 0.0)
 
     def _write_reports(self) -> None:

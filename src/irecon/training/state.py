@@ -245,6 +245,19 @@ def make_run_dir(options: TrainOptions) -> None:
                 (options.out / name).unlink(missing_ok=True)
 
 
+class CheckpointNotWritten(IreconError):
+    """A checkpoint or report could not be written (a full disk): the files already there stand."""
+
+
+def not_written(err: IreconError, saved_step: int | None, command: str) -> CheckpointNotWritten:
+    """``err`` (a failed write) with what is left on disk and how to go on once there is room."""
+    if saved_step is None:
+        kept = "no checkpoint was written yet: free some space, then start the run again"
+    else:
+        kept = f"last.pt still holds step {saved_step}: free some space, then resume with: {command}"
+    return CheckpointNotWritten(f"{err.problem}; {kept}", err.path)
+
+
 def resume_command(options: TrainOptions, world_size: int = 1) -> str:
     """The ``irecon train`` command line that continues this run: ``--resume`` reuses every option."""
     command = shlex.join(["irecon", "train", "--out", str(options.out), "--resume"])
