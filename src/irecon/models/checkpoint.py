@@ -34,7 +34,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             with open(tmp, "wb") as handle:  # a Python file: its OSError stays visible behind torch's
                 torch.save(payload, handle)
         except RuntimeError as err:
-            raise _os_error(err) or IreconError(f"could not be written: {_first_line(err)}", path) from None
+            cause = _os_error(err)
+            if cause is None:  # not a failed write: a bug, shown as such
+                raise
+            raise cause from None
 
 
 def _os_error(err: BaseException) -> OSError | None:
@@ -43,10 +46,6 @@ def _os_error(err: BaseException) -> OSError | None:
     while seen is not None and not isinstance(seen, OSError):
         seen = seen.__cause__ or seen.__context__
     return seen
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
