@@ -106,3 +106,47 @@ def test_help_and_version_do_not_load_torch(args: list[str]) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
+
+
+HOLD_FOR_WRITING = """
+import sys, time, h5py
+handle = h5py.File(sys.argv[1], "a")
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_file_another_process_writes_is_reported_locked_by_check_train_and_reconstruct(tmp_path) -> None:
+    from tests.helpers.training import make_data
+
+    data = make_data(tmp_path / "data")
+    busy = sorted((data / "train").glob("*.h5"))[0]
+    writer = subprocess.Popen([sys.executable, "-c", HOLD_FOR_WRITING, str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "open\n"
+        expected = f"error: {busy}: file is locked by another process (being written?)"
+        runs = {
+            "check": ["check", str(busy)],
+            "train": [
+                "train",
+                str(data / "train"),
+                "--val",
+                str(data / "val"),
+                "--model",
+                "tiny-2d",
+                "--out",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+            ],
+            "reconstruct": ["reconstruct", str(busy), "--model", "zero-filled", "--out", str(tmp_path / "recon")],
+        }
+        for command, args in runs.items():
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 1, (command, result.output)
+            assert expected in result.output.splitlines(), (command, result.output)
+            assert "corrupt" not in result.output, (command, result.output)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert CliRunner().invoke(main, ["check", str(busy)]).exit_code == 0

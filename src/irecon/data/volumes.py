@@ -36,6 +36,7 @@ _LIMITS = ("encoding", "encodingLimits", "kspace_encoding_step_1")
 
 UNREADABLE = "not a readable HDF5 file (not HDF5, truncated or corrupt)"
 READ_FAILED = "not a readable HDF5 file: reading failed (truncated or corrupt)"
+LOCKED = "file is locked by another process (being written?)"
 SliceSelection = slice | int  # one slice, or a contiguous run of slices
 
 
@@ -290,13 +291,24 @@ def open_h5(path: Path) -> Iterator[h5py.File]:
         raise IreconError("no such file", path)
     try:
         hf = h5py.File(path, "r")
-    except OSError:
-        raise IreconError(UNREADABLE, path) from None
+    except OSError as err:
+        raise IreconError(open_problem(err), path) from None
     try:
         with hf:
             yield hf
     except (OSError, KeyError, RuntimeError):
         raise IreconError(READ_FAILED, path) from None
+
+
+def open_problem(err: OSError) -> str:
+    """What h5py failing to open a file means: another process holds its lock (a writer), or it is unreadable.
+
+    HDF5 locks a file it writes; a reader then fails with ``unable to lock file`` (EAGAIN), and the
+    file is most likely good, only not finished.
+    """
+    if isinstance(err, BlockingIOError) or "unable to lock file" in str(err):
+        return LOCKED
+    return UNREADABLE
 
 
 def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:

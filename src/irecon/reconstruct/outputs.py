@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from irecon.data.volumes import open_h5
 from irecon.errors import IreconError
 from irecon.figures import save_png
 from irecon.files import EXISTS_MESSAGE, atomic_write
@@ -29,11 +30,8 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
 
 def read_header(source: Path) -> bytes | None:
     """The input's ``ismrmrd_header`` XML (None when it has none)."""
-    try:
-        with h5py.File(source, "r") as hf:
-            return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
-    except (OSError, KeyError):
-        raise IreconError("not a readable HDF5 file: its ismrmrd_header could not be read", source) from None
+    with open_h5(source) as hf:
+        return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
 
 
 def write_reconstruction(
