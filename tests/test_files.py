@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from irecon.errors import IreconError
-from irecon.files import atomic_write, exclusive_lock
+from irecon.files import atomic_write, check_writable_folder, exclusive_lock
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -79,3 +79,10 @@ def test_a_lock_held_by_another_process_is_refused_naming_it_and_freed_by_kill_9
         holder.wait()
     with exclusive_lock(lock, "is busy ({holder})"):
         assert f'"pid": {os.getpid()}' in lock.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_folder_that_takes_no_new_files_is_not_called_missing() -> None:
+    with pytest.raises(IreconError) as caught:
+        check_writable_folder("/proc/irecon-output", create=False)
+    assert str(caught.value) == "/proc: not writable (a file system that does not take new files)"

@@ -21,6 +21,7 @@ from irecon.errors import IreconError
 from irecon.export import images_from_nifti
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
+from tests.helpers.tmpfs import fill, small_tmpfs
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +263,7 @@ def test_the_same_mistake_gets_the_same_message_as_train(two_val: Path, tmp_path
         "--center-fractions",
         "0.08",
     )
-    assert recon.output == train.output == "error: acceleration 0 is below 1\n"
+    assert recon.output == train.output == "error: acceleration 0 is invalid: it must be at least 1\n"
 
 
 def test_a_nifti_only_run_is_not_refused_for_an_h5_it_does_not_write(val_dir: Path, tmp_path: Path) -> None:
@@ -305,3 +306,36 @@ def test_json_may_go_into_a_folder_the_run_creates(val_dir: Path, tmp_path: Path
         tmp_path / "nowhere" / "val.json",
     )
     assert missing.exit_code == 1 and "no such folder" in missing.output and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("room_for", ["h5", "h5 and nifti"])
+def test_a_disk_that_fills_mid_volume_leaves_none_of_its_outputs_and_the_retry_needs_no_overwrite(
+    tmp_path: Path, room_for: str
+) -> None:
+    inputs = tmp_path / "inputs"
+    synthesize(inputs, split="val", volumes=1, slices=8, kspace_size=(128, 96), recon_size=(64, 64))
+    formats = ["--format", "h5", "--format", "nifti", "--format", "dicom"]
+    reference = _run("reconstruct", inputs, "--model", "zero-filled", "--out", tmp_path / "reference", *formats)
+    assert reference.exit_code == 0, reference.output
+    (h5_file,) = (tmp_path / "reference").glob("*.h5")
+    with small_tmpfs(tmp_path / "disk") as disk:
+        out, previews = disk / "recon", disk / "previews"
+        command = ["reconstruct", inputs, "--model", "zero-filled", "--out", out, "--preview", previews, *formats]
+        room = h5_file.stat().st_size + 16384  # the .h5, not the NIfTI and DICOM too
+        if room_for == "h5 and nifti":  # and half of the DICOM series
+            dicom = sum(f.stat().st_size for f in (tmp_path / "reference" / f"{h5_file.stem}_dicom").iterdir())
+            room += (tmp_path / "reference" / f"{h5_file.stem}.nii.gz").stat().st_size + dicom // 2
+        filler = fill(disk, room)
+        result = _run(*command)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        failed = f"{h5_file.stem}{'.nii.gz' if room_for == 'h5' else '_dicom'}"
+        assert errors == [f"error: {out / failed}: no space left on device"], result.output
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no .h5, staging or empty folder left
+        filler.unlink()
+        retry = _run(*command)
+        assert retry.exit_code == 0, retry.output
+        stem = h5_file.stem
+        assert sorted(p.name for p in out.iterdir()) == [f"{stem}.h5", f"{stem}.nii.gz", f"{stem}_dicom"]
+        assert (previews / f"{stem}.png").is_file()

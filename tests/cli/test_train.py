@@ -94,6 +94,9 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(
         ("steps for a unet", "--steps does not apply to --model tiny-unet (a unet model)"),
         ("negative seed", "--seed must not be negative, got -1"),
         ("bad time budget", "Invalid value for '--time-budget'"),
+        ("zero acceleration", "error: acceleration 0 is invalid: it must be at least 1"),
+        ("val of another challenge", "validation file is multicoil but the training data ("),
+        ("3-D slab too thick", "volume has 3 slices, fewer than the slab of 8; --slab 3 fits every volume"),
     ],
 )
 def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Path, case: str, message: str) -> None:
@@ -140,6 +143,14 @@ def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Pa
         args += ["--seed", "-1"]
     elif case == "bad time budget":
         args += ["--time-budget", "soon"]
+    elif case == "zero acceleration":
+        args += ["--accelerations", "0"]
+    elif case == "val of another challenge":
+        synthesize(tmp_path / "multi", challenge="multicoil", split="val", volumes=1, coils=2, **SIZES)
+        args[2] = str(tmp_path / "multi")
+        message += f"{data / 'train'}) is singlecoil; validate on files of the training data's challenge"
+    elif case == "3-D slab too thick":
+        args[4] = "tiny-3d"
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     result = train_cli(args)
     assert result.exit_code == (2 if case == "bad time budget" else 1), result.output

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from irecon.errors import IreconError
-from irecon.files import os_problem
+from irecon.files import missing_problem, os_problem
 
 CHALLENGES = ("singlecoil", "multicoil")
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -165,7 +165,7 @@ def find_volumes(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             else:
                 notes.append(f"skipped {path}: not an .h5 file")
         else:
-            raise IreconError("no such file or folder", path)
+            raise IreconError(missing_problem(path), path)
     if not files:
         raise IreconError(f"no .h5 files among {', '.join(str(p) for p in given)}")
     return files, notes
@@ -288,7 +288,7 @@ def open_h5(path: Path) -> Iterator[h5py.File]:
     if path.is_dir():
         raise IreconError("is a folder, not an .h5 file", path)
     if not path.exists():
-        raise IreconError("no such file", path)
+        raise IreconError(missing_problem(path, "file"), path)
     try:
         hf = h5py.File(path, "r")
     except OSError as err:

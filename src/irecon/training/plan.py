@@ -71,8 +71,8 @@ def prepare(
     )
     first = train_set.volumes[0]
     check_batching(train_set.volumes, options)
-    val_set = MRIDataset(val_files, options.val_mask_spec, train=False, challenge=first.challenge)
-    check_validation(val_set.volumes, first.num_coils)
+    val_set = MRIDataset(val_files, options.val_mask_spec, train=False)
+    check_validation(val_set.volumes, first)
     check_loss_size(train_set.volumes, options.loss)
     config = preset(options.model, coils=first.num_coils, **options.model_overrides())
     model = build_seeded(config, options)
@@ -165,14 +165,22 @@ def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None
         raise IreconError(f"training targets differ in size ({sizes}); use --batch-size 1")
 
 
-def check_validation(volumes: Sequence[VolumeInfo], coils: int) -> None:
-    """Every validation volume has a target and the training data's coil count."""
+def check_validation(volumes: Sequence[VolumeInfo], training: VolumeInfo) -> None:
+    """Every validation volume has a target and the challenge and coil count of the training data (``training``)."""
     for info in volumes:
         if info.target_key is None:
             raise IreconError("validation file has no target to score against", info.path)
-        if info.num_coils != coils:
+        if info.challenge != training.challenge:
             raise IreconError(
-                f"validation file has {info.num_coils} coils but the training data has {coils}", info.path
+                f"validation file is {info.challenge} but the training data ({training.path.parent}) is "
+                f"{training.challenge}; validate on files of the training data's challenge",
+                info.path,
+            )
+        if info.num_coils != training.num_coils:
+            raise IreconError(
+                f"validation file has {info.num_coils} coils but the training data ({training.path.parent}) has "
+                f"{training.num_coils}",
+                info.path,
             )
 
 
