@@ -196,7 +196,7 @@ def test_an_unwritable_json_still_prints_the_table_then_one_error_line(
     assert result.exit_code == 3
     assert "mean (1 scored)" in result.stdout and "PSNR" in result.stdout
     assert result.stderr.splitlines()[-1] == f"error: {report_file}: no space left on device"
-    assert "wrote" not in result.stdout and (tmp_path / "out").iterdir()
+    assert f"wrote {report_file}" not in result.stdout and (tmp_path / "out").iterdir()
 
 
 def test_help_gives_the_exit_statuses() -> None:
@@ -213,7 +213,12 @@ def test_off_a_terminal_each_volume_prints_one_progress_line(two_val: Path, tmp_
     lines = result.stderr.splitlines()
     assert len(lines) == 2
     for number, (line, name) in enumerate(zip(lines, names), start=1):
-        assert re.fullmatch(rf"reconstructed {number}/2 {re.escape(name)} in \d+\.\d s", line), line
+        output = tmp_path / "out" / name
+        assert re.fullmatch(
+            rf"reconstructed {number}/2 {re.escape(name)} in \d+\.\d s \(model \d+\.\d\d s, the table's time; "
+            rf"the rest is reading, scoring and writing\): {re.escape(str(output))}",
+            line,
+        ), line
 
 
 def test_counts_read_right(two_val: Path, tmp_path: Path) -> None:
@@ -339,3 +344,45 @@ def test_a_disk_that_fills_mid_volume_leaves_none_of_its_outputs_and_the_retry_n
         stem = h5_file.stem
         assert sorted(p.name for p in out.iterdir()) == [f"{stem}.h5", f"{stem}.nii.gz", f"{stem}_dicom"]
         assert (previews / f"{stem}.png").is_file()
+
+
+def test_when_every_volume_fails_there_is_no_table_and_no_empty_output_folder(tmp_path: Path) -> None:
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    out, previews = tmp_path / "new" / "out", tmp_path / "previews"
+    result = _run("reconstruct", tmp_path / "bad.h5", "--model", "zero-filled", "--out", out, "--preview", previews)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'bad.h5'}: not a readable HDF5 file (not HDF5, truncated or corrupt)",
+        "no volume was reconstructed: 1 volume failed (errors above)",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"]
+
+
+def test_a_mask_option_a_test_style_input_ignores_gets_a_note_and_the_masks_are_named(
+    val_dir: Path, tmp_path: Path
+) -> None:
+    synthesize(tmp_path / "test", split="test", volumes=1, slices=2, kspace_size=(32, 24), recon_size=(16, 12))
+    (test_file,) = (tmp_path / "test").iterdir()
+    result = _run(
+        "reconstruct",
+        val_dir,
+        test_file,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "out",
+        "--acceleration",
+        "8",
+        "--center-fraction",
+        "0.04",
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: --acceleration and --center-fraction did not apply to 1 test-style volume ({test_file.name}): "
+        "it carries its own mask"
+    ) in result.stderr.splitlines()
+    assert "mask: random 8x, centre 0.04, seeded by file name (1 volume); the file's own (1 volume)" in result.stdout
+    assert f"wrote {tmp_path / 'out'}: 2 volumes as <name>.h5" in result.stdout
+    plain = _run("reconstruct", val_dir, test_file, "--model", "zero-filled", "--out", tmp_path / "plain")
+    assert "note:" not in plain.output

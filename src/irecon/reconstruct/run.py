@@ -109,7 +109,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
                 _say(console, f"error: {result.error}")
             elif plain_progress:
                 seconds = time.perf_counter() - started
-                _say(console, f"reconstructed {number}/{len(files)} {path.name} in {seconds:.1f} s")
+                _say(console, _progress_line(result, number, len(files), seconds))
             _say(console, *(f"warning: {warning}" for warning in result.warnings))
             progress.advance(volumes_task)
             _free_memory(device)
@@ -264,6 +264,15 @@ class _Run:
         if self.model_is_zero_filled:
             return images
         return reconstruct_volume(self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device)
+
+
+def _progress_line(result: VolumeResult, number: int, total: int, seconds: float) -> str:
+    """'reconstructed 1/2 x.h5 in 0.9 s (model 0.46 s; ...): where its outputs went'."""
+    written = [p for p in (result.output, *result.exports, result.preview) if p is not None]
+    return (
+        f"reconstructed {number}/{total} {result.input.name} in {seconds:.1f} s (model {result.seconds or 0:.2f} s, "
+        f"the table's time; the rest is reading, scoring and writing): {', '.join(map(str, written))}"
+    )
 
 
 def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> None:
