@@ -60,6 +60,7 @@ from irecon.training.report import (
     Outcome,
     TrainResult,
     epoch_line,
+    loss_text,
     progress_bar,
     say,
     start_line,
@@ -220,7 +221,7 @@ class Trainer:
                 total=total,
                 completed=self.progress.epoch_position,
                 epoch=self._epoch_label(),
-                loss=math.nan,
+                loss=loss_text(self._epoch_loss()),
                 speed=0.0,
                 memory="",
             )
@@ -229,7 +230,7 @@ class Trainer:
                 slices += count
                 self._account(loss, count)
                 speed = slices / max(time.perf_counter() - tick, 1e-9)
-                bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(), speed=speed)
+                bar.update(task, advance=1, loss=loss_text(self._epoch_loss()), memory=self._peak_memory(), speed=speed)
                 if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
                     logged = time.perf_counter()
                     self._say(

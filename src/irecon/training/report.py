@@ -130,7 +130,7 @@ def progress_bar(console: Console, visible: bool) -> Progress:
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[loss]}"),
         TextColumn("{task.fields[speed]:.1f} slices/s"),
         TextColumn("{task.fields[memory]}"),
         TimeElapsedColumn(),
@@ -139,6 +139,11 @@ def progress_bar(console: Console, visible: bool) -> Progress:
         transient=True,
         disable=not visible,
     )
+
+
+def loss_text(loss: float) -> str:
+    """The bar's loss field: nothing until a step has given a finite loss (never 'loss nan')."""
+    return f"loss {loss:.4f}" if math.isfinite(loss) else "loss -"
 
 
 def say(console: Console, line: str) -> None:
