@@ -150,3 +150,28 @@ def test_a_file_another_process_writes_is_reported_locked_by_check_train_and_rec
         writer.kill()
         writer.wait()
     assert CliRunner().invoke(main, ["check", str(busy)]).exit_code == 0
+
+
+def test_every_option_of_every_command_has_a_help_line() -> None:
+    context = click.Context(main)
+    missing = [
+        f"{name} {param.opts[0]}"
+        for name in main.list_commands(context)
+        for param in main.get_command(context, name).params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    assert missing == []
+
+
+def test_train_help_says_what_a_new_run_needs_and_lists_the_presets() -> None:
+    result = CliRunner().invoke(main, ["train", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    assert "Needed for a new run." in text and "tiny-2d" in text and "challenge-multicoil" in text
+
+
+def test_a_new_run_is_told_everything_it_lacks_at_once(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert (
+        result.output == "error: TRAIN_DIR, --val and --model are needed for a new run (or --resume an earlier one)\n"
+    )

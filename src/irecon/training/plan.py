@@ -97,11 +97,15 @@ def resumed_options(options: TrainOptions, given: Collection[str] | None) -> Tra
 
 def check_options(options: TrainOptions) -> None:
     """Ranges and combinations of the plain options."""
-    for name in ("train_dir", "val_dir", "model"):
-        if getattr(options, name) is None:
-            raise IreconError(
-                f"{'' if name == 'train_dir' else '--'}{flag(name)} is needed (or --resume an earlier run)"
-            )
+    missing = [
+        "TRAIN_DIR" if name == "train_dir" else f"--{flag(name)}"
+        for name in ("train_dir", "val_dir", "model")
+        if getattr(options, name) is None
+    ]
+    if missing:
+        needed = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        verb = "is" if len(missing) == 1 else "are"
+        raise IreconError(f"{needed} {verb} needed for a new run (or --resume an earlier one)")
     for name in ("epochs", "batch_size", "lr_step", "checkpoint_every", "max_bad_steps"):
         if getattr(options, name) < 1:
             raise IreconError(f"--{flag(name)} must be at least 1, got {getattr(options, name)}")
