@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -355,3 +356,36 @@ def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_last_checkpo
         again = train_cli(["--out", str(out), "--resume", "--max-steps", "2"])
         assert again.exit_code == 0, again.output
         assert load(out / "last.pt")["global_step"] == 2
+
+
+def test_a_second_ctrl_c_stops_at_once_with_one_line_saying_what_last_pt_holds(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1")
+    args[args.index("--steps") + 1], args[args.index("--layers") + 1] = "4", "6"  # steps long enough to interrupt
+    process = subprocess.Popen(
+        [sys.executable, "-m", "irecon.cli", "train", *args],
+        env=subprocess_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    line = stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"interrupted again: stopped at once; (no checkpoint was written for step (\d+); )?last\.pt holds step (\d+); "
+        rf"resume with: irecon train --out {re.escape(str(out))} --resume",
+        line,
+    )
+    assert match, line
+    assert load(out / "last.pt")["global_step"] == int(match.group(3))

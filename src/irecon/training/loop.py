@@ -107,11 +107,12 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
     with process_group(world, plan.device), _run_folder(options, plan, world):
         console = (console or Console()) if world.is_main else Console(quiet=True)
         trainer = Trainer(options, plan, world, console)
-        try:
-            with StopSignals() as signals:
+        with StopSignals() as signals:  # also while the loader shuts down: a second Ctrl-C ends at once
+            signals.on_second = trainer.second_interrupt_line
+            try:
                 result = trainer.run(signals, started)
-        finally:
-            trainer.feed.close()
+            finally:
+                trainer.feed.close()
         world.barrier()  # every rank returns once rank 0 has written the last checkpoint
         return result
 
@@ -156,6 +157,7 @@ class Trainer:
         self.started = now()
         self.earlier_wall_time = 0.0  # wall time of the launches before a resume
         self.saved_step: int | None = None  # the global step last.pt holds
+        self.in_step = False  # whether a step is under way (not yet counted in global_step)
         if plan.resume is not None:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
@@ -199,6 +201,18 @@ class Trainer:
             self._finish_epoch()
         return self._result(outcome, started)
 
+    def second_interrupt_line(self) -> str:
+        """What a second Ctrl-C leaves behind: whether the step in progress reached last.pt."""
+        step, saved = self.progress.global_step + (1 if self.in_step else 0), self.saved_step
+        if saved is None:
+            kept = "no checkpoint was written (there is no last.pt yet)"
+        elif saved == step:
+            kept = f"last.pt holds step {step}"
+        else:
+            kept = f"no checkpoint was written for step {step}; last.pt holds step {saved}"
+        command = resume_command(self.options, self.world.size)
+        return f"interrupted again: stopped at once; {kept}" + ("" if saved is None else f"; resume with: {command}")
+
     def _announce(self) -> None:
         if self.progress.epoch >= self.options.epochs:
             self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise --epochs to go on")
@@ -226,9 +240,11 @@ class Trainer:
                 memory="",
             )
             for batch in batches:
+                self.in_step = True
                 loss, count = self._step(batch)
                 slices += count
                 self._account(loss, count)
+                self.in_step = False
                 speed = slices / max(time.perf_counter() - tick, 1e-9)
                 bar.update(task, advance=1, loss=loss_text(self._epoch_loss()), memory=self._peak_memory(), speed=speed)
                 if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
