@@ -14,3 +14,12 @@ def human_bytes(value: int) -> str:
         if abs(value) >= size:
             return f"{value / size:,.2f} {unit}"
     return f"{value:,} B"
+
+
+def shorten(text: str, limit: int, ellipsis: str = "...") -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, ending in ``ellipsis`` when cut."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(ellipsis)
+    cut = text[: room + 1].rsplit(" ", 1)[0].rstrip(" ;,") if " " in text[: room + 1] else text[:room]
+    return cut[:room] + ellipsis

@@ -416,3 +416,18 @@ def test_quantisation_keeps_negative_and_constant_volumes() -> None:
     assert np.abs(back - 0.5).max() <= constant.slope / 2
     zeros = quantise(np.zeros((1, 2, 2), np.float32))
     assert zeros.slope == 1 and not zeros.pixels.any()
+
+
+def test_descriptions_name_the_checkpoint_once_and_are_cut_only_between_words() -> None:
+    from irecon.export.dicom import SeriesInfo
+    from irecon.export.nifti import DESCRIP_LIMIT
+    from irecon.text import shorten
+
+    info = SeriesInfo(model="tiny-2d from best.pt", checkpoint="run/best.pt", acceleration=4, mask_type="random")
+    assert info.label() == "irecon tiny-2d from best.pt R4 random"
+    long = (
+        "orientation unknown; slice gap unknown; irecon paper-2d from checkpoint_epoch_0042.pt R8 equispaced_fraction"
+    )
+    cut = shorten(long, DESCRIP_LIMIT)
+    assert len(cut) <= DESCRIP_LIMIT and cut.endswith("...")
+    assert long.startswith(cut[:-3]) and long[len(cut) - 3] == " "  # the cut falls on a space

@@ -26,6 +26,7 @@ from pydicom.uid import (
 from irecon.data.header import ORIENTATION_UNKNOWN, Geometry, ScanParameters
 from irecon.export.folders import atomic_folder
 from irecon.export.images import check_images
+from irecon.text import shorten
 
 MAX_STORED = 65535
 IDENTITY_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -60,7 +61,7 @@ class SeriesInfo:
         if not self.model:
             return f"fastMRI {self.dataset}"
         parts = [f"irecon {self.model}"]
-        if self.checkpoint:
+        if self.checkpoint and Path(self.checkpoint).name not in self.model:  # "tiny-2d from best.pt" names it
             parts.append(Path(self.checkpoint).name)
         if self.acceleration:
             parts.append(f"R{self.acceleration}")
@@ -241,7 +242,7 @@ def _slice_dataset(shared: Dataset, index: int, geometry: Geometry, pixels: np.n
 def _series_description(info: SeriesInfo, geometry: Geometry) -> str:
     """The provenance label, cut so an orientation warning still fits in 64 characters."""
     suffix = _ORIENTATION_SUFFIX if ORIENTATION_UNKNOWN in geometry.assumptions else ""
-    return _clean(info.label())[: _LO - len(suffix)] + suffix
+    return shorten(_clean(info.label()), _LO - len(suffix)) + suffix
 
 
 def _image_comments(geometry: Geometry) -> str:
