@@ -204,7 +204,17 @@ class _Run:
         result.output = output if "h5" in self.options.formats else None
         if preview is not None:
             shown_zero_filled = None if self.model_is_zero_filled else zero_filled
-            figure = preview_figure(path.name, images, shown_zero_filled, target, result, self.loaded, self.options)
+            figure = preview_figure(
+                path.name,
+                images,
+                shown_zero_filled,
+                target,
+                result,
+                self.loaded,
+                self.options,
+                header=header,
+                mask=volume.mask.reshape(-1).cpu().numpy(),
+            )
             try:
                 write_preview(preview, figure)
             except IreconError as err:
