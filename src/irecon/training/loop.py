@@ -447,7 +447,7 @@ class Trainer:
             return
         history, out = self.progress.history, self.options.out
         write_jsonl(out / "metrics.jsonl", history)
-        title = f"{self.options.model} ({self.plan.config.describe()}), run {out}"
+        title = f"run {out.resolve().name}: {self.options.model} ({self.plan.config.describe()})"
         save_png(
             training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
         )
