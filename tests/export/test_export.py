@@ -193,8 +193,10 @@ def test_dicom_series_reads_back_within_one_quantisation_step(tmp_path: Path, re
             assert ds.InstanceNumber == index + 1 and ds.SeriesNumber == number
             assert [float(v) for v in ds.PixelSpacing] == pytest.approx([ROW_MM, COLUMN_MM])
             assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == SLICE_MM
-            assert float(ds.SliceLocation) == pytest.approx(index * SLICE_MM)
-            assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx([0, 0, index * SLICE_MM])
+            location = (index - (len(datasets) - 1) / 2) * SLICE_MM  # the volume centred on the origin
+            assert float(ds.SliceLocation) == pytest.approx(location)
+            corner = [-(COLUMNS - 1) / 2 * COLUMN_MM, -(ROWS - 1) / 2 * ROW_MM, location]
+            assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx(corner)
             assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
             assert str(ds.PatientName) == "ANONYMOUS" and ds.PatientID == "irecon"
             assert ds.PatientBirthDate == "" and ds.PatientSex == ""
@@ -431,3 +433,26 @@ def test_descriptions_name_the_checkpoint_once_and_are_cut_only_between_words() 
     cut = shorten(long, DESCRIP_LIMIT)
     assert len(cut) <= DESCRIP_LIMIT and cut.endswith("...")
     assert long.startswith(cut[:-3]) and long[len(cut) - 3] == " "  # the cut falls on a space
+
+
+def test_the_nifti_and_the_dicom_series_put_every_voxel_at_the_same_point(tmp_path: Path) -> None:
+    from irecon.data.header import geometry_from_header
+    from irecon.data.volumes import write_header_xml
+    from irecon.export import SeriesInfo, export_volume
+
+    header = write_header_xml((6, 5, 1), (6, 5, 1), 2, 4, ((36.0, 25.0, 3.0), (36.0, 25.0, 3.0)))
+    images = np.random.default_rng(0).random((3, 6, 5)).astype(np.float32) + 0.1
+    nifti, dicom = export_volume(images, header, tmp_path, "v", ["nifti", "dicom"], SeriesInfo(source="v.h5"))
+    geometry = geometry_from_header(header)
+    assert (geometry.row_spacing, geometry.column_spacing) != (1.0, 1.0)
+    affine = nib.load(nifti).affine  # codes 0: nibabel's centred fallback, in RAS
+    datasets = [pydicom.dcmread(f) for f in sorted(dicom.iterdir())]
+    rows = images.shape[1]
+    for k, r, c in [(0, 0, 0), (2, 5, 4), (1, 3, 1)]:
+        ds = datasets[k]
+        lps = np.array([float(v) for v in ds.ImagePositionPatient]) + np.array(
+            [c * float(ds.PixelSpacing[1]), r * float(ds.PixelSpacing[0]), 0.0]
+        )
+        i, j = c, rows - 1 - r  # the NIfTI voxel of row r, column c (rows bottom first)
+        ras = affine @ np.array([i, j, k, 1.0])
+        assert ras[:3] == pytest.approx([-lps[0], -lps[1], lps[2]]), (k, r, c)

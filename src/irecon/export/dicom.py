@@ -125,7 +125,8 @@ def write_dicom_series(
 ) -> Path:
     """Write ``images`` (slices, rows, columns) as ``folder/IM0001.dcm`` ... and return ``folder``.
 
-    Slice k sits at ``(0, 0, k * slice_spacing)`` with identity orientation. The folder appears
+    Identity orientation; the volume is centred on the origin (slice k at ``(k - (slices - 1) / 2) *
+    slice_spacing``), as a NIfTI export without orientation is. The folder appears
     atomically; an existing one is refused unless ``overwrite``. Raises IreconError.
     """
     folder = Path(folder)
@@ -140,7 +141,7 @@ def write_dicom_series(
     width = max(4, len(str(volume.shape[0])))
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         for index in range(volume.shape[0]):
-            dataset = _slice_dataset(shared, index, geometry, quantised.pixels[index])
+            dataset = _slice_dataset(shared, index, geometry, quantised.pixels[index], volume.shape[0])
             path = tmp / f"IM{index + 1:0{width}d}.dcm"
             with open(path, "wb") as handle:
                 dcmwrite(handle, dataset, enforce_file_format=True)
@@ -219,15 +220,24 @@ def _series_dataset(
     return ds
 
 
-def _slice_dataset(shared: Dataset, index: int, geometry: Geometry, pixels: np.ndarray) -> Dataset:
-    """One slice's file: the shared attributes plus its UID, position, number and pixels."""
+def _slice_dataset(shared: Dataset, index: int, geometry: Geometry, pixels: np.ndarray, slices: int) -> Dataset:
+    """One slice's file: the shared attributes plus its UID, position, number and pixels.
+
+    The volume's centre is at the origin, where a NIfTI without orientation (codes 0) puts its
+    centre too, so both exports of a volume place every voxel at the same point.
+    """
     ds = Dataset()
     ds.update(shared)
     sop_uid = generate_uid()
     ds.SOPInstanceUID = sop_uid
     ds.InstanceNumber = index + 1
-    location = index * geometry.slice_spacing
-    ds.ImagePositionPatient = [_ds(0.0), _ds(0.0), _ds(location)]
+    rows, columns = pixels.shape
+    location = (index - (slices - 1) / 2) * geometry.slice_spacing
+    ds.ImagePositionPatient = [
+        _ds(-(columns - 1) / 2 * geometry.column_spacing),
+        _ds(-(rows - 1) / 2 * geometry.row_spacing),
+        _ds(location),
+    ]
     ds.SliceLocation = _ds(location)
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
     meta = FileMetaDataset()
