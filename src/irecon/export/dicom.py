@@ -261,7 +261,7 @@ def _image_comments(geometry: Geometry) -> str:
     if ORIENTATION_UNKNOWN in geometry.assumptions:
         notes.append(
             "Orientation and position are unknown (the fastMRI header has none); identity "
-            "orientation and slice positions 0, spacing, 2*spacing, ... are assumed."
+            "orientation and a volume centred on the origin, slices one spacing apart, are assumed."
         )
     notes.extend(f"Geometry: {a}." for a in geometry.assumptions if a != ORIENTATION_UNKNOWN)
     return " ".join(notes)
