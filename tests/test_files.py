@@ -86,3 +86,28 @@ def test_a_folder_that_takes_no_new_files_is_not_called_missing() -> None:
     with pytest.raises(IreconError) as caught:
         check_writable_folder("/proc/irecon-output", create=False)
     assert str(caught.value) == "/proc: not writable (a file system that does not take new files)"
+
+
+def test_staged_outputs_appear_together_or_not_at_all_and_errors_name_the_final_path(tmp_path: Path) -> None:
+    from irecon.files import staged_outputs
+
+    with pytest.raises(IreconError) as caught:
+        with staged_outputs(tmp_path) as staging:
+            (staging.area / "a.h5").write_text("a")
+            raise IreconError("no space left on device", staging.area / "b_dicom")
+    assert str(caught.value) == f"{tmp_path / 'b_dicom'}: no space left on device"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "b.nii.gz").write_text("earlier")
+    with pytest.raises(IreconError, match="file exists; pass --overwrite"):
+        with staged_outputs(tmp_path) as staging:
+            (staging.area / "a.h5").write_text("a")
+            (staging.area / "b.nii.gz").write_text("b")
+            staging.commit(overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.nii.gz"]  # a.h5 taken back, b.nii.gz kept
+    assert (tmp_path / "b.nii.gz").read_text() == "earlier"
+    with staged_outputs(tmp_path) as staging:
+        (staging.area / "a.h5").write_text("a")
+        (staging.area / "b_dicom").mkdir()
+        moved = staging.commit(overwrite=True)
+    assert moved == [tmp_path / "a.h5", tmp_path / "b_dicom"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.nii.gz", "b_dicom"]
