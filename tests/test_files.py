@@ -61,6 +61,7 @@ def hold_lock(path: Path) -> "subprocess.Popen[str]":
     return holder
 
 
+@pytest.mark.slow
 def test_a_lock_held_by_another_process_is_refused_naming_it_and_freed_by_kill_9(tmp_path: Path) -> None:
     lock = tmp_path / "run.lock"
     holder = hold_lock(lock)

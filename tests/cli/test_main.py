@@ -116,6 +116,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_a_file_another_process_writes_is_reported_locked_by_check_train_and_reconstruct(tmp_path) -> None:
     from tests.helpers.training import make_data
 

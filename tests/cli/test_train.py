@@ -278,6 +278,7 @@ def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path)
     assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output
 
 
+@pytest.mark.slow
 def test_a_run_folder_in_use_is_refused_naming_its_holder_and_freed_by_kill_9(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen(
@@ -358,6 +359,7 @@ def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_last_checkpo
         assert load(out / "last.pt")["global_step"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_with_one_line_saying_what_last_pt_holds(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1")

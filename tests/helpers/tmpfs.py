@@ -36,8 +36,3 @@ def fill(folder: Path, leave: int) -> Path:
     filler = folder / "filler"
     filler.write_bytes(b"\0" * max(free - leave, 0))
     return filler
-
-
-def free_bytes(folder: Path) -> int:
-    stats = os.statvfs(folder)
-    return stats.f_bavail * stats.f_frsize
