@@ -1,8 +1,10 @@
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,23 @@ def test_staged_outputs_appear_together_or_not_at_all_and_errors_name_the_final_
         moved = staging.commit(overwrite=True)
     assert moved == [tmp_path / "a.h5", tmp_path / "b_dicom"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.nii.gz", "b_dicom"]
+
+
+def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "run.lock"
+    started, ready = os.pipe()
+    with exclusive_lock(lock, "is busy ({holder})"):
+        child = os.fork()
+        if child == 0:  # a DataLoader worker, say, that outlives the lock's holder
+            os.write(ready, b"1")  # the fork hooks have run once os.fork returns here
+            time.sleep(5)
+            os._exit(0)
+        assert os.read(started, 1) == b"1"
+    try:
+        with exclusive_lock(lock, "is busy ({holder})"):  # the child is alive but holds nothing
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(started)
+        os.close(ready)

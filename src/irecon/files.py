@@ -270,17 +270,37 @@ def check_writable_folder(folder: str | Path, *, create: bool = True) -> Path:
     return folder
 
 
+_HELD_LOCKS: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker), close the parent's lock descriptors.
+
+    A ``flock`` lives as long as any process has its file open: a worker that outlived a killed
+    parent would otherwise keep the run folder locked until it noticed.
+    """
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path, refusal: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
 
     The lock file records the holder (pid, host, start time). Another process holding it is refused
     with ``IreconError(refusal.format(holder=...), path.parent)``. The OS releases the lock when the
-    process ends, however it ends (``kill -9`` included), so a lock is never stale.
+    process ends, however it ends (``kill -9`` included), so a lock is never stale; forked children
+    do not keep it.
     """
     path = Path(path)
     with os_errors(path.parent):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _HELD_LOCKS.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -295,6 +315,7 @@ def exclusive_lock(path: str | Path, refusal: str) -> Iterator[None]:
             os.pwrite(fd, holder.encode(), 0)
         yield
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # closing the only descriptor releases the lock
 
 
