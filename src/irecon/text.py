@@ -52,3 +52,12 @@ def progress_bar(
         columns.append(TimeRemainingColumn())
     shown = console is not None and console.is_terminal and visible
     return Progress(*columns, console=console, transient=transient, disable=not shown)
+
+
+def shorten(text: str, limit: int, ellipsis: str = "...") -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, ending in ``ellipsis`` when cut."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(ellipsis)
+    cut = text[: room + 1].rsplit(" ", 1)[0].rstrip(" ;,") if " " in text[: room + 1] else text[:room]
+    return cut[:room] + ellipsis

@@ -108,3 +108,73 @@ def test_help_and_version_do_not_load_torch(args: list[str]) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
+
+
+HOLD_FOR_WRITING = """
+import sys, time, h5py
+handle = h5py.File(sys.argv[1], "a")
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_a_file_another_process_writes_is_reported_locked_by_check_train_and_reconstruct(tmp_path) -> None:
+    from tests.helpers.training import make_data
+
+    data = make_data(tmp_path / "data")
+    busy = sorted((data / "train").glob("*.h5"))[0]
+    writer = subprocess.Popen([sys.executable, "-c", HOLD_FOR_WRITING, str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "open\n"
+        expected = f"error: {busy}: file is locked by another process (being written?)"
+        runs = {
+            "check": ["check", str(busy)],
+            "train": [
+                "train",
+                str(data / "train"),
+                "--val",
+                str(data / "val"),
+                "--model",
+                "tiny-2d",
+                "--out",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+            ],
+            "reconstruct": ["reconstruct", str(busy), "--model", "zero-filled", "--out", str(tmp_path / "recon")],
+        }
+        for command, args in runs.items():
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 1, (command, result.output)
+            assert expected in result.output.splitlines(), (command, result.output)
+            assert "corrupt" not in result.output, (command, result.output)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert CliRunner().invoke(main, ["check", str(busy)]).exit_code == 0
+
+
+def test_every_option_of_every_command_has_a_help_line() -> None:
+    context = click.Context(main)
+    missing = [
+        f"{name} {param.opts[0]}"
+        for name in main.list_commands(context)
+        for param in main.get_command(context, name).params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    assert missing == []
+
+
+def test_train_help_says_what_a_new_run_needs_and_lists_the_presets() -> None:
+    result = CliRunner().invoke(main, ["train", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    assert "Needed for a new run." in text and "tiny-2d" in text and "challenge-multicoil" in text
+
+
+def test_a_new_run_is_told_everything_it_lacks_at_once(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert (
+        result.output == "error: TRAIN_DIR, --val and --model are needed for a new run (or --resume an earlier one)\n"
+    )

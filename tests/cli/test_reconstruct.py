@@ -21,6 +21,7 @@ from irecon.errors import IreconError
 from irecon.export import images_from_nifti
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
+from tests.helpers.tmpfs import fill, small_tmpfs
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_an_unwritable_json_still_prints_the_table_then_one_error_line(
     assert result.exit_code == 3
     assert "mean (1 scored)" in result.stdout and "PSNR" in result.stdout
     assert result.stderr.splitlines()[-1] == f"error: {report_file}: no space left on device"
-    assert "wrote" not in result.stdout and (tmp_path / "out").iterdir()
+    assert f"wrote {report_file}" not in result.stdout and (tmp_path / "out").iterdir()
 
 
 def test_help_gives_the_exit_statuses() -> None:
@@ -212,7 +213,12 @@ def test_off_a_terminal_each_volume_prints_one_progress_line(two_val: Path, tmp_
     lines = result.stderr.splitlines()
     assert len(lines) == 2
     for number, (line, name) in enumerate(zip(lines, names), start=1):
-        assert re.fullmatch(rf"reconstructed {number}/2 {re.escape(name)} in \d+\.\d s", line), line
+        output = tmp_path / "out" / name
+        assert re.fullmatch(
+            rf"reconstructed {number}/2 {re.escape(name)} in \d+\.\d s \(model \d+\.\d\d s, the table's time; "
+            rf"the rest is reading, scoring and writing\): {re.escape(str(output))}",
+            line,
+        ), line
 
 
 def test_counts_read_right(two_val: Path, tmp_path: Path) -> None:
@@ -262,7 +268,7 @@ def test_the_same_mistake_gets_the_same_message_as_train(two_val: Path, tmp_path
         "--center-fractions",
         "0.08",
     )
-    assert recon.output == train.output == "error: acceleration 0 is below 1\n"
+    assert recon.output == train.output == "error: acceleration 0 is invalid: it must be at least 1\n"
 
 
 def test_a_nifti_only_run_is_not_refused_for_an_h5_it_does_not_write(val_dir: Path, tmp_path: Path) -> None:
@@ -305,3 +311,78 @@ def test_json_may_go_into_a_folder_the_run_creates(val_dir: Path, tmp_path: Path
         tmp_path / "nowhere" / "val.json",
     )
     assert missing.exit_code == 1 and "no such folder" in missing.output and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("room_for", ["h5", "h5 and nifti"])
+def test_a_disk_that_fills_mid_volume_leaves_none_of_its_outputs_and_the_retry_needs_no_overwrite(
+    tmp_path: Path, room_for: str
+) -> None:
+    inputs = tmp_path / "inputs"
+    synthesize(inputs, split="val", volumes=1, slices=8, kspace_size=(128, 96), recon_size=(64, 64))
+    formats = ["--format", "h5", "--format", "nifti", "--format", "dicom"]
+    reference = _run("reconstruct", inputs, "--model", "zero-filled", "--out", tmp_path / "reference", *formats)
+    assert reference.exit_code == 0, reference.output
+    (h5_file,) = (tmp_path / "reference").glob("*.h5")
+    with small_tmpfs(tmp_path / "disk") as disk:
+        out, previews = disk / "recon", disk / "previews"
+        command = ["reconstruct", inputs, "--model", "zero-filled", "--out", out, "--preview", previews, *formats]
+        room = h5_file.stat().st_size + 16384  # the .h5, not the NIfTI and DICOM too
+        if room_for == "h5 and nifti":  # and half of the DICOM series
+            dicom = sum(f.stat().st_size for f in (tmp_path / "reference" / f"{h5_file.stem}_dicom").iterdir())
+            room += (tmp_path / "reference" / f"{h5_file.stem}.nii.gz").stat().st_size + dicom // 2
+        filler = fill(disk, room)
+        result = _run(*command)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        failed = f"{h5_file.stem}{'.nii.gz' if room_for == 'h5' else '_dicom'}"
+        assert errors == [f"error: {out / failed}: no space left on device"], result.output
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no .h5, staging or empty folder left
+        filler.unlink()
+        retry = _run(*command)
+        assert retry.exit_code == 0, retry.output
+        stem = h5_file.stem
+        assert sorted(p.name for p in out.iterdir()) == [f"{stem}.h5", f"{stem}.nii.gz", f"{stem}_dicom"]
+        assert (previews / f"{stem}.png").is_file()
+
+
+def test_when_every_volume_fails_there_is_no_table_and_no_empty_output_folder(tmp_path: Path) -> None:
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    out, previews = tmp_path / "new" / "out", tmp_path / "previews"
+    result = _run("reconstruct", tmp_path / "bad.h5", "--model", "zero-filled", "--out", out, "--preview", previews)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'bad.h5'}: not a readable HDF5 file (not HDF5, truncated or corrupt)",
+        "no volume was reconstructed: 1 volume failed (errors above)",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"]
+
+
+def test_a_mask_option_a_test_style_input_ignores_gets_a_note_and_the_masks_are_named(
+    val_dir: Path, tmp_path: Path
+) -> None:
+    synthesize(tmp_path / "test", split="test", volumes=1, slices=2, kspace_size=(32, 24), recon_size=(16, 12))
+    (test_file,) = (tmp_path / "test").iterdir()
+    result = _run(
+        "reconstruct",
+        val_dir,
+        test_file,
+        "--model",
+        "zero-filled",
+        "--out",
+        tmp_path / "out",
+        "--acceleration",
+        "8",
+        "--center-fraction",
+        "0.04",
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: --acceleration and --center-fraction did not apply to 1 test-style volume ({test_file.name}): "
+        "it carries its own mask"
+    ) in result.stderr.splitlines()
+    assert "mask: random 8x, centre 0.04, seeded by file name (1 volume); the file's own (1 volume)" in result.stdout
+    assert f"wrote {tmp_path / 'out'}: 2 volumes as <name>.h5" in result.stdout
+    plain = _run("reconstruct", val_dir, test_file, "--model", "zero-filled", "--out", tmp_path / "plain")
+    assert "note:" not in plain.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from irecon.data.synth import synthesize
 from irecon.errors import IreconError
 from irecon.training.options import TrainOptions
 from irecon.training.state import resume_command
+from tests.helpers.tmpfs import fill, small_tmpfs
 from tests.helpers.training import SIZES, cli_args, load, subprocess_env, write_checkpoint_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,6 +96,9 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(
         ("steps for a unet", "--steps does not apply to --model tiny-unet (a unet model)"),
         ("negative seed", "--seed must not be negative, got -1"),
         ("bad time budget", "Invalid value for '--time-budget'"),
+        ("zero acceleration", "error: acceleration 0 is invalid: it must be at least 1"),
+        ("val of another challenge", "validation file is multicoil but the training data ("),
+        ("3-D slab too thick", "volume has 3 slices, fewer than the slab of 8; --slab 3 fits every volume"),
     ],
 )
 def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Path, case: str, message: str) -> None:
@@ -140,6 +145,14 @@ def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Pa
         args += ["--seed", "-1"]
     elif case == "bad time budget":
         args += ["--time-budget", "soon"]
+    elif case == "zero acceleration":
+        args += ["--accelerations", "0"]
+    elif case == "val of another challenge":
+        synthesize(tmp_path / "multi", challenge="multicoil", split="val", volumes=1, coils=2, **SIZES)
+        args[2] = str(tmp_path / "multi")
+        message += f"{data / 'train'}) is singlecoil; validate on files of the training data's challenge"
+    elif case == "3-D slab too thick":
+        args[4] = "tiny-3d"
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     result = train_cli(args)
     assert result.exit_code == (2 if case == "bad time budget" else 1), result.output
@@ -264,3 +277,118 @@ def test_threads_are_set_and_shown_in_the_start_line(data: Path, tmp_path: Path)
     assert "1 thread, " in result.output and "loader worker" in result.output
     bad = train_cli(cli_args(data, tmp_path / "run2", "--threads", "0"))
     assert bad.exit_code == 1 and "--threads must be at least 1, got 0" in bad.output
+
+
+@pytest.mark.slow
+def test_a_run_folder_in_use_is_refused_naming_its_holder_and_freed_by_kill_9(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "irecon.cli",
+            "train",
+            *cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1"),
+        ],
+        env=subprocess_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+        for extra in (["--resume"], ["--overwrite"]):
+            second = train_cli([*cli_args(data, out, "--max-steps", "1"), *extra])
+            assert second.exit_code == 1, second.output
+            assert second.output.startswith(f"error: {out}: is in use by another irecon train (pid {process.pid} on ")
+            assert second.output.endswith("UTC); wait for it to end or choose another --out\n")
+            assert second.output.count("\n") == 1, second.output
+    finally:
+        process.kill()  # kill -9: the lock goes with the process
+        process.communicate(timeout=60)
+    step = load(out / "last.pt")["global_step"]
+    resumed = train_cli(["--out", str(out), "--resume", "--max-steps", str(step + 1)])
+    assert resumed.exit_code == 0, resumed.output
+    assert load(out / "last.pt")["global_step"] == step + 1
+
+
+def test_resume_with_other_validation_files_is_refused(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train_cli(cli_args(data, out, "--max-steps", "1")).exit_code == 0
+    other = tmp_path / "other_val"
+    synthesize(other, split="val", volumes=1, seed=9, **SIZES)
+    before = (out / "last.pt").read_bytes()
+    result = train_cli(["--out", str(out), "--resume", "--val", str(other)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    names = ", ".join(sorted(p.name for p in (data / "val").glob("*.h5")))
+    now = next(other.glob("*.h5")).name
+    assert result.output == (
+        f"error: {out / 'last.pt'}: cannot resume with other validation files ({now} now, {names} in the "
+        "checkpoint): its zero-filled scores and best.pt were chosen on those; resume with the run's --val, "
+        "or start a new run in another --out\n"
+    )
+    assert (out / "last.pt").read_bytes() == before
+    same = train_cli(["--out", str(out), "--resume", "--val", str(data / "val"), "--max-steps", "2"])
+    assert same.exit_code == 0, same.output
+
+
+def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_last_checkpoint(data: Path, tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk") as disk:
+        out = disk / "run"
+        first = train_cli(cli_args(data, out, "--max-steps", "1"))
+        assert first.exit_code == 0, first.output
+        before = (out / "last.pt").read_bytes()
+        filler = fill(disk, len(before) // 2)
+        result = train_cli(["--out", str(out), "--resume", "--max-steps", "2"])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        assert errors == [
+            f"error: {out / 'last.pt'}: no space left on device; last.pt still holds step 1: free some space, "
+            f"then resume with: irecon train --out {out} --resume"
+        ], result.output
+        assert (out / "last.pt").read_bytes() == before
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+        filler.unlink()
+        again = train_cli(["--out", str(out), "--resume", "--max-steps", "2"])
+        assert again.exit_code == 0, again.output
+        assert load(out / "last.pt")["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_with_one_line_saying_what_last_pt_holds(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1")
+    args[args.index("--steps") + 1], args[args.index("--layers") + 1] = "4", "6"  # steps long enough to interrupt
+    process = subprocess.Popen(
+        [sys.executable, "-m", "irecon.cli", "train", *args],
+        env=subprocess_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    line = stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"interrupted again: stopped at once; (no checkpoint was written for step (\d+); )?last\.pt holds step (\d+); "
+        rf"resume with: irecon train --out {re.escape(str(out))} --resume",
+        line,
+    )
+    assert match, line
+    assert load(out / "last.pt")["global_step"] == int(match.group(3))

@@ -174,6 +174,17 @@ def test_missing_path_is_refused(tmp_path: Path) -> None:
         read_volume_info(missing)
 
 
+def test_a_symbolic_link_loop_is_named_not_called_missing(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.h5"
+    loop.symlink_to(loop)
+    expected = f"{loop}: a symbolic link loop (a link that leads back to itself)"
+    with pytest.raises(IreconError) as listed:
+        find_volumes([loop])
+    with pytest.raises(IreconError) as opened:
+        read_volume_info(loop)
+    assert str(listed.value) == str(opened.value) == expected
+
+
 def test_folder_without_h5_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(IreconError, match="folder has no .h5 files") as info:

@@ -25,7 +25,7 @@ from irecon.data.header import (
     write_header_xml,
 )
 from irecon.data.synth import synthesize
-from irecon.errors import IreconError
+from irecon.errors import IreconError, spell_options
 from irecon.export import (
     ExportOptions,
     SeriesInfo,
@@ -197,8 +197,10 @@ def test_dicom_series_reads_back_within_one_quantisation_step(tmp_path: Path, re
             assert ds.InstanceNumber == index + 1 and ds.SeriesNumber == number
             assert [float(v) for v in ds.PixelSpacing] == pytest.approx([ROW_MM, COLUMN_MM])
             assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == SLICE_MM
-            assert float(ds.SliceLocation) == pytest.approx(index * SLICE_MM)
-            assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx([0, 0, index * SLICE_MM])
+            location = (index - (len(datasets) - 1) / 2) * SLICE_MM  # the volume centred on the origin
+            assert float(ds.SliceLocation) == pytest.approx(location)
+            corner = [-(COLUMNS - 1) / 2 * COLUMN_MM, -(ROWS - 1) / 2 * ROW_MM, location]
+            assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx(corner)
             assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
             assert str(ds.PatientName) == "ANONYMOUS" and ds.PatientID == "irecon"
             assert ds.PatientBirthDate == "" and ds.PatientSex == ""
@@ -315,7 +317,7 @@ def test_each_bad_volume_is_one_error_line_and_the_others_are_written(tmp_path: 
     assert result.written == [out / "a_good.nii.gz", out / "a_good_dicom"]
     bad = ("b_input.h5", "c_broken.h5", "d_noheader.h5", "e_rank2.h5")
     assert [e.path for e in result.errors] == [str(folder / name) for name in bad]
-    problems = [e.problem for e in result.errors]
+    problems = [spell_options(e.problem) for e in result.errors]
     assert problems[0] == ("no reconstruction dataset; it has reconstruction_esc (pass --dataset reconstruction_esc)")
     assert problems[1].startswith("not a readable HDF5 file")
     assert problems[2].startswith("no ismrmrd_header dataset; pass --header-from")
@@ -421,3 +423,40 @@ def test_quantisation_keeps_negative_and_constant_volumes() -> None:
     assert np.abs(back - 0.5).max() <= constant.slope / 2
     zeros = quantise(np.zeros((1, 2, 2), np.float32))
     assert zeros.slope == 1 and not zeros.pixels.any()
+
+
+def test_descriptions_name_the_checkpoint_once_and_are_cut_only_between_words() -> None:
+    from irecon.export.dicom import SeriesInfo
+    from irecon.export.nifti import DESCRIP_LIMIT
+    from irecon.text import shorten
+
+    info = SeriesInfo(model="tiny-2d from best.pt", checkpoint="run/best.pt", acceleration=4, mask_type="random")
+    assert info.label() == "irecon tiny-2d from best.pt R4 random"
+    long = (
+        "orientation unknown; slice gap unknown; irecon paper-2d from checkpoint_epoch_0042.pt R8 equispaced_fraction"
+    )
+    cut = shorten(long, DESCRIP_LIMIT)
+    assert len(cut) <= DESCRIP_LIMIT and cut.endswith("...")
+    assert long.startswith(cut[:-3]) and long[len(cut) - 3] == " "  # the cut falls on a space
+
+
+def test_the_nifti_and_the_dicom_series_put_every_voxel_at_the_same_point(tmp_path: Path) -> None:
+    from irecon.data.header import geometry_from_header, write_header_xml
+    from irecon.export import SeriesInfo, export_volume
+
+    header = write_header_xml((6, 5, 1), (6, 5, 1), 2, 4, ((36.0, 25.0, 3.0), (36.0, 25.0, 3.0)))
+    images = np.random.default_rng(0).random((3, 6, 5)).astype(np.float32) + 0.1
+    nifti, dicom = export_volume(images, header, tmp_path, "v", ["nifti", "dicom"], SeriesInfo(source="v.h5"))
+    geometry = geometry_from_header(header)
+    assert (geometry.row_spacing, geometry.column_spacing) != (1.0, 1.0)
+    affine = nib.load(nifti).affine  # codes 0: nibabel's centred fallback, in RAS
+    datasets = [pydicom.dcmread(f) for f in sorted(dicom.iterdir())]
+    rows = images.shape[1]
+    for k, r, c in [(0, 0, 0), (2, 5, 4), (1, 3, 1)]:
+        ds = datasets[k]
+        lps = np.array([float(v) for v in ds.ImagePositionPatient]) + np.array(
+            [c * float(ds.PixelSpacing[1]), r * float(ds.PixelSpacing[0]), 0.0]
+        )
+        i, j = c, rows - 1 - r  # the NIfTI voxel of row r, column c (rows bottom first)
+        ras = affine @ np.array([i, j, k, 1.0])
+        assert ras[:3] == pytest.approx([-lps[0], -lps[1], lps[2]]), (k, r, c)

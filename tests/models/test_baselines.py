@@ -21,3 +21,10 @@ def test_unet_keeps_size_and_trains() -> None:
     assert image.shape == (2, 17, 13)
     image.mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_the_torch_free_preset_names_are_the_presets() -> None:
+    from irecon.models.names import PRESET_NAMES
+    from irecon.models.presets import PRESETS
+
+    assert PRESET_NAMES == tuple(PRESETS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -13,6 +14,7 @@ from irecon.data.synth import synthesize
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
 from irecon.reconstruct.options import ReconstructOptions
+from irecon.reconstruct.preview import MASK_LABEL, preview
 from irecon.reconstruct.run import reconstruct
 
 SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3, "volumes": 1}
@@ -54,8 +56,12 @@ def _figures(
 
 
 def _panels(figure: Figure) -> dict[str, object]:
-    """Image panels by title (colour bars and empty grid cells have no image)."""
-    return {axis.get_title(): axis.images[0] for axis in figure.axes if axis.images}
+    """Image panels by title (colour bars and empty grid cells have no image; the mask strip is left out)."""
+    return {
+        axis.get_title(): axis.images[0]
+        for axis in figure.axes
+        if axis.images and not axis.get_xlabel().startswith(MASK_LABEL)
+    }
 
 
 def test_with_a_target_errors_share_one_scale_with_a_colour_bar_and_the_title_names_the_run(
@@ -71,12 +77,16 @@ def test_with_a_target_errors_share_one_scale_with_a_colour_bar_and_the_title_na
         "|zero-filled - target|",
         "|reconstruction - target|",
     ]
-    greys = [panels[t].get_clim() for t in ("zero-filled", "reconstruction", "target")]
+    greys = [panels[t].get_clim() for t in ("zero-filled", "target")]
     assert len(set(greys)) == 1 and greys[0][0] == 0
+    # the untrained model's images are far darker than the target: on its own window, and saying so
+    assert panels["reconstruction"].axes.get_xlabel().endswith("(its own: off the target's scale)")
     errors = [panels[t] for t in ("|zero-filled - target|", "|reconstruction - target|")]
     assert errors[0].get_clim() == errors[1].get_clim()
     assert errors[0].get_clim()[1] == pytest.approx(max(float(e.get_array().max()) for e in errors))
-    assert errors[0].colorbar is not None and len(figure.axes) == 2 * 3 + 1  # 2x3 grid and one colour bar
+    assert errors[0].colorbar is not None
+    assert len(figure.axes) == 3 + 3 + 2 + 1 + 1  # images with their grey bars, error maps, one error bar, mask
+    assert all(panels[t].colorbar is not None for t in ("zero-filled", "reconstruction", "target"))
     title = figure.get_suptitle()
     for words in (
         "tiny.pt",
@@ -113,3 +123,29 @@ def test_the_zero_filled_model_is_shown_once(
     assert list(_panels(figures[f"{inputs['test'].stem}.png"])) == ["zero-filled"]
     title = figures[f"{inputs['val'].stem}.png"].get_suptitle()
     assert "no checkpoint" in title and "model NMSE" not in title and title.count("NMSE") == 1
+
+
+def test_an_off_scale_reconstruction_gets_its_own_stated_window_and_the_reader_gets_scale_and_mask() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.random((40, 30)).astype(np.float32) + 1.0
+    tiny = target * 1e-6  # a scaling fault: on the target's window it would be black
+    errors = [("|reconstruction - target|", np.abs(tiny - target))]
+    mask = (np.arange(32) % 4 == 0).astype(np.float32)
+    figure = preview(
+        [("reconstruction", tiny), ("target", target)],
+        errors,
+        "t",
+        float(target.max()),
+        spacing_mm=(0.5, 0.5),
+        mask=mask,
+    )
+    axes = {axis.get_title(): axis for axis in figure.axes if axis.images and axis.get_title()}
+    reconstruction, truth = axes["reconstruction"], axes["target"]
+    assert reconstruction.images[0].get_clim() == pytest.approx((0, float(tiny.max())))
+    assert reconstruction.get_xlabel() == f"window 0 to {float(tiny.max()):.3g} (its own: off the target's scale)"
+    assert truth.get_xlabel() == f"window 0 to {float(target.max()):.3g} (the target's)"
+    assert all(axis.images[0].get_interpolation() == "nearest" for axis in axes.values())
+    (bar,) = [a for a in reconstruction.artists if type(a).__name__ == "AnchoredSizeBar"]
+    assert bar.txt_label.get_text() == "2 mm"  # 30 columns of 0.5 mm: a quarter is 3.75 mm
+    (strip,) = [axis for axis in figure.axes if axis.get_xlabel().startswith(MASK_LABEL)]
+    assert strip.get_xlabel() == "sampling mask: 8 of 32 k-space columns"

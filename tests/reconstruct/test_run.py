@@ -224,9 +224,13 @@ def test_inputs_with_the_same_name_do_not_clobber_each_other(val_dir: Path, tmp_
     other.mkdir()
     name = sorted(val_dir.glob("*.h5"))[0].name
     shutil.copy(val_dir / name, other / name)
-    report = run([val_dir, other / name], tmp_path / "out", model="zero-filled", overwrite=True)
-    assert [v.error is None for v in report.volumes] == [True, True, False]
-    assert "same file name" in report.volumes[2].error
+    with pytest.raises(IreconError) as caught:
+        run([val_dir, other / name], tmp_path / "out", model="zero-filled", overwrite=True)
+    assert str(caught.value) == (
+        f"{other / name}: another input has the same file name ({val_dir / name}); outputs are named after "
+        "the input file, so reconstruct them into different --out folders"
+    )
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_bad_files_fail_alone_with_one_line_and_no_output(val_dir: Path, tmp_path: Path) -> None:
@@ -385,7 +389,7 @@ def test_a_coil_count_the_model_was_not_built_for_is_refused_once_before_anythin
     assert result.exit_code == 1 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {checkpoints['tiny-2d']}: the model takes single-coil k-space")
-    assert "2 of 2 inputs have another coil count" in line and "second.h5 (2 coils)" in line
+    assert "2 of 2 inputs have another coil count" in line and f"{folder / 'second.h5'} (2 coils)" in line
     assert not out.exists() and not (tmp_path / "p").exists()
     report = run([multicoil_dir], tmp_path / "b", model="zero-filled")  # RSS of the coils
     assert report.exit_code == 0 and read_output(report.volumes[0].output).shape == (3, 16, 16)

@@ -48,6 +48,7 @@ CHECKPOINT_KEYS = {
     "history",
     "zero_filled",
     "train_files",
+    "val_files",
     "world_size",
     "irecon_version",
     "torch_version",
@@ -68,7 +69,13 @@ def test_one_epoch_writes_checkpoints_and_reports(data: Path, tmp_path: Path) ->
     assert "val NMSE" in epoch_line and "zero-filled SSIM" in epoch_line and epoch_line.endswith("[best]")
     assert re.search(r"slices/s \(loader [0-9.]+, model [0-9.]+ slices/s; waited \d+% on data\)", epoch_line)
     assert result.epochs_done == 1 and result.global_step == 3  # 6 slices in batches of 2
-    assert {p.name for p in out.iterdir()} == {"last.pt", "best.pt", "metrics.jsonl", "training_curve.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "last.pt",
+        "best.pt",
+        "metrics.jsonl",
+        "training_curve.png",
+        ".irecon-train.lock",
+    }
     payload = load(out / "last.pt")
     assert set(payload) == CHECKPOINT_KEYS
     assert payload["epoch"] == 1 and payload["epoch_position"] == 0 and payload["best_epoch"] == 1

@@ -41,7 +41,14 @@ def _mode_name(modes: tuple[str, ...]) -> str:
     f"[default: {' '.join(map(str, DEFAULT_STEPS))}; a U-Net has none]",
 )
 @click.option("--layers", multiple=True, type=int, help="invertible layers per step to sweep (i-RIM)")
-@click.option("--size", type=(int, int), default=_default("size"), show_default=True, metavar="H W")
+@click.option(
+    "--size",
+    type=(int, int),
+    default=_default("size"),
+    show_default=True,
+    metavar="H W",
+    help="image size of the input",
+)
 @click.option("--slices", type=int, default=_default("slices"), show_default=True, help="slab depth for 3-D models")
 @click.option("--coils", type=int, help="receiver coils of the input  [default: the preset's]")
 @click.option("--batches", type=int, help="mini-batches; the minimum peak is reported  [default: 10; 1 on meta]")

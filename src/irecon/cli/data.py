@@ -25,6 +25,7 @@ def _synth_default(name: str) -> Any:
     type=click.Choice(["singlecoil", "multicoil"]),
     default=_synth_default("challenge"),
     show_default=True,
+    help="fastMRI challenge: k-space of one coil or of several",
 )
 @click.option(
     "--split",
@@ -33,11 +34,25 @@ def _synth_default(name: str) -> Any:
     show_default=True,
     help="train/val: full k-space + target; test: undersampled k-space + mask, no target",
 )
-@click.option("--volumes", type=int, default=_synth_default("volumes"), show_default=True)
-@click.option("--slices", type=int, default=_synth_default("slices"), show_default=True)
+@click.option("--volumes", type=int, default=_synth_default("volumes"), show_default=True, help="files to write")
+@click.option("--slices", type=int, default=_synth_default("slices"), show_default=True, help="slices per volume")
 @click.option("--coils", type=int, default=_synth_default("coils"), show_default=True, help="multi-coil only")
-@click.option("--kspace-size", type=(int, int), default=_synth_default("kspace_size"), show_default=True, metavar="H W")
-@click.option("--recon-size", type=(int, int), default=_synth_default("recon_size"), show_default=True, metavar="H W")
+@click.option(
+    "--kspace-size",
+    type=(int, int),
+    default=_synth_default("kspace_size"),
+    show_default=True,
+    metavar="H W",
+    help="k-space rows and columns",
+)
+@click.option(
+    "--recon-size",
+    type=(int, int),
+    default=_synth_default("recon_size"),
+    show_default=True,
+    metavar="H W",
+    help="target image size (the header's recon size)",
+)
 @click.option(
     "--acceleration", type=int, default=_synth_default("acceleration"), show_default=True, help="test split only"
 )
@@ -58,7 +73,7 @@ def _synth_default(name: str) -> Any:
 @click.option(
     "--noise", type=float, default=_synth_default("noise"), show_default=True, help="k-space noise, relative to its RMS"
 )
-@click.option("--seed", type=int, default=_synth_default("seed"), show_default=True)
+@click.option("--seed", type=int, default=_synth_default("seed"), show_default=True, help="random seed of the phantoms")
 @click.option("--overwrite", is_flag=True, help="replace existing files")
 def synth(out_dir: str, **options: Any) -> None:
     """Write realistic synthetic fastMRI-format volumes into OUT_DIR."""

@@ -129,7 +129,24 @@ def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
 
     options = ReconstructOptions(inputs=inputs, **params)
     report = reconstruct(options, console=stderr_console())
-    stdout_console().print(report_table(report))
+    own_masks = [v.input.name for v in report.succeeded if v.mask_source == "file"]
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in MASK_OPTIONS if ctx.get_parameter_source(n) in GIVEN]
+    if own_masks and given:
+        click.echo(
+            f"note: {' and '.join(given)} did not apply to {plural(len(own_masks), 'test-style volume')} "
+            f"({', '.join(own_masks)}): {'it carries its' if len(own_masks) == 1 else 'they carry their'} own mask",
+            err=True,
+        )
+    if report.succeeded:
+        console = stdout_console()
+        console.print(report_table(report))
+        for line in [masks_line(report), *written_lines(report)]:
+            console.print(line, markup=False, highlight=False, emoji=False)
+    else:
+        click.echo(
+            f"no volume was reconstructed: {plural(len(report.failed), 'volume')} failed (errors above)", err=True
+        )
     if report.json_error is not None:
         click.echo(f"error: {report.json_error}", err=True)
     elif options.json_path is not None:
@@ -186,6 +203,24 @@ def export_command(inputs: tuple[Path, ...], formats: tuple[str, ...], **params:
     for path in result.written:
         click.echo(f"wrote {path}")
     exit_with(result.exit_code)
+
+
+MASK_OPTIONS = ("acceleration", "center_fraction", "mask_type")
+GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def written_lines(report: Any) -> list[str]:
+    """'wrote FOLDER: N ...' for the reconstructions and the previews of the volumes that succeeded."""
+    lines = []
+    outputs = [p for v in report.succeeded for p in (v.output, *v.exports) if p is not None]
+    if outputs:
+        kinds = sorted({p.name[len(v.input.stem) :] for v in report.succeeded for p in (v.output, *v.exports) if p})
+        count = plural(len(report.succeeded), "volume")
+        lines.append(f"wrote {outputs[0].parent}: {count} as {', '.join(f'<name>{k}' for k in kinds)}")
+    previews = [v.preview for v in report.succeeded if v.preview is not None]
+    if previews:
+        lines.append(f"wrote {previews[0].parent}: {plural(len(previews), 'preview')} (<name>.png)")
+    return lines
 
 
 def report_table(report: Any) -> ReportTable:
@@ -285,6 +320,22 @@ def _table(report: Any, side_by_side: bool, name_width: int) -> Table:
         caption.append(f"{plural(len(report.warnings), 'preview')} not written; see the warnings above")
     table.caption = "; ".join(caption) or None
     return table
+
+
+def masks_line(report: Any) -> str:
+    """Which mask the volumes used: drawn from the options (seeded by file name) or their own."""
+    spec = report.mask_spec
+    drawn = sum(v.mask_source == "drawn" for v in report.succeeded)
+    own = sum(v.mask_source == "file" for v in report.succeeded)
+    parts = []
+    if drawn:
+        parts.append(
+            f"{spec.mask_type} {spec.accelerations[0]}x, centre {spec.center_fractions[0]:g}, seeded by file name "
+            f"({plural(drawn, 'volume')})"
+        )
+    if own:
+        parts.append(f"the file's own ({plural(own, 'volume')})")
+    return "mask: " + "; ".join(parts)
 
 
 def _score_cells(scores: Any) -> list[str]:

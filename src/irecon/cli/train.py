@@ -11,6 +11,7 @@ from rich.table import Table
 
 from irecon.cli.options import ListCommand, default_of, device_option, exit_with, threads_option
 from irecon.data.masks import MASK_TYPES
+from irecon.models.names import PRESET_NAMES
 from irecon.text import say
 from irecon.training.options import TrainOptions
 from irecon.values import parse_duration
@@ -26,17 +27,26 @@ def _default(name: str) -> Any:
     "--val",
     "val_dir",
     type=click.Path(path_type=Path),
-    help="Folder of validation .h5 volumes (whole volumes, file-name-seeded masks).",
+    help="Folder of validation .h5 volumes (whole volumes, file-name-seeded masks). Needed for a new run.",
 )
-@click.option("--model", help="Preset (see irecon models), e.g. tiny-2d, paper-2d, paper-3d.")
+@click.option(
+    "--model",
+    metavar="PRESET",
+    help=f"Needed for a new run. One of {', '.join(n for n in PRESET_NAMES if n != 'zero-filled')} "
+    "(irecon models describes them).",
+)
 @click.option(
     "--out",
     required=True,
     type=click.Path(path_type=Path),
     help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.",
 )
-@click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
-@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True)
+@click.option(
+    "--epochs", type=int, default=_default("epochs"), show_default=True, help="Epochs in all (a resume may raise it)."
+)
+@click.option(
+    "--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Slices (or slabs) per step."
+)
 @click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Adam learning rate.")
 @click.option(
     "--lr-step", type=int, default=_default("lr_step"), show_default=True, help="StepLR: epochs between decays."
@@ -65,12 +75,27 @@ def _default(name: str) -> Any:
     show_default=True,
     help="One or more values, paired with --center-fractions; validation uses the first pair.",
 )
-@click.option("--center-fractions", multiple=True, type=float, default=_default("center_fractions"), show_default=True)
-@click.option("--mask-type", type=click.Choice(MASK_TYPES), default=_default("mask_type"), show_default=True)
+@click.option(
+    "--center-fractions",
+    multiple=True,
+    type=float,
+    default=_default("center_fractions"),
+    show_default=True,
+    help="Fully sampled centre of each mask, paired with --accelerations.",
+)
+@click.option(
+    "--mask-type",
+    type=click.Choice(MASK_TYPES),
+    default=_default("mask_type"),
+    show_default=True,
+    help="fastMRI mask family.",
+)
 @click.option(
     "--slab", type=int, default=_default("slab"), help="Slices per 3-D training slab.  [default: 8 for 3-D presets]"
 )
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
+@click.option(
+    "--seed", type=int, default=_default("seed"), show_default=True, help="Seeds the weights, sample order and masks."
+)
 @device_option
 @click.option(
     "--amp",

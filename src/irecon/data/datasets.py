@@ -328,7 +328,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         expected = challenge or first.challenge
         for info in self._volumes:
             if info.challenge != expected:
-                why = "was asked for" if challenge else f"is the challenge of {first.path.name}"
+                why = "was asked for" if challenge else f"is the challenge of {first.path}"
                 raise IreconError(
                     f"file is {info.challenge} but {expected} {why}; all files must be of one challenge",
                     info.path,
@@ -339,13 +339,15 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
                 check_coil_count(info.num_coils, self.virtual_coils, info.path)
             elif self.train and info.num_coils != first.num_coils:
                 raise IreconError(
-                    f"file has {info.num_coils} coils but {first.path.name} has "
+                    f"file has {info.num_coils} coils but {first.path} has "
                     f"{first.num_coils}; training needs one coil count",
                     info.path,
                 )
             if info.num_slices < self.slab:
+                thinnest = min(v.num_slices for v in self._volumes)
+                fits = f"«slab» {thinnest} fits every volume" if thinnest >= 2 else "a 2-D preset suits them"
                 raise IreconError(
-                    f"volume has {info.num_slices} slices, fewer than the slab of {self.slab}",
+                    f"volume has {info.num_slices} slices, fewer than the slab of {self.slab}; {fits}",
                     info.path,
                 )
             if self.train and info.target_key is None:

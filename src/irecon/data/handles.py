@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from irecon.data.volumes import READ_FAILED, UNREADABLE, VolumeInfo, check_finite_kspace
+from irecon.data.volumes import READ_FAILED, VolumeInfo, check_finite_kspace, open_problem
 from irecon.errors import IreconError
 
 
@@ -34,8 +34,8 @@ class OpenFiles:
         if handle is None:
             try:
                 handle = h5py.File(path, "r")
-            except OSError:
-                raise IreconError(UNREADABLE, path) from None
+            except OSError as err:
+                raise IreconError(open_problem(err), path) from None
             self._files[path] = handle
         return handle
 

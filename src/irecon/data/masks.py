@@ -41,22 +41,22 @@ class MaskSpec:
             raise IreconError(f"unknown mask type {self.mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
         if not self.center_fractions or not self.accelerations:
             raise IreconError("mask needs at least one center fraction and one acceleration")
+        for acceleration in self.accelerations:  # each value first: a bad one is named before any pairing
+            if isinstance(acceleration, bool) or not isinstance(acceleration, numbers.Integral):
+                raise IreconError(f"acceleration {acceleration!r} is not a whole number")
+            if acceleration < 1:
+                raise IreconError(f"acceleration {acceleration} is invalid: it must be at least 1")
+        for fraction in self.center_fractions:
+            if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+                raise IreconError(f"center fraction {fraction!r} is not a number")
+            if not 0 < fraction < 1:
+                raise IreconError(f"center fraction {fraction} is not between 0 and 1 (exclusive)")
         if len(self.center_fractions) != len(self.accelerations):
             raise IreconError(
                 f"{plural(len(self.center_fractions), 'center fraction')} {_fmt(self.center_fractions)} but "
                 f"{plural(len(self.accelerations), 'acceleration')} {_fmt(self.accelerations)}; "
                 "they are used in pairs, so give the same number of each"
             )
-        for acceleration in self.accelerations:
-            if isinstance(acceleration, bool) or not isinstance(acceleration, numbers.Integral):
-                raise IreconError(f"acceleration {acceleration!r} is not a whole number")
-            if acceleration < 1:
-                raise IreconError(f"acceleration {acceleration} is below 1")
-        for fraction in self.center_fractions:
-            if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-                raise IreconError(f"center fraction {fraction!r} is not a number")
-            if not 0 < fraction < 1:
-                raise IreconError(f"center fraction {fraction} is not between 0 and 1 (exclusive)")
         for fraction, acceleration in zip(self.center_fractions, self.accelerations):
             if fraction >= 1 / acceleration:
                 raise IreconError(

@@ -19,7 +19,7 @@ import numpy as np
 
 from irecon.data.header import fastmri_fields
 from irecon.errors import IreconError
-from irecon.files import os_problem
+from irecon.files import missing_problem, os_problem
 
 CHALLENGES = ("singlecoil", "multicoil")
 # Target datasets in order of preference, per challenge (fastMRI's ``recons_key``, with the
@@ -32,6 +32,7 @@ TARGET_KEYS = {
 
 UNREADABLE = "not a readable HDF5 file (not HDF5, truncated or corrupt)"
 READ_FAILED = "not a readable HDF5 file: reading failed (truncated or corrupt)"
+LOCKED = "file is locked by another process (being written?)"
 SliceSelection = slice | int  # one slice, or a contiguous run of slices
 
 
@@ -119,7 +120,7 @@ def find_volumes(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             else:
                 notes.append(f"skipped {path}: not an .h5 file")
         else:
-            raise IreconError("no such file or folder", path)
+            raise IreconError(missing_problem(path), path)
     if not files:
         raise IreconError(f"no .h5 files among {', '.join(str(p) for p in given)}")
     return files, notes
@@ -266,16 +267,27 @@ def open_h5(path: Path) -> Iterator[h5py.File]:
     if path.is_dir():
         raise IreconError("is a folder, not an .h5 file", path)
     if not path.exists():
-        raise IreconError("no such file", path)
+        raise IreconError(missing_problem(path, "file"), path)
     try:
         hf = h5py.File(path, "r")
-    except OSError:
-        raise IreconError(UNREADABLE, path) from None
+    except OSError as err:
+        raise IreconError(open_problem(err), path) from None
     try:
         with hf:
             yield hf
     except (OSError, KeyError, RuntimeError):
         raise IreconError(READ_FAILED, path) from None
+
+
+def open_problem(err: OSError) -> str:
+    """What h5py failing to open a file means: another process holds its lock (a writer), or it is unreadable.
+
+    HDF5 locks a file it writes; a reader then fails with ``unable to lock file`` (EAGAIN), and the
+    file is most likely good, only not finished.
+    """
+    if isinstance(err, BlockingIOError) or "unable to lock file" in str(err):
+        return LOCKED
+    return UNREADABLE
 
 
 def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:

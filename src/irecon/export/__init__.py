@@ -21,6 +21,7 @@ _HOMES = {
     "output_paths": "irecon.export.run",
     "quantise": "irecon.export.dicom",
     "read_export_volume": "irecon.export.run",
+    "refuse_existing_outputs": "irecon.export.run",
     "write_dicom_series": "irecon.export.dicom",
     "write_nifti": "irecon.export.nifti",
 }

@@ -26,6 +26,7 @@ from pydicom.uid import (
 from irecon.data.header import ORIENTATION_UNKNOWN, Geometry, ScanParameters
 from irecon.export.folders import atomic_folder
 from irecon.export.images import check_images
+from irecon.text import shorten
 
 MAX_STORED = 65535
 IDENTITY_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -60,7 +61,7 @@ class SeriesInfo:
         if not self.model:
             return f"fastMRI {self.dataset}"
         parts = [f"irecon {self.model}"]
-        if self.checkpoint:
+        if self.checkpoint and Path(self.checkpoint).name not in self.model:  # "tiny-2d from best.pt" names it
             parts.append(Path(self.checkpoint).name)
         if self.acceleration:
             parts.append(f"R{self.acceleration}")
@@ -124,7 +125,8 @@ def write_dicom_series(
 ) -> Path:
     """Write ``images`` (slices, rows, columns) as ``folder/IM0001.dcm`` ... and return ``folder``.
 
-    Slice k sits at ``(0, 0, k * slice_spacing)`` with identity orientation. The folder appears
+    Identity orientation; the volume is centred on the origin (slice k at ``(k - (slices - 1) / 2) *
+    slice_spacing``), as a NIfTI export without orientation is. The folder appears
     atomically; an existing one is refused unless ``overwrite``. Raises IreconError.
     """
     folder = Path(folder)
@@ -139,7 +141,7 @@ def write_dicom_series(
     width = max(4, len(str(volume.shape[0])))
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         for index in range(volume.shape[0]):
-            dataset = _slice_dataset(shared, index, geometry, quantised.pixels[index])
+            dataset = _slice_dataset(shared, index, geometry, quantised.pixels[index], volume.shape[0])
             path = tmp / f"IM{index + 1:0{width}d}.dcm"
             with open(path, "wb") as handle:
                 dcmwrite(handle, dataset, enforce_file_format=True)
@@ -218,15 +220,24 @@ def _series_dataset(
     return ds
 
 
-def _slice_dataset(shared: Dataset, index: int, geometry: Geometry, pixels: np.ndarray) -> Dataset:
-    """One slice's file: the shared attributes plus its UID, position, number and pixels."""
+def _slice_dataset(shared: Dataset, index: int, geometry: Geometry, pixels: np.ndarray, slices: int) -> Dataset:
+    """One slice's file: the shared attributes plus its UID, position, number and pixels.
+
+    The volume's centre is at the origin, where a NIfTI without orientation (codes 0) puts its
+    centre too, so both exports of a volume place every voxel at the same point.
+    """
     ds = Dataset()
     ds.update(shared)
     sop_uid = generate_uid()
     ds.SOPInstanceUID = sop_uid
     ds.InstanceNumber = index + 1
-    location = index * geometry.slice_spacing
-    ds.ImagePositionPatient = [_ds(0.0), _ds(0.0), _ds(location)]
+    rows, columns = pixels.shape
+    location = (index - (slices - 1) / 2) * geometry.slice_spacing
+    ds.ImagePositionPatient = [
+        _ds(-(columns - 1) / 2 * geometry.column_spacing),
+        _ds(-(rows - 1) / 2 * geometry.row_spacing),
+        _ds(location),
+    ]
     ds.SliceLocation = _ds(location)
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
     meta = FileMetaDataset()
@@ -241,7 +252,7 @@ def _slice_dataset(shared: Dataset, index: int, geometry: Geometry, pixels: np.n
 def _series_description(info: SeriesInfo, geometry: Geometry) -> str:
     """The provenance label, cut so an orientation warning still fits in 64 characters."""
     suffix = _ORIENTATION_SUFFIX if ORIENTATION_UNKNOWN in geometry.assumptions else ""
-    return _clean(info.label())[: _LO - len(suffix)] + suffix
+    return shorten(_clean(info.label()), _LO - len(suffix)) + suffix
 
 
 def _image_comments(geometry: Geometry) -> str:
@@ -250,7 +261,7 @@ def _image_comments(geometry: Geometry) -> str:
     if ORIENTATION_UNKNOWN in geometry.assumptions:
         notes.append(
             "Orientation and position are unknown (the fastMRI header has none); identity "
-            "orientation and slice positions 0, spacing, 2*spacing, ... are assumed."
+            "orientation and a volume centred on the origin, slices one spacing apart, are assumed."
         )
     notes.extend(f"Geometry: {a}." for a in geometry.assumptions if a != ORIENTATION_UNKNOWN)
     return " ".join(notes)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from irecon.errors import IreconError
+from irecon.text import shorten
 
 
 def check_images(images: np.ndarray, source: str | Path | None = None) -> np.ndarray:
@@ -32,6 +33,6 @@ def check_images(images: np.ndarray, source: str | Path | None = None) -> np.nda
 
 
 def ascii_text(text: str, limit: int) -> str:
-    """``text`` with non-printable and non-ASCII characters replaced by ``?``, cut to ``limit``."""
+    """``text`` with non-printable and non-ASCII characters replaced by ``?``, cut at a word to ``limit``."""
     cleaned = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
-    return cleaned[:limit]
+    return shorten(cleaned, limit)

@@ -76,12 +76,7 @@ def export_volume(
     geometry = geometry_from_header(header_xml, source)
     scan = scan_parameters_from_header(header_xml, source)
     check_writable_folder(out_dir)
-    targets = output_paths(out_dir, stem, formats)
-    for fmt, target in zip(formats, targets, strict=True):
-        if fmt == "dicom":
-            refuse_existing_folder(target, overwrite)
-        elif target.exists() and not overwrite:
-            raise IreconError(EXISTS_MESSAGE, target)
+    targets = refuse_existing_outputs(out_dir, stem, formats, overwrite)
     written = []
     for fmt, target in zip(formats, targets, strict=True):
         if fmt == "nifti":
@@ -105,6 +100,17 @@ def export_volume(
             )
         written.append(target)
     return written
+
+
+def refuse_existing_outputs(out_dir: str | Path, stem: str, formats: Sequence[str], overwrite: bool) -> list[Path]:
+    """The :func:`output_paths` of volume ``stem``; IreconError for one that exists, unless ``overwrite``."""
+    targets = output_paths(out_dir, stem, formats)
+    for fmt, target in zip(formats, targets, strict=True):
+        if fmt == "dicom":
+            refuse_existing_folder(target, overwrite)
+        elif target.exists() and not overwrite:
+            raise IreconError(EXISTS_MESSAGE, target)
+    return targets
 
 
 def export_reconstruction(options: ExportOptions) -> ExportResult:

@@ -24,12 +24,28 @@ from irecon.models.presets import PRESETS, preset
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to a temporary file beside ``path``, fsync it, then rename over ``path``.
 
-    A crash at any moment leaves either the previous file or the new one, never a torn file.
+    A crash at any moment leaves either the previous file or the new one, never a torn file. A write
+    that fails (a full disk) is an IreconError naming ``path``, never torch's zip-writer RuntimeError.
     """
     path = Path(path)
     payload = {**payload, "irecon_version": __version__, "torch_version": str(torch.__version__)}
     with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            with open(tmp, "wb") as handle:  # a Python file: its OSError stays visible behind torch's
+                torch.save(payload, handle)
+        except RuntimeError as err:
+            cause = _os_error(err)
+            if cause is None:  # not a failed write: a bug, shown as such
+                raise
+            raise cause from None
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind an exception (torch reports a failed write as RuntimeError), if any."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from irecon.data.header import geometry_from_header
+from irecon.data.volumes import open_h5
 from irecon.errors import IreconError
 from irecon.figures import save_png
 from irecon.files import EXISTS_MESSAGE, atomic_write
@@ -29,11 +31,8 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
 
 def read_header(source: Path) -> bytes | None:
     """The input's ``ismrmrd_header`` XML (None when it has none)."""
-    try:
-        with h5py.File(source, "r") as hf:
-            return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
-    except (OSError, KeyError):
-        raise IreconError("not a readable HDF5 file: its ismrmrd_header could not be read", source) from None
+    with open_h5(source) as hf:
+        return bytes(hf["ismrmrd_header"][()]) if "ismrmrd_header" in hf else None
 
 
 def write_reconstruction(
@@ -64,12 +63,16 @@ def preview_figure(
     result: VolumeResult,
     loaded: LoadedModel,
     options: ReconstructOptions,
+    *,
+    header: bytes | None = None,
+    mask: np.ndarray | None = None,
 ) -> Figure:
     """The middle slice: zero-filled, the reconstruction [, the target and each one's |error|].
 
     ``zero_filled`` is None when the model is zero-filling itself, which then shows once. With a
     target the images share its scale; without one each is on its own. The title names the model,
-    the checkpoint and the mask and gives the whole volume's scores.
+    the checkpoint and the mask and gives the whole volume's scores. ``header`` (the input's ISMRMRD
+    XML) gives the pixel spacing for a scale bar; ``mask`` (per k-space column) is drawn small.
     """
     index = images.shape[0] // 2
     if target is not None:
@@ -92,7 +95,11 @@ def preview_figure(
             *_scores_lines(result, images.shape[0], zero_filled is None),
         ]
     )
-    return preview_plot(pictures, errors, title, top)
+    spacing = None
+    if header is not None:
+        geometry = geometry_from_header(header, name)
+        spacing = None if geometry.spacing_assumed else (geometry.row_spacing, geometry.column_spacing)
+    return preview_plot(pictures, errors, title, top, spacing_mm=spacing, mask=mask)
 
 
 def _mask_text(result: VolumeResult, options: ReconstructOptions) -> str:

@@ -3,7 +3,8 @@
 For every input volume the command writes ``OUT_DIR/<input file name>`` holding one float32 dataset
 ``reconstruction`` of shape ``(slices, h, w)``, centre-cropped to the header's recon size (320x320
 for knee): the format of ``fastmri.utils.save_reconstructions``, which the fastMRI leaderboard and
-``fastmri.evaluate`` read. Each file is written under a temporary name in ``OUT_DIR`` and renamed.
+``fastmri.evaluate`` read. A volume's outputs (every ``formats`` entry) are written into a hidden
+staging folder in ``OUT_DIR`` and renamed into place together: all of them appear, or none do.
 
 Masks follow the i-RIM / fastMRI evaluation protocol: a test-style file (one with a ``mask``
 dataset) uses its own mask; any other file gets a mask of ``mask_type``/``acceleration``/
@@ -46,8 +47,8 @@ from irecon.data.datasets import Volume, load_volume
 from irecon.data.volumes import find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError
-from irecon.export import SeriesInfo, export_volume
-from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_folder, write_json
+from irecon.export import SeriesInfo, export_volume, refuse_existing_outputs
+from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_folder, staged_outputs, write_json
 from irecon.inference import reconstruct_volume, score_prediction
 from irecon.models.checkpoint import LoadedModel, load_model
 from irecon.models.onnx_runtime import load_onnx_model
@@ -80,6 +81,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     files, notes = find_volumes(options.inputs)
+    _check_names(files)
     device = resolve_device(options.device)
     loaded = (
         load_model(options.checkpoint, options.model, device)
@@ -91,6 +93,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         _check_coils(files, loaded, options.checkpoint)
     else:
         _check_virtual_coils(files, virtual, options.checkpoint)
+    new_folders = _missing_folders(options)
     json_path, out_dir, preview_dir = _prepare_outputs(options)
     report = ReconstructReport(
         model_name=loaded.name,
@@ -121,7 +124,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
                 say(console, f"error: {result.error}")
             elif plain_progress:
                 seconds = time.perf_counter() - started
-                say(console, f"reconstructed {number}/{len(files)} {path.name} in {seconds:.1f} s")
+                say(console, _progress_line(result, number, len(files), seconds))
             say(console, *(f"warning: {warning}" for warning in result.warnings))
             progress.advance(volumes_task)
             _free_memory(device)
@@ -130,6 +133,9 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
             write_json(json_path, report.to_dict())
         except IreconError as err:
             report.json_error = str(err)
+    for folder in new_folders:  # a folder this run created and left empty (every volume failed) goes
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     return report
 
 
@@ -194,23 +200,38 @@ class _Run:
         exports = [f for f in self.options.formats if f != "h5"]
         if exports and header is None:
             raise IreconError("has no ismrmrd_header to take the NIfTI/DICOM geometry from", path)
-        if "h5" in self.options.formats:
-            write_reconstruction(output, images.numpy(), header, self.loaded, self.options)
-            result.output = output
-        if exports:
-            result.exports = export_volume(
-                images.numpy(),
-                header,
-                self.out_dir,
-                path.stem,
-                exports,
-                self.series,
-                self.options.overwrite,
-                series_number=len(self.names),
-            )
+        refuse_existing_outputs(self.out_dir, path.stem, exports, self.options.overwrite)
+        staged: list[Path] = []
+        with staged_outputs(self.out_dir) as staging:  # every format of the volume, or none of them
+            if "h5" in self.options.formats:
+                write_reconstruction(staging.area / output.name, images.numpy(), header, self.loaded, self.options)
+            if exports:
+                staged = export_volume(
+                    images.numpy(),
+                    header,
+                    staging.area,
+                    path.stem,
+                    exports,
+                    self.series,
+                    self.options.overwrite,
+                    series_number=len(self.names),
+                )
+            staging.commit(self.options.overwrite)
+            result.exports = [staging.final(p) for p in staged]
+        result.output = output if "h5" in self.options.formats else None
         if preview is not None:
             shown_zero_filled = None if self.model_is_zero_filled else zero_filled
-            figure = preview_figure(path.name, images, shown_zero_filled, target, result, self.loaded, self.options)
+            figure = preview_figure(
+                path.name,
+                images,
+                shown_zero_filled,
+                target,
+                result,
+                self.loaded,
+                self.options,
+                header=header,
+                mask=volume.mask.reshape(-1).cpu().numpy(),
+            )
             try:
                 write_preview(preview, figure)
             except IreconError as err:
@@ -272,6 +293,15 @@ class _Run:
         return reconstruct_volume(self.zero_filled, volume, batch_size=self.options.batch_size, device=self.device)
 
 
+def _progress_line(result: VolumeResult, number: int, total: int, seconds: float) -> str:
+    """'reconstructed 1/2 x.h5 in 0.9 s (model 0.46 s; ...): where its outputs went'."""
+    written = [p for p in (result.output, *result.exports, result.preview) if p is not None]
+    return (
+        f"reconstructed {number}/{total} {result.input.name} in {seconds:.1f} s (model {result.seconds or 0:.2f} s, "
+        f"the table's time; the rest is reading, scoring and writing): {', '.join(map(str, written))}"
+    )
+
+
 def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> None:
     sampled = int(volume.mask.sum().item())
     result.slices = int(volume.kspace.shape[0])
@@ -280,6 +310,19 @@ def _describe_volume(result: VolumeResult, volume: Volume, seconds: float) -> No
     result.acceleration = volume.mask.shape[-1] / sampled if sampled else None
     result.has_target = volume.target is not None
     result.seconds = seconds
+
+
+def _check_names(files: Sequence[Path]) -> None:
+    """Outputs are named after their input: two inputs of one name are refused before any work."""
+    first: dict[str, Path] = {}
+    for path in files:
+        earlier = first.setdefault(path.name, path)
+        if earlier != path:
+            raise IreconError(
+                f"another input has the same file name ({earlier}); outputs are named after the "
+                "input file, so reconstruct them into different «out_dir» folders",
+                path,
+            )
 
 
 def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | Path | None) -> None:
@@ -300,7 +343,7 @@ def _check_coils(files: Sequence[Path], loaded: LoadedModel, checkpoint: str | P
             others.append(info)
     if not others:
         return
-    names = ", ".join(f"{info.path.name} ({plural(info.num_coils, 'coil')})" for info in others[:_NAMES_SHOWN])
+    names = ", ".join(f"{info.path} ({plural(info.num_coils, 'coil')})" for info in others[:_NAMES_SHOWN])
     if len(others) > _NAMES_SHOWN:
         names += ", ..."
     takes = "single-coil k-space" if config.coils == 1 else f"{config.coils}-coil k-space"
@@ -375,6 +418,19 @@ def _prepare_outputs(options: ReconstructOptions) -> tuple[Path | None, Path, Pa
     out_dir = check_writable_folder(options.out_dir)
     preview_dir = None if options.preview_dir is None else check_writable_folder(options.preview_dir)
     return json_path, out_dir, preview_dir
+
+
+def _missing_folders(options: ReconstructOptions) -> list[Path]:
+    """The output and preview folders (and folders above them) that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for folder in [options.out_dir, options.preview_dir]:
+        if folder is None:
+            continue
+        for candidate in (Path(folder), *Path(folder).parents):
+            if candidate.exists():
+                break
+            missing.append(candidate)
+    return sorted(set(missing), key=lambda f: len(f.parts), reverse=True)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,8 @@ on the mean loss over its steps, the i-RIM and U-Net on their one output.
 What a run guarantees:
 
 * every option and every input file is checked before ``RUN_DIR`` is created or anything written;
+* one process owns ``RUN_DIR`` for the whole run (rank 0 holds its lock): a second run into it is
+  refused with the holder's pid, host and start time;
 * ``last.pt`` (every ``checkpoint_every`` steps and after each epoch) and ``best.pt`` (the epoch with
   the highest mean validation SSIM) are written atomically and load with ``weights_only=True``;
 * ``--resume`` continues exactly where the run stopped (seeded sampler order, seeded masks, the
@@ -53,11 +55,12 @@ from irecon.training.curve import training_curve
 from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
 from irecon.training.optim import adam_summary, build_optimizer, gather_state, is_sharded, load_state
 from irecon.training.options import TrainOptions
-from irecon.training.plan import Plan, prepare
+from irecon.training.plan import Plan, own_run_folder, prepare
 from irecon.training.report import (
     Outcome,
     TrainResult,
     epoch_line,
+    loss_text,
     progress_bar,
     start_line,
     volume_progress,
@@ -70,8 +73,14 @@ from irecon.training.runtime import (
     process_group,
     reset_peak_memory,
 )
+from irecon.training.state import (
+    CheckpointNotWritten,
+    not_written,
+    resume_command,
+    set_rng_state,
+    training_payload,
+)
 from irecon.training.state import Progress as RunProgress
-from irecon.training.state import make_run_dir, resume_command, set_rng_state, training_payload
 from irecon.training.tracking import Tracker, require_tensorboard
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
@@ -96,19 +105,17 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
         require_tensorboard()
     if options.threads is not None:
         torch.set_num_threads(options.threads)
-    with process_group(world, plan.device):
-        if world.is_main:
-            make_run_dir(options)
-        world.barrier()
+    with process_group(world, plan.device), own_run_folder(options, plan, world):
         console = (console or Console()) if world.is_main else Console(quiet=True)
         trainer = Trainer(options, plan, world, console)
-        try:
-            with StopSignals() as signals:
+        with StopSignals() as signals:  # also while the loader shuts down: a second Ctrl-C ends at once
+            signals.on_second = trainer.second_interrupt_line
+            try:
                 result = trainer.run(signals, started)
-        finally:
-            trainer.feed.close()
-            if trainer.tracker is not None:
-                trainer.tracker.close()
+            finally:
+                trainer.feed.close()
+                if trainer.tracker is not None:
+                    trainer.tracker.close()
         world.barrier()  # every rank returns once rank 0 has written the last checkpoint
         return result
 
@@ -132,6 +139,8 @@ class Trainer:
         self.bad_in_a_row = 0
         self.started = now()
         self.earlier_wall_time = 0.0  # wall time of the launches before a resume
+        self.saved_step: int | None = None  # the global step last.pt holds
+        self.in_step = False  # whether a step is under way (not yet counted in global_step)
         if plan.resume is not None:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
@@ -164,6 +173,8 @@ class Trainer:
                 break
             try:
                 stopped_early = self._train_epoch(signals)
+            except CheckpointNotWritten:
+                raise
             except IreconError:  # a bad slice met mid-epoch (maybe on this rank only): keep the work done so far
                 self._save("last.pt", every_rank=False)
                 raise
@@ -172,6 +183,18 @@ class Trainer:
                 break
             self._finish_epoch()
         return self._result(outcome, started)
+
+    def second_interrupt_line(self) -> str:
+        """What a second Ctrl-C leaves behind: whether the step in progress reached last.pt."""
+        step, saved = self.progress.global_step + (1 if self.in_step else 0), self.saved_step
+        if saved is None:
+            kept = "no checkpoint was written (there is no last.pt yet)"
+        elif saved == step:
+            kept = f"last.pt holds step {step}"
+        else:
+            kept = f"no checkpoint was written for step {step}; last.pt holds step {saved}"
+        command = resume_command(self.options, self.world.size)
+        return f"interrupted again: stopped at once; {kept}" + ("" if saved is None else f"; resume with: {command}")
 
     def _announce(self) -> None:
         if self.progress.epoch >= self.options.epochs:
@@ -207,20 +230,22 @@ class Trainer:
                 total=total,
                 completed=self.progress.epoch_position,
                 epoch=self._epoch_label(),
-                loss=math.nan,
+                loss=loss_text(self._epoch_loss()),
                 speed=0.0,
                 memory="",
             )
             for batch in batches:
+                self.in_step = True
                 loss, count = self._step(batch)
                 slices += count
                 self._account(loss, count)
+                self.in_step = False
                 if self.tracker is not None:
                     lr = self.optimizer.param_groups[0]["lr"]
                     peak = peak_memory_bytes(self.device)
                     self.tracker.step(self.progress.global_step, loss, lr, self.bad_steps, self.feed.stats, peak)
                 speed = slices / max(time.perf_counter() - tick, 1e-9)
-                bar.update(task, advance=1, loss=self._epoch_loss(), memory=self._peak_memory(), speed=speed)
+                bar.update(task, advance=1, loss=loss_text(self._epoch_loss()), memory=self._peak_memory(), speed=speed)
                 if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
                     logged = time.perf_counter()
                     self._say(
@@ -321,7 +346,10 @@ class Trainer:
         if record["best"]:
             self.progress.best_ssim, self.progress.best_epoch = record["val_ssim"], record["epoch"]
         self._save(*(("best.pt", "last.pt") if record["best"] else ("last.pt",)))
-        self._write_reports()
+        try:
+            self._write_reports()
+        except IreconError as err:
+            raise not_written(err, self.saved_step, resume_command(self.options, self.world.size)) from None
         if self.tracker is not None:
             zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
             self.tracker.epoch(record, self.model, zero, self.device)
@@ -398,8 +426,12 @@ class Trainer:
                 losses,
                 self._total_wall_time(),
             )
-            for name in names:
-                save_checkpoint(self.options.out / name, payload)
+            try:
+                for name in names:
+                    save_checkpoint(self.options.out / name, payload)
+            except IreconError as err:
+                raise not_written(err, self.saved_step, resume_command(self.options, self.world.size)) from None
+        self.saved_step = self.progress.global_step
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
@@ -407,6 +439,7 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload.get("rng", {}), self.device)
         self.progress = RunProgress.from_payload(payload, self.world.rank, self.world.size)
+        self.saved_step = self.progress.global_step
         self.earlier_wall_time = float(payload.get("wall_time_s") or 0.0)
 
     def _write_reports(self) -> None:
@@ -414,7 +447,7 @@ class Trainer:
             return
         history, out = self.progress.history, self.options.out
         write_jsonl(out / "metrics.jsonl", history)
-        title = f"{self.options.model} ({self.plan.config.describe()}), run {out}"
+        title = f"run {out.resolve().name}: {self.options.model} ({self.plan.config.describe()})"
         save_png(
             training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
         )

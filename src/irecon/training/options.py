@@ -115,7 +115,9 @@ class TrainOptions:
         if missing:
             names = [option(name) for name in missing]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-            raise IreconError(f"{named} {'is' if len(missing) == 1 else 'are'} needed (or «resume» an earlier run)")
+            raise IreconError(
+                f"{named} {'is' if len(missing) == 1 else 'are'} needed for a new run (or «resume» an earlier one)"
+            )
         for name in (
             "epochs",
             "batch_size",

@@ -7,7 +7,8 @@ the disk untouched when anything is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import contextlib
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -23,7 +24,8 @@ from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig
 from irecon.models.presets import preset
 from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions
-from irecon.training.state import check_run_dir
+from irecon.training.runtime import World
+from irecon.training.state import check_run_dir, own_run_dir
 
 
 @dataclass
@@ -71,19 +73,13 @@ def prepare(
     )
     first = train_set.volumes[0]
     check_batching(train_set.volumes, options)
-    val_set = MRIDataset(
-        val_files,
-        options.val_mask_spec,
-        train=False,
-        challenge=first.challenge,
-        virtual_coils=options.virtual_coils,
-    )
-    check_validation(val_set.volumes, first.num_coils, options.virtual_coils)
+    val_set = MRIDataset(val_files, options.val_mask_spec, train=False, virtual_coils=options.virtual_coils)
+    check_validation(val_set.volumes, first, options.virtual_coils)
     check_loss_size(train_set.volumes, options.loss)
     coils = first.num_coils if options.virtual_coils is None else options.virtual_coils
     config = preset(options.model, coils=coils, **options.model_overrides())
     model = build_seeded(config, options)
-    resume = check_run_dir(options, config, [p.name for p in train_files], world_size)
+    resume = check_run_dir(options, config, [p.name for p in train_files], world_size, [p.name for p in val_files])
     return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume)
 
 
@@ -145,14 +141,23 @@ def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None
         raise IreconError(f"training targets differ in size ({sizes}); use «batch_size» 1")
 
 
-def check_validation(volumes: Sequence[VolumeInfo], coils: int, virtual_coils: int | None = None) -> None:
-    """Every validation volume has a target and the training data's coil count (any, when compressing)."""
+def check_validation(volumes: Sequence[VolumeInfo], training: VolumeInfo, virtual_coils: int | None = None) -> None:
+    """Every validation volume has a target, the training data's challenge and (unless coils are compressed to
+    ``virtual_coils``) its coil count (``training``: the first training volume)."""
     for info in volumes:
         if info.target_key is None:
             raise IreconError("validation file has no target to score against", info.path)
-        if virtual_coils is None and info.num_coils != coils:
+        if info.challenge != training.challenge:
             raise IreconError(
-                f"validation file has {info.num_coils} coils but the training data has {coils}", info.path
+                f"validation file is {info.challenge} but the training data ({training.path.parent}) is "
+                f"{training.challenge}; validate on files of the training data's challenge",
+                info.path,
+            )
+        if virtual_coils is None and info.num_coils != training.num_coils:
+            raise IreconError(
+                f"validation file has {info.num_coils} coils but the training data ({training.path.parent}) has "
+                f"{training.num_coils}",
+                info.path,
             )
 
 
@@ -174,3 +179,23 @@ def build_seeded(config: ModelConfig, options: TrainOptions) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
         return config.build(memory_free=options.memory_free)
+
+
+@contextlib.contextmanager
+def own_run_folder(options: TrainOptions, plan: Plan, world: World) -> Iterator[None]:
+    """Rank 0 creates and owns ``RUN_DIR`` (its lock) for the block; every rank learns whether it could.
+
+    Under the lock rank 0 re-reads ``last.pt`` for a resume: it may be newer than the plan's.
+    """
+    with contextlib.ExitStack() as stack:
+        refused: IreconError | None = None
+        if world.is_main:
+            names = [v.path.name for v in plan.train_set.volumes], [v.path.name for v in plan.val_infos]
+            try:
+                plan.resume = stack.enter_context(own_run_dir(options, plan.config, names[0], world.size, names[1]))
+            except IreconError as err:
+                refused = err
+        owned = torch.tensor([0 if refused else 1], device=plan.device)
+        if not int(world.all_reduce(owned, torch.distributed.ReduceOp.MIN)):
+            raise refused or IreconError("process 0 could not take the run folder (see its error)", options.out)
+        yield

@@ -126,12 +126,17 @@ def progress_bar(console: Console, visible: bool) -> Progress:
     return text.progress_bar(
         console,
         "epoch {task.fields[epoch]}",
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[loss]}"),
         TextColumn("{task.fields[speed]:.1f} slices/s"),
         TextColumn("{task.fields[memory]}"),
         visible=visible,
         transient=True,
     )
+
+
+def loss_text(loss: float) -> str:
+    """The bar's loss field: nothing until a step has given a finite loss (never 'loss nan')."""
+    return f"loss {loss:.4f}" if math.isfinite(loss) else "loss -"
 
 
 def volume_progress(console: Console, label: str, log_every: float, shown: bool) -> Callable[[int, int], None]:

@@ -7,7 +7,7 @@ import resource
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -84,11 +84,15 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
 class StopSignals:
     """SIGINT/SIGTERM set a flag the loop checks after each step; a second signal stops at once.
 
-    Handlers can only be installed in the main thread; elsewhere the signals keep their defaults.
+    At the second signal ``on_second`` (if set) gives one line for stderr, and the process ends
+    there with the signal's exit status, running no clean-up or ``atexit`` handlers (which a third
+    Ctrl-C would interrupt with a traceback). Handlers can only be installed in the main thread;
+    elsewhere the signals keep their defaults.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.on_second: Callable[[], str] | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopSignals":
@@ -102,6 +106,9 @@ class StopSignals:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and self.on_second is not None:
+            os.write(sys.stderr.fileno(), (self.on_second() + "\n").encode())
+            os._exit(EXIT_CODES[signum])
         if self.signum is not None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)

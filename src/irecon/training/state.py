@@ -3,15 +3,17 @@
 The payload is plain values and tensors (``torch.load(weights_only=True)`` reads it): the model
 config and weights (what any command needs), the optimiser state (``torch.optim.Adam``'s format,
 also when it was sharded), the scheduler and RNG states, the run's :class:`Progress` with every
-rank's epoch loss so far, its options, the training file names and the world size. A resumed run
-must keep the options in :data:`RESUME_FIXED`, the model config and the training files; it may
-change the world size at an epoch's end.
+rank's epoch loss so far, its options, the training and validation file names and the world size.
+A resumed run must keep the options in :data:`RESUME_FIXED`, the model config, the training files
+and the validation files (the zero-filled scores and ``best.pt`` were chosen on them); it may change
+the world size at an epoch's end. One process at a time owns a run folder (:func:`own_run_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +21,15 @@ import torch
 from torch import Tensor
 
 from irecon.errors import IreconError, option
-from irecon.files import check_writable_folder, os_errors
+from irecon.files import check_writable_folder, exclusive_lock, os_errors
 from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig, config_from_dict
 from irecon.training.options import TrainOptions
 
 CHECKPOINTS = ("last.pt", "best.pt")
 REPORTS = ("metrics.jsonl", "training_curve.png")
+LOCK_FILE = ".irecon-train.lock"
+BUSY = "is in use by another irecon train ({holder}); wait for it to end or choose another «out»"
 # Options that decide the batches, masks and learning rates: a resumed run must keep them.
 RESUME_FIXED = (
     "batch_size",
@@ -118,6 +122,7 @@ def training_payload(
         "options": options.to_dict(),
         "virtual_coils": options.virtual_coils,
         "train_files": [v.path.name for v in plan.train_set.volumes],
+        "val_files": [v.path.name for v in plan.val_infos],
         "world_size": len(epoch_loss_ranks),
         "wall_time_s": wall_time_s,
         "time_budget_s": options.time_budget_s,
@@ -140,7 +145,11 @@ def set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
 
 
 def check_run_dir(
-    options: TrainOptions, config: ModelConfig, train_files: list[str], world_size: int
+    options: TrainOptions,
+    config: ModelConfig,
+    train_files: list[str],
+    world_size: int,
+    val_files: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Refuse to clobber checkpoints; with --resume, load last.pt and check it fits this run."""
     out = options.out
@@ -152,7 +161,7 @@ def check_run_dir(
         if not (out / "last.pt").is_file():
             raise IreconError("«resume»: no last.pt to resume from", out)
         payload = load_checkpoint(out / "last.pt")
-        check_resumable(payload, options, config, train_files, world_size)
+        check_resumable(payload, options, config, train_files, world_size, val_files)
         return payload
     if has_checkpoints and not options.overwrite:
         raise IreconError(
@@ -163,9 +172,17 @@ def check_run_dir(
 
 
 def check_resumable(
-    payload: dict[str, Any], options: TrainOptions, config: ModelConfig, train_files: list[str], world_size: int
+    payload: dict[str, Any],
+    options: TrainOptions,
+    config: ModelConfig,
+    train_files: list[str],
+    world_size: int,
+    val_files: list[str] | None = None,
 ) -> None:
-    """The checkpoint's model, fixed options, files and (mid-epoch) world size must match this run."""
+    """The checkpoint's model, fixed options, files and (mid-epoch) world size must match this run.
+
+    Validation files are compared when both the checkpoint and the caller name them.
+    """
     path = options.out / "last.pt"
     if "options" not in payload or "global_step" not in payload:
         raise IreconError("not a training checkpoint (no options/progress); cannot resume", path)
@@ -178,16 +195,47 @@ def check_resumable(
         raise IreconError(f"cannot resume with different training options: {option_diff}", path)
     if payload.get("train_files") != train_files:
         raise IreconError("cannot resume: the training files differ from the ones the run started with", path)
+    saved_val = payload.get("val_files")
+    if val_files is not None and saved_val is not None and saved_val != val_files:
+        raise IreconError(
+            f"cannot resume with other validation files ({_files_text(val_files)} now, "
+            f"{_files_text(saved_val)} in the checkpoint): its zero-filled scores and best.pt were chosen on "
+            "those; resume with the run's «val_dir», or start a new run in another «out»",
+            path,
+        )
     if payload.get("world_size", 1) != world_size and payload.get("epoch_position", 0):
         raise IreconError(
             f"cannot resume mid-epoch with {world_size} processes; the run used {payload.get('world_size')}", path
         )
 
 
+def _files_text(names: Sequence[str]) -> str:
+    """'a.h5, b.h5' or 'a.h5, b.h5, ... (7 files)' for a message."""
+    shown = ", ".join(names[:2])
+    return f"{shown}, ... ({len(names)} files)" if len(names) > 2 else shown
+
+
 def differences(saved: dict[str, Any], now: dict[str, Any], keys: Sequence[str]) -> str:
     """'name: saved (checkpoint) vs now' for every key whose value changed, joined by '; '."""
     changed = [k for k in keys if saved.get(k) != now.get(k)]
     return "; ".join(f"{option(k)} {saved.get(k)} in the checkpoint vs {now.get(k)} now" for k in changed)
+
+
+@contextlib.contextmanager
+def own_run_dir(
+    options: TrainOptions, config: ModelConfig, train_files: list[str], world_size: int, val_files: list[str]
+) -> Iterator[dict[str, Any] | None]:
+    """Create RUN_DIR and hold its lock (:data:`LOCK_FILE`) for the block; a second run is refused.
+
+    Under the lock the folder is checked again (another run may have written it since the plan was
+    made) and cleared for ``--overwrite``; yields the ``last.pt`` payload to resume from, or None.
+    """
+    with os_errors(options.out):
+        options.out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(options.out / LOCK_FILE, BUSY):
+        resume = check_run_dir(options, config, train_files, world_size, val_files)
+        make_run_dir(options)
+        yield resume
 
 
 def make_run_dir(options: TrainOptions) -> None:
@@ -197,6 +245,19 @@ def make_run_dir(options: TrainOptions) -> None:
         if options.overwrite:
             for name in CHECKPOINTS + REPORTS:
                 (options.out / name).unlink(missing_ok=True)
+
+
+class CheckpointNotWritten(IreconError):
+    """A checkpoint or report could not be written (a full disk): the files already there stand."""
+
+
+def not_written(err: IreconError, saved_step: int | None, command: str) -> CheckpointNotWritten:
+    """``err`` (a failed write) with what is left on disk and how to go on once there is room."""
+    if saved_step is None:
+        kept = "no checkpoint was written yet: free some space, then start the run again"
+    else:
+        kept = f"last.pt still holds step {saved_step}: free some space, then resume with: {command}"
+    return CheckpointNotWritten(f"{err.problem}; {kept}", err.path)
 
 
 def resume_command(options: TrainOptions, world_size: int = 1) -> str:
