@@ -157,6 +157,21 @@ def _default(name: str) -> Any:
     metavar="SECONDS",
     help="Seconds between plain progress lines when the output is not a terminal (logs, nohup).",
 )
+@click.option(
+    "--fit-memory",
+    default=_default("fit_memory"),
+    metavar="SIZE",
+    help="Let the planner choose --fit (T, the batch size or the 3-D slab) as the largest whose training step "
+    "fits SIZE (22GiB, 400MiB; auto: 90% of the free memory), with the device's measured margin; prints the "
+    "choice and the predicted peak, then measures the first steps.",
+)
+@click.option(
+    "--fit",
+    type=click.Choice(["steps", "batch", "slab"]),
+    default=_default("fit"),
+    show_default=True,
+    help="What --fit-memory chooses.",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 

@@ -47,6 +47,8 @@ from irecon.losses import ImageLoss
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
 from irecon.physics import center_crop
+from irecon.planning.fit import MemoryFit
+from irecon.planning.runs import StepWatch
 from irecon.text import human_bytes
 from irecon.training.curve import training_curve
 from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
@@ -74,6 +76,8 @@ from irecon.training.state import Progress as RunProgress
 from irecon.training.state import make_run_dir, resume_command, set_rng_state, training_payload
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
+
+FIT_WATCH_STEPS = 3  # --fit-memory: the first steps measured with the device's meter
 
 
 def now() -> float:
@@ -130,6 +134,7 @@ class Trainer:
         if plan.resume is not None:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
+        self.watch = StepWatch(self.device, steps=0 if plan.memory_fit is None or plan.resume else FIT_WATCH_STEPS)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP with the gradients as views into its all-reduce buckets: no second copy of them."""
@@ -175,6 +180,8 @@ class Trainer:
         adam = adam_summary(
             self.model.parameters(), self.world.size, is_sharded(self.optimizer), self.options.shard_optimizer
         )
+        if self.plan.memory_fit is not None and self.plan.resume is None:
+            self._say(MemoryFit(**self.plan.memory_fit).line())
         self._say(start_line(self.options, self.plan, self.progress.epoch, self.world.size, self.feed.workers, adam))
 
     def _train_epoch(self, signals: StopSignals) -> Outcome | None:
@@ -232,20 +239,44 @@ class Trainer:
         mask = batch.mask.to(self.device, non_blocking=True)
         target = batch.target.to(self.device, non_blocking=True)
         max_value = batch.max_value.to(self.device, torch.float32)
+        with self.watch.step(self.model, self.optimizer, self.loss_fn, kspace, mask, target, max_value):
+            loss, finite = self._forward_backward(kspace, mask, target, max_value)
+        if self.watch.done and self.watch.left == 0:
+            self.watch.left = -1
+            self._say(self._watch_line())
+        slices = slice_count(target)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._count_bad_step()
+            return math.nan, slices
+        self.bad_in_a_row = 0
+        return float(loss.detach()), slices
+
+    def _forward_backward(
+        self, kspace: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """Forward, loss, backward and, when every rank's loss and gradients are finite, the Adam step."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
             estimates = self.network(kspace, mask)
             losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
             loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        slices = slice_count(target)
-        if not self._finite_step(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._count_bad_step()
-            return math.nan, slices
-        self.bad_in_a_row = 0
-        self.optimizer.step()
-        return float(loss.detach()), slices
+        finite = self._finite_step(loss)
+        if finite:
+            self.optimizer.step()
+        return loss, finite
+
+    def _watch_line(self) -> str:
+        """The measured peak of the first steps against the plan (``--fit-memory``)."""
+        fit = self.plan.memory_fit or {}
+        peak = max(self.watch.peaks)
+        verdict = "within" if peak <= fit["budget_bytes"] else "OVER"
+        return (
+            f"memory check: measured peak {human_bytes(peak)} over the first {len(self.watch.peaks)} steps "
+            f"({self.watch.method}), {verdict} the budget {human_bytes(fit['budget_bytes'])}; "
+            f"predicted {human_bytes(fit['predicted_bytes'])}"
+        )
 
     def _finite_step(self, loss: torch.Tensor) -> bool:
         """Whether the loss and every gradient are finite on every rank."""
@@ -324,10 +355,25 @@ class Trainer:
             "time_budget_s": self.options.time_budget_s,
             "peak_memory_bytes": peak_memory_bytes(self.device),
             "peak_memory_kind": peak_memory_kind(self.device),
+            **self._fit_record(),
             "best": math.isfinite(val["ssim"]) and (best is None or val["ssim"] > best),
         }
         self.progress.history.append(record)
         return record
+
+    def _fit_record(self) -> dict[str, Any]:
+        """The planner's choice and prediction, and the measured peak of the watched steps (``--fit-memory``)."""
+        fit = self.plan.memory_fit
+        if fit is None:
+            return {}
+        return {
+            "fit": fit["what"],
+            "fit_value": fit["value"],
+            "fit_budget_bytes": fit["budget_bytes"],
+            "fit_predicted_peak_bytes": fit["predicted_bytes"],
+            "fit_measured_peak_bytes": max(self.watch.peaks) if self.watch.peaks else None,
+            "fit_measured_method": self.watch.method or None,
+        }
 
     def _epoch_loss(self) -> float:
         total, count = self.progress.epoch_loss

@@ -25,7 +25,8 @@ class TrainOptions:
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
     ``shared_weights``) replace the preset's values when set. Validation uses the first
-    acceleration / center-fraction pair.
+    acceleration / center-fraction pair. ``fit_memory`` (``22GiB`` or ``auto``) lets the planner
+    choose ``fit`` (the time steps T, the batch size or the 3-D slab) as the largest that fits.
     """
 
     train_dir: Path | None
@@ -63,6 +64,8 @@ class TrainOptions:
     threads: int | None = None
     scan: bool = True
     log_every: float = 30.0
+    fit_memory: str | None = None
+    fit: str = "steps"
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):

@@ -20,16 +20,24 @@ from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.losses import LOSSES, SSIM_WINDOW
+from irecon.memory.budget import parse_bytes
 from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig
 from irecon.models.presets import preset
+from irecon.planning.fit import MemoryFit
+from irecon.planning.runs import fit_training
 from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions, flag
 from irecon.training.state import check_run_dir
+
+FIT_FIELDS = {"steps": "steps", "batch": "batch_size", "slab": "slab"}  # --fit: the option the planner sets
 
 
 @dataclass
 class Plan:
-    """The checked inputs of a run; ``resume`` is the payload of the ``last.pt`` to continue from."""
+    """The checked inputs of a run; ``resume`` is the payload of the ``last.pt`` to continue from.
+
+    ``memory_fit`` is the planner's choice under ``--fit-memory`` (:class:`irecon.planning.fit.MemoryFit` as a dict).
+    """
 
     train_set: MRIDataset
     val_infos: list[VolumeInfo]
@@ -38,6 +46,7 @@ class Plan:
     device: torch.device
     slab: int
     resume: dict[str, Any] | None
+    memory_fit: dict[str, Any] | None = None
 
 
 def prepare(
@@ -74,10 +83,51 @@ def prepare(
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, challenge=first.challenge)
     check_validation(val_set.volumes, first.num_coils)
     check_loss_size(train_set.volumes, options.loss)
+    memory_fit = None
+    if options.fit_memory is not None and not options.resume:
+        options, memory_fit = fit_to_memory(options, train_set, device, world_size)
+        if options.slab is not None and options.slab != slab:
+            slab = options.slab
+            train_set = MRIDataset(
+                train_files,
+                options.mask_spec,
+                train=True,
+                resolution=options.train_resolution,
+                slab=slab,
+                seed=options.seed,
+            )
     config = preset(options.model, coils=first.num_coils, **options.model_overrides())
     model = build_seeded(config, options)
     resume = check_run_dir(options, config, [p.name for p in train_files], world_size)
-    return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume)
+    fit_record = memory_fit.to_dict() if memory_fit is not None else (resume or {}).get("memory_fit")
+    return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume, fit_record)
+
+
+def fit_to_memory(
+    options: TrainOptions, train_set: MRIDataset, device: torch.device, world_size: int
+) -> tuple[TrainOptions, MemoryFit]:
+    """The options with ``--fit`` (T, the batch size or the slab) set to the largest that fits ``--fit-memory``."""
+    if world_size > 1:
+        raise IreconError("--fit-memory plans one process; under torchrun pass the T or batch it chose on one GPU")
+    field = FIT_FIELDS[options.fit]
+    given = getattr(options, field)
+    if given is not None and not (field == "batch_size" and given == 1):
+        raise IreconError(f"--fit {options.fit} chooses --{flag(field)}; leave --{flag(field)} out or --fit-memory off")
+    fit = fit_training(
+        options.fit,
+        options.fit_memory or "",
+        options.model or "",
+        options.model_overrides(),
+        train_set.volumes,
+        batch=options.batch_size,
+        slab=train_set.slab,
+        resolution=options.train_resolution,
+        loss=options.loss,
+        memory_free=options.memory_free,
+        items=len(train_set),
+        device=device,
+    )
+    return replace(options, **{field: fit.value}), fit
 
 
 def resumed_options(options: TrainOptions, given: Collection[str] | None) -> TrainOptions:
@@ -127,6 +177,10 @@ def check_options(options: TrainOptions) -> None:
     if options.resume and options.overwrite:
         raise IreconError("--resume and --overwrite contradict each other; pass one of them")
     options.mask_spec.validate()
+    if options.fit not in FIT_FIELDS:
+        raise IreconError(f"--fit must be one of {', '.join(FIT_FIELDS)}, got {options.fit!r}")
+    if options.fit_memory is not None and options.fit_memory.strip().lower() != "auto":
+        parse_bytes(options.fit_memory)
 
 
 def base_config(options: TrainOptions) -> ModelConfig:
