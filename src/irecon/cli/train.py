@@ -52,8 +52,8 @@ def _default(name: str) -> Any:
     type=int,
     default=_default("train_resolution"),
     metavar="H W",
-    help="Crop/pad training k-space in image space (official i-RIM: 368 368); needed for "
-    "batches > 1 of differently sized volumes.  [default: native size]",
+    help="Crop/pad training k-space in image space (official i-RIM: 368 368).  [default: native size; "
+    "volumes of different sizes are batched apart]",
 )
 @click.option(
     "--accelerations",

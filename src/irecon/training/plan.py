@@ -79,7 +79,6 @@ def prepare(
         seed=options.seed,
     )
     first = train_set.volumes[0]
-    check_batching(train_set.volumes, options)
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, challenge=first.challenge)
     check_validation(val_set.volumes, first.num_coils)
     check_loss_size(train_set.volumes, options.loss)
@@ -200,23 +199,6 @@ def resolve_slab(slab: int | None, dims: int) -> int:
     if slab < 2:
         raise IreconError(f"--slab must be at least 2 for a 3-D preset, got {slab}")
     return slab
-
-
-def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None:
-    """Batches of more than one sample need one k-space size (after --train-resolution) and one target size."""
-    if options.batch_size == 1:
-        return
-    kspace_sizes = {v.kspace_shape for v in volumes}
-    if options.train_resolution is None and len(kspace_sizes) > 1:
-        sizes = ", ".join(f"{h}x{w}" for h, w in sorted(kspace_sizes))
-        raise IreconError(
-            f"training volumes differ in k-space size ({sizes}); --batch-size {options.batch_size} "
-            "needs --train-resolution H W (the official i-RIM uses 368 368) or --batch-size 1"
-        )
-    target_sizes = {v.target_shape for v in volumes}
-    if len(target_sizes) > 1:
-        sizes = ", ".join(f"{h}x{w}" for h, w in sorted(target_sizes))
-        raise IreconError(f"training targets differ in size ({sizes}); use --batch-size 1")
 
 
 def check_validation(volumes: Sequence[VolumeInfo], coils: int) -> None:
