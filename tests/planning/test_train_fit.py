@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from irecon.cli import main
 from tests.helpers.training import load
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 BUDGET = "960KiB"  # between tiny-2d's (2 layers per step) predicted peaks at T=1 and T=2 on this data
 

@@ -18,7 +18,11 @@ OUTPUT_FORMATS = ("h5", "nifti", "dicom")
 
 @dataclass(frozen=True)
 class ReconstructOptions:
-    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults."""
+    """Everything ``irecon reconstruct`` takes; the defaults are the command's defaults.
+
+    ``max_memory`` (``2GiB`` or ``auto``): the planner picks, per volume size, whole volumes or
+    overlapping slabs (3-D models) and the slice batch up to ``batch_size`` (2-D) that fit it.
+    """
 
     inputs: Sequence[str | Path]
     out_dir: str | Path
@@ -34,6 +38,7 @@ class ReconstructOptions:
     json_path: str | Path | None = None
     preview_dir: str | Path | None = None
     formats: Sequence[str] = ("h5",)
+    max_memory: str | None = None
 
     @property
     def mask_spec(self) -> "MaskSpec":
