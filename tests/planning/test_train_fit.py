@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from irecon.cli import main
-from tests.helpers.training import load
+from tests.helpers.training import load, write_checkpoint_dir
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
@@ -53,3 +53,10 @@ def test_fit_memory_mistakes_are_one_line_and_write_nothing(data: Path, tmp_path
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(problem), result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_earlier_run_is_refused_before_the_planner_runs(data: Path, tmp_path: Path) -> None:
+    out = write_checkpoint_dir(tmp_path)
+    result = train_cli(data, out, "--fit-memory", "1GiB")
+    assert result.exit_code == 1
+    assert "holds checkpoints of an earlier run" in result.output and "memory plan" not in result.output

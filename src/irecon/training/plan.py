@@ -84,6 +84,7 @@ def prepare(
     check_loss_size(train_set.volumes, options.loss)
     memory_fit = None
     if options.fit_memory is not None and not options.resume:
+        check_run_dir(options, base_config(options), [p.name for p in train_files], world_size)  # before planning
         options, memory_fit = fit_to_memory(options, train_set, device, world_size)
         if options.slab is not None and options.slab != slab:
             slab = options.slab
