@@ -10,8 +10,11 @@ Writes OUT/report.md and OUT/report.json (plus the bench-memory JSON records it 
 4. the planner (meta) for the same settings and both CPU meters for T = 1 and 4 (one mini-batch), as
    ratios to the CUDA peak;
 5. a bf16-autocast training step on CUDA;
-6. synth -> train -> reconstruct of a tiny model through the real CLI on CUDA.
-Always, and alone without CUDA: the planner against the CPU storage tracker on a small size.
+6. synth -> train -> reconstruct of a tiny model through the real CLI on CUDA;
+7. --fit-memory's promise on CUDA: paper-2d 320 x 320 under 400 MiB, the planner's deepest T measured
+   with ``max_memory_allocated`` (and T + 1), the planner's margin on a real GPU.
+Always, and alone without CUDA: the planner against the CPU storage tracker on a small size, and
+--fit-memory's promise on the CPU at a tiny size (the allocator meter's margin).
 Exit status 1 when a check fails; a check that cannot pass or fail (a ratio) is reported only.
 """
 
@@ -40,6 +43,8 @@ from irecon.bench.sweep import run_bench
 from irecon.files import check_writable_folder, write_bytes, write_json
 from irecon.losses import mean_mse
 from irecon.models.presets import preset
+from irecon.planning.fit import find_fit
+from irecon.planning.peaks import InputShape, measured_peaks, planned_peak
 
 MIB = 2**20
 DEADLINE_S = 7.5 * 60  # sections that would start later are reported as not run
@@ -105,6 +110,41 @@ def planner_against_tracker() -> Check:
     check.summary = (
         f"{len(cpu)} settings: planner {'equals' if equal else 'DIFFERS FROM'} the tracker to the byte; "
         f"allocator >= tracker: {'yes' if allocator_above else 'NO'}"
+    )
+    return check
+
+
+def fit_memory(device: str) -> Check:
+    """--fit-memory's promise: the planner's deepest T measured on the device stays within the budget.
+
+    CUDA: paper-2d 320 x 320 under 400 MiB, the margin being what ``max_memory_allocated`` sees beyond
+    the planner (cuDNN/cuBLAS workspaces); the CPU: tiny-2d 32 x 24 under 2 MiB, the allocator's margin.
+    """
+    on_cuda = device.startswith("cuda")
+    model, shape, budget = (
+        ("paper-2d", InputShape(1, 1, 320, 320, (320, 320)), 400 * MIB)
+        if on_cuda
+        else ("tiny-2d", InputShape(1, 1, 32, 24, (16, 16)), 2 * MIB)
+    )
+    check = Check(
+        f"fit_memory_{'cuda' if on_cuda else 'cpu'}", f"--fit-memory on {device}: {model}, {shape.describe()}"
+    )
+    target = torch.device(device)
+    fit = find_fit("steps", lambda t: preset(model, steps=t), lambda _: shape, (budget, "given"), 100, target)
+    measured = {
+        t: max(measured_peaks(preset(model, steps=t), shape, target, repeats=3)) for t in (fit.value, fit.value + 1)
+    }
+    check.columns = ["T", "planner (MiB)", "margin (MiB)", "predicted (MiB)", "measured (MiB)", "budget (MiB)"]
+    for t, peak in measured.items():
+        planned = planned_peak(preset(model, steps=t), shape)
+        check.rows.append(
+            [t, _mib(planned), _mib(fit.margin_bytes), _mib(planned + fit.margin_bytes), _mib(peak), _mib(budget)]
+        )
+    check.passed = measured[fit.value] <= budget and fit.next_bytes is not None and fit.next_bytes > budget
+    check.summary = (
+        f"T={fit.value} measured {_mib(measured[fit.value])} MiB within {_mib(budget)} MiB: "
+        f"{'yes' if measured[fit.value] <= budget else 'NO'}; T={fit.value + 1} measured "
+        f"{_mib(measured[fit.value + 1])} MiB; margin {_mib(fit.margin_bytes)} MiB ({fit.margin_method})"
     )
     return check
 
@@ -413,11 +453,15 @@ def main() -> int:
     checks: list[Check] = []
     if not cuda:
         print(
-            "gpu_check: CUDA is not available; running the CPU part only (planner against the CPU tracker)", flush=True
+            "gpu_check: CUDA is not available; running the CPU part only (planner against the CPU tracker, "
+            "--fit-memory at a tiny size)",
+            flush=True,
         )
     run_check(checks, started, "planner_vs_cpu_tracker", planner_against_tracker)
+    run_check(checks, started, "fit_memory_cpu", lambda: fit_memory("cpu"))
     if cuda:
         device = "cuda"
+        run_check(checks, started, "fit_memory_cuda", lambda: fit_memory(device))
         run_check(checks, started, "cuda_tests", lambda: cuda_tests(out))
         run_check(checks, started, "gradients_float64", lambda: gradients_float64(device))
         records: list[Measurement] = []

@@ -32,6 +32,8 @@ TINY = [
     (r"--batches \d+", "--batches 1 --timing-batches 1"),
     (r"--steps( \d+)+", "--steps 1 2"),
     (r"--budget (\S+)", r"--budget \1 --max-steps 3"),
+    (r"--fit-memory \S+", "--fit-memory 2MiB"),
+    (r"--max-memory \S+", "--max-memory 2MiB"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +27,9 @@ class ImageLoss(nn.Module):
         self.ssim = SSIMLoss(win_size=SSIM_WINDOW)
 
     def forward(self, estimate: Tensor, target: Tensor, max_value: Tensor) -> Tensor:
-        with torch.autocast(estimate.device.type, enabled=False):
+        device_type = estimate.device.type
+        available = torch.amp.is_autocast_available(device_type)  # not on meta (the planner's shapes-only runs)
+        with torch.autocast(device_type, enabled=False) if available else contextlib.nullcontext():
             if estimate.dim() == 4:
                 max_value = max_value.repeat_interleave(estimate.shape[1])
             estimate = estimate.float().reshape(-1, 1, *estimate.shape[-2:])

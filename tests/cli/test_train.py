@@ -85,7 +85,6 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(
         ("slab with 2-D", "needs a 3-D preset"),
         ("impossible mask", "center fraction 0.3 with acceleration 4"),
         ("mask pairs", "2 center fractions 0.08,0.04 but 1 acceleration 4"),
-        ("sizes differ", "needs --train-resolution H W"),
         ("existing run dir", "pass --resume to continue it or --overwrite"),
         ("resume without run", "no last.pt to resume from"),
         ("resume and overwrite", "contradict"),
@@ -117,11 +116,6 @@ def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Pa
         args += ["--center-fractions", "0.3", "--accelerations", "4"]
     elif case == "mask pairs":
         args += ["--accelerations", "4"]
-    elif case == "sizes differ":
-        mixed = tmp_path / "mixed"
-        synthesize(mixed, split="train", volumes=1, seed=5, **SIZES)
-        synthesize(mixed, split="train", volumes=1, seed=6, slices=3, kspace_size=(40, 24), recon_size=(16, 16))
-        args[0] = str(mixed)
     elif case == "existing run dir":
         out = write_checkpoint_dir(tmp_path)
         args[6] = str(out)

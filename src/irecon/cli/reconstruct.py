@@ -74,6 +74,13 @@ def _default(name: str) -> Any:
     show_default=True,
     help="Slices per forward pass of a 2-D model (3-D models take the whole volume).",
 )
+@click.option(
+    "--max-memory",
+    default=_default("max_memory"),
+    metavar="SIZE",
+    help="Memory the model may use (2GiB; auto: 90% of the free memory): the planner runs whole volumes "
+    "when they fit, else overlapping slabs (3-D models) or smaller slice batches (2-D), and says which.",
+)
 @device_option
 @threads_option
 @click.option("--overwrite", is_flag=True, help="Replace existing output, preview and JSON files.")

@@ -64,8 +64,8 @@ def _default(name: str) -> Any:
     type=int,
     default=_default("train_resolution"),
     metavar="H W",
-    help="Crop/pad training k-space in image space (official i-RIM: 368 368); needed for "
-    "batches > 1 of differently sized volumes.  [default: native size]",
+    help="Crop/pad training k-space in image space (official i-RIM: 368 368).  [default: native size; "
+    "volumes of different sizes are batched apart]",
 )
 @click.option(
     "--accelerations",
@@ -198,6 +198,21 @@ def _default(name: str) -> Any:
     show_default=True,
     help="Write TensorBoard event files to RUN_DIR/tensorboard: per-step loss, lr, throughput, memory; "
     "per-epoch scores and a validation slice (needs pip install 'irecon[tensorboard]').",
+)
+@click.option(
+    "--fit-memory",
+    default=_default("fit_memory"),
+    metavar="SIZE",
+    help="Let the planner choose --fit (T, the batch size or the 3-D slab) as the largest whose training step "
+    "fits SIZE (22GiB, 400MiB; auto: 90% of the free memory), with the device's measured margin; prints the "
+    "choice and the predicted peak, then measures the first steps.",
+)
+@click.option(
+    "--fit",
+    type=click.Choice(["steps", "batch", "slab"]),
+    default=_default("fit"),
+    show_default=True,
+    help="What --fit-memory chooses.",
 )
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.

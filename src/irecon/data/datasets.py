@@ -216,8 +216,8 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
     Call :meth:`set_epoch` before each training epoch, or ask for :meth:`item` ``(index, epoch)``:
     DataLoader workers see a new :meth:`set_epoch` only when they are re-created, while ``item``
     needs no state. Each process keeps one read-only HDF5 handle per file it has read (opened on
-    first use, see :meth:`close`). Volumes of different sizes can only share a batch after
-    ``resolution`` makes them one size.
+    first use, see :meth:`close`). Items of different sizes (:meth:`size_of`) cannot share a
+    batch: the training loader batches each size apart, or ``resolution`` makes them one size.
     """
 
     def __init__(
@@ -317,6 +317,11 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
             fname=info.path.name,
             slice_index=int(start),
         )
+
+    def size_of(self, index: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        """(k-space size after ``resolution``, target size) of item ``index``: items batch together when equal."""
+        info = self._volumes[self._items[index][0]]
+        return (self.resolution or info.kspace_shape), info.target_shape
 
     def close(self) -> None:
         """Close the HDF5 files this process opened; later items open them again."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irecon.errors import IreconError
-from irecon.values import check_count, check_device_name, check_threads
+from irecon.values import check_count, check_device_name, check_threads, parse_bytes
 
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
@@ -25,6 +25,8 @@ class ReconstructOptions:
 
     ``onnx`` is a file from ``irecon export-model --format onnx``, run with onnxruntime instead of
     a checkpoint's torch model.
+    ``max_memory`` (``2GiB`` or ``auto``): the planner picks, per volume size, whole volumes or
+    overlapping slabs (3-D models) and the slice batch up to ``batch_size`` (2-D) that fit it.
     """
 
     inputs: Sequence[str | Path]
@@ -44,6 +46,7 @@ class ReconstructOptions:
     virtual_coils: int | None = None
     """Compress each volume's coils to N virtual coils; None: what the checkpoint was trained with, if any."""
     onnx: str | Path | None = None
+    max_memory: str | None = None
 
     @property
     def mask_spec(self) -> "MaskSpec":
@@ -65,3 +68,5 @@ class ReconstructOptions:
         check_count("batch_size", self.batch_size)
         if self.onnx is not None and (self.checkpoint is not None or self.model is not None):
             raise IreconError("«onnx» runs the exported model on its own; leave out «checkpoint» and «model»")
+        if self.max_memory is not None and self.max_memory.strip().lower() != "auto":
+            parse_bytes(self.max_memory)

@@ -45,6 +45,8 @@ class VolumeResult:
     exports: list[Path] = field(default_factory=list)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    ran_as: str | None = None
+    memory_fit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The volume's record in the ``--json`` report (schema in docs/formats.md)."""
@@ -63,6 +65,7 @@ class VolumeResult:
             "exports": [str(p) for p in self.exports],
             "error": self.error,
             "warnings": list(self.warnings),
+            **({"ran_as": self.ran_as, "memory_fit": self.memory_fit} if self.ran_as is not None else {}),
         }
 
 

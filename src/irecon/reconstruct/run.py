@@ -49,11 +49,13 @@ from irecon.device import resolve_device
 from irecon.errors import IreconError
 from irecon.export import SeriesInfo, export_volume, refuse_existing_outputs
 from irecon.files import EXISTS_MESSAGE, check_writable_file, check_writable_folder, staged_outputs, write_json
-from irecon.inference import reconstruct_volume, score_prediction
+from irecon.inference import reconstruct_slabs, reconstruct_volume, score_prediction, slab_overlap, slab_starts
 from irecon.models.checkpoint import LoadedModel, load_model
 from irecon.models.onnx_runtime import load_onnx_model
 from irecon.models.presets import preset
 from irecon.physics import common_crop
+from irecon.planning.fit import MemoryFit, resolve_budget
+from irecon.planning.runs import fit_inference
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.outputs import (
     preview_figure,
@@ -63,7 +65,7 @@ from irecon.reconstruct.outputs import (
     write_reconstruction,
 )
 from irecon.reconstruct.report import ReconstructReport, VolumeResult
-from irecon.text import plural, progress_bar, say
+from irecon.text import human_bytes, plural, progress_bar, say
 
 # Models whose channel count is fixed by the coil count they were built for.
 _NAMES_SHOWN = 3
@@ -94,6 +96,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     else:
         _check_virtual_coils(files, virtual, options.checkpoint)
     new_folders = _missing_folders(options)
+    budget = None if options.max_memory is None else resolve_budget(options.max_memory, device)
     json_path, out_dir, preview_dir = _prepare_outputs(options)
     report = ReconstructReport(
         model_name=loaded.name,
@@ -109,7 +112,7 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     say(console, *(f"note: {note}" for note in notes))
     plain_progress = console is not None and not console.is_terminal
     with _cudnn_benchmark_off(), progress_bar(console, "{task.description}") as progress:
-        run = _Run(options, loaded, device, out_dir, preview_dir, progress, virtual)
+        run = _Run(options, loaded, device, out_dir, preview_dir, progress, virtual, budget)
         volumes_task = progress.add_task("volumes", total=len(files))
         for number, path in enumerate(files, start=1):
             started = time.perf_counter()
@@ -120,6 +123,8 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
                     console,
                     f"note: {path}: no mask dataset; its mask is its non-zero k-space lines ({result.sampled_lines} sampled)",
                 )
+            if result.error is None and result.ran_as is not None:
+                say(console, f"{path.name}: {result.ran_as}")
             if result.error is not None:
                 say(console, f"error: {result.error}")
             elif plain_progress:
@@ -151,9 +156,13 @@ class _Run:
         preview_dir: Path | None,
         progress: Progress,
         virtual_coils: int | None = None,
+        budget: tuple[int, str] | None = None,
     ) -> None:
         self.options = options
         self.virtual_coils = virtual_coils
+        self.budget = budget
+        self.fits: dict[tuple[int, ...], MemoryFit] = {}
+        self.ran_as: tuple[str, MemoryFit] | None = None
         self.loaded = loaded
         self.device = device
         self.out_dir = out_dir
@@ -185,9 +194,12 @@ class _Run:
         """Fill ``result`` step by step, so that a failure leaves what was written recorded."""
         output = self._output_path(path)
         volume = load_volume(path, self.options.mask_spec, virtual_coils=self.virtual_coils)
+        fit = self._memory_fit(volume)
         start = time.perf_counter()
-        images = self._run_model(volume)
+        images = self._run_model(volume, fit)
         _describe_volume(result, volume, time.perf_counter() - start)
+        if self.ran_as is not None:
+            result.ran_as, result.memory_fit = self.ran_as[0], self.ran_as[1].to_dict()
         preview = self._preview_path(path, result)
         needs_zero_filled = volume.target is not None or (preview is not None and not self.model_is_zero_filled)
         zero_filled = self._zero_filled(volume, images) if needs_zero_filled else None
@@ -267,24 +279,53 @@ class _Run:
             return None
         return preview
 
-    def _run_model(self, volume: Volume) -> Tensor:
-        """(S, h, w) magnitudes: 2-D models in batches of ``batch_size`` slices, 3-D models at once."""
+    def _run_model(self, volume: Volume, fit: MemoryFit | None) -> Tensor:
+        """(S, h, w) magnitudes: 2-D models in batches of ``batch_size`` (or the fit's) slices, 3-D models at once or in the fit's slabs."""
         model, slices = self.loaded.model, volume.kspace.shape[0]
         task = self.progress.add_task(f"  {volume.info.path.name}", total=slices)
         try:
             if getattr(model, "dims", 2) == 3:
-                images = reconstruct_volume(model, volume, device=self.device)
+                if fit is not None and fit.value < slices:
+                    images = reconstruct_slabs(model, volume, fit.value, device=self.device)
+                else:
+                    images = reconstruct_volume(model, volume, device=self.device)
                 self.progress.advance(task, slices)
                 return images
             parts = []
-            for begin in range(0, slices, self.options.batch_size):
-                chunk = volume._replace(kspace=volume.kspace[begin : begin + self.options.batch_size])
+            batch = self.options.batch_size if fit is None else fit.value
+            for begin in range(0, slices, batch):
+                chunk = volume._replace(kspace=volume.kspace[begin : begin + batch])
                 size = chunk.kspace.shape[0]
                 parts.append(reconstruct_volume(model, chunk, batch_size=size, device=self.device))
                 self.progress.advance(task, size)
             return torch.cat(parts)
         finally:
             self.progress.remove_task(task)
+
+    def _memory_fit(self, volume: Volume) -> MemoryFit | None:
+        """Under ``--max-memory``: the planner's slab (3-D) or slice batch (2-D) for this volume's size, and how it runs."""
+        self.ran_as = None
+        config, slices = self.loaded.config, int(volume.kspace.shape[0])
+        if self.budget is None or not config.learned:
+            return None
+        largest = slices if config.dims == 3 else min(self.options.batch_size, slices)
+        key = (slices if config.dims == 3 else largest, volume.info.num_coils, *volume.info.kspace_shape)
+        if key not in self.fits:
+            self.fits[key] = fit_inference(config, volume.info, self.budget, largest, self.device)
+        fit = self.fits[key]
+        if config.dims == 2:
+            how = f"batches of {plural(fit.value, 'slice')}"
+        elif fit.value >= slices:
+            how = "whole volume"
+        else:
+            starts = slab_starts(slices, fit.value, slab_overlap(fit.value))
+            how = (
+                f"{plural(len(starts), 'slab')} of {fit.value} slices (overlap {slab_overlap(fit.value)}, linear ramps)"
+            )
+        predicted = f"predicted peak {human_bytes(fit.predicted_bytes)}"
+        measured = "" if fit.verified_bytes is None else f", measured {human_bytes(fit.verified_bytes)}"
+        self.ran_as = (f"{how}; {predicted}{measured} within {human_bytes(fit.budget_bytes)}", fit)
+        return fit
 
     def _zero_filled(self, volume: Volume, images: Tensor) -> Tensor:
         """Zero-filled magnitudes under the volume's mask (the model's own output if it is zero-filled)."""

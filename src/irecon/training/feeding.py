@@ -3,7 +3,8 @@
 Workers persist across epochs: every item is asked for as ``(epoch, index)``, so a worker started
 in one epoch draws the next epoch's masks and slabs without being told (see
 :meth:`irecon.data.datasets.MRIDataset.item`). The order is ``DistributedSampler``'s (seeded by
-``--seed`` and the epoch) minus the batches already done, so a resumed run sees what the stopped
+``--seed`` and the epoch), batched by size (volumes of different matrix sizes never share a batch),
+minus the batches already done, so a resumed run sees what the stopped
 one would have, with any number of workers. Each batch also carries the seconds it took to make
 (reading and masking its items, collating them), so an epoch reports how fast the loader can go
 beside how fast the model went.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,17 +84,54 @@ def timed_collate(items: list[tuple[Sample, float]]) -> tuple[Sample, float]:
     return batch, sum(seconds for _, seconds in items) + time.perf_counter() - started
 
 
-class EpochOrder(Sampler[tuple[int, int]]):
-    """The keys of the current epoch; set before each pass over the loader."""
+class EpochOrder(Sampler[list[tuple[int, int]]]):
+    """The batches of keys of the current epoch; set before each pass over the loader."""
 
     def __init__(self) -> None:
-        self.keys: list[tuple[int, int]] = []
+        self.batches: list[list[tuple[int, int]]] = []
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(list(self.keys))
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter([list(batch) for batch in self.batches])
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.batches)
+
+    @property
+    def keys(self) -> list[tuple[int, int]]:
+        """Every key of the epoch's remaining batches, in order."""
+        return [key for batch in self.batches for key in batch]
+
+
+def size_batches(indices: Sequence[int], batch_size: int, size_of: Callable[[int], Hashable]) -> list[list[int]]:
+    """The indices in order, in batches of one size: a batch is complete when its size has ``batch_size``
+    items; the incomplete ones follow at the end, in the order their sizes first came.
+
+    With one size this is plain consecutive batching.
+    """
+    open_batches: dict[Hashable, list[int]] = {}
+    batches = []
+    for index in indices:
+        size = size_of(index)
+        batch = open_batches.setdefault(size, [])
+        batch.append(index)
+        if len(batch) == batch_size:
+            batches.append(batch)
+            open_batches[size] = []
+    return batches + [batch for batch in open_batches.values() if batch]
+
+
+def rank_batches(dataset: MRIDataset, batch_size: int, world: World, seed: int, epoch: int) -> list[list[int]]:
+    """This rank's batches of the epoch: ``DistributedSampler``'s order batched by size, as many on every rank.
+
+    A rank with fewer batches than the others (sizes that split unevenly) repeats its first ones.
+    """
+    per_rank = []
+    for rank in range(world.size):
+        sampler = DistributedSampler(dataset, num_replicas=world.size, rank=rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        per_rank.append(size_batches(list(sampler), batch_size, dataset.size_of))
+    mine, most = per_rank[world.rank], max(len(batches) for batches in per_rank)
+    return [mine[i % len(mine)] for i in range(most)]
 
 
 @dataclass
@@ -162,8 +200,7 @@ class TrainFeed:
         self.order = EpochOrder()
         self.loader: DataLoader | None = DataLoader(
             EpochItems(dataset),
-            batch_size=batch_size,
-            sampler=self.order,
+            batch_sampler=self.order,
             num_workers=workers,
             collate_fn=timed_collate,
             pin_memory=device.type == "cuda",
@@ -175,13 +212,10 @@ class TrainFeed:
 
     def epoch(self, epoch: int, position: int) -> tuple[Iterator[Any], int]:
         """The epoch's batches from batch ``position`` on, and the epoch's batch count on this rank."""
-        sampler = DistributedSampler(
-            self.dataset, num_replicas=self.world.size, rank=self.world.rank, shuffle=True, seed=self.seed
-        )
-        sampler.set_epoch(epoch)
-        self.order.keys = [(epoch, i) for i in list(sampler)[position * self.batch_size :]]
+        batches = rank_batches(self.dataset, self.batch_size, self.world, self.seed, epoch)
+        self.order.batches = [[(epoch, i) for i in batch] for batch in batches[position:]]
         self.stats = FeedStats(self.workers)
-        return self._timed(), math.ceil(len(sampler) / self.batch_size)
+        return self._timed(), len(batches)
 
     def _timed(self) -> Iterator[Any]:
         assert self.loader is not None, "the feed is closed"

@@ -1,28 +1,9 @@
 """The training loop: :func:`train` runs epochs of optimisation steps, validates, and writes the run.
 
-The protocol: Adam at 1e-3 halved every 10 epochs, the SSIM loss of ``fastmri.losses.SSIMLoss``
-(data range = the volume's max), masks re-drawn for every sample and epoch, and validation on whole
-volumes with file-name-seeded masks, scored as ``fastmri.evaluate`` scores them. The RIM is trained
-on the mean loss over its steps, the i-RIM and U-Net on their one output.
-
-What a run guarantees:
-
-* every option and every input file is checked before ``RUN_DIR`` is created or anything written;
-* one process owns ``RUN_DIR`` for the whole run (rank 0 holds its lock): a second run into it is
-  refused with the holder's pid, host and start time;
-* ``last.pt`` (every ``checkpoint_every`` steps and after each epoch) and ``best.pt`` (the epoch with
-  the highest mean validation SSIM) are written atomically and load with ``weights_only=True``;
-* ``--resume`` continues exactly where the run stopped (seeded sampler order, seeded masks, the
-  optimiser, scheduler and position within the epoch from ``last.pt``);
-* a step whose loss or gradients are not finite is skipped and counted, so no checkpoint ever holds
-  poisoned weights; ``max_bad_steps`` consecutive ones stop the run with an error;
-* SIGINT/SIGTERM finish the current step, write ``last.pt`` and stop with status 130/143;
-* ``time_budget_s`` is checked after every step and before every epoch, so a launch stops within
-  one step (or one validation, which always runs to its end) of its budget, writing ``last.pt``;
-  the budget counts everything from the loop's start, validation included;
-* under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel; every rank
-  validates its share of the volumes, the score sums are all-reduced, and only rank 0 writes;
-  with ``shard_optimizer`` the Adam state is sharded (see :mod:`irecon.training.optim`).
+Adam at 1e-3 halved every 10 epochs, the SSIM loss (data range = the volume's max), masks re-drawn
+per sample and epoch, validation on whole volumes with file-name-seeded masks. What a run guarantees
+(checks before writing, one owner per run folder, atomic checkpoints, exact resume, no poisoned
+checkpoint, signals, time budget, torchrun) is listed in docs/architecture.md under training.
 """
 
 from __future__ import annotations
@@ -50,7 +31,9 @@ from irecon.losses import ImageLoss
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
 from irecon.physics import center_crop
-from irecon.text import human_bytes, say
+from irecon.planning.fit import MemoryFit
+from irecon.planning.runs import StepWatch
+from irecon.text import say
 from irecon.training.curve import training_curve
 from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
 from irecon.training.optim import adam_summary, build_optimizer, gather_state, is_sharded, load_state
@@ -60,7 +43,10 @@ from irecon.training.report import (
     Outcome,
     TrainResult,
     epoch_line,
+    fit_check_line,
+    fit_record,
     loss_text,
+    peak_memory_text,
     progress_bar,
     start_line,
     volume_progress,
@@ -84,6 +70,8 @@ from irecon.training.state import Progress as RunProgress
 from irecon.training.tracking import Tracker, require_tensorboard
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
+
+FIT_WATCH_STEPS = 3  # --fit-memory: the first steps measured with the device's meter
 
 
 def now() -> float:
@@ -145,6 +133,7 @@ class Trainer:
             self._restore(plan.resume)
         self.network = self._wrap(self.model)
         self.tracker = self._tracker() if options.tensorboard and world.is_main else None
+        self.watch = StepWatch(self.device, steps=0 if plan.memory_fit is None or plan.resume else FIT_WATCH_STEPS)
 
     def _tracker(self) -> Tracker:
         """TensorBoard logging from the next step on, showing the first validation volume."""
@@ -198,12 +187,20 @@ class Trainer:
 
     def _announce(self) -> None:
         if self.progress.epoch >= self.options.epochs:
-            self._say(f"{self.options.out} already holds all {self.options.epochs} epochs; raise «epochs» to go on")
+            say(
+                self.console,
+                f"{self.options.out} already holds all {self.options.epochs} epochs; raise «epochs» to go on",
+            )
             return
         adam = adam_summary(
             self.model.parameters(), self.world.size, is_sharded(self.optimizer), self.options.shard_optimizer
         )
-        self._say(start_line(self.options, self.plan, self.progress.epoch, self.world.size, self.feed.workers, adam))
+        if self.plan.memory_fit is not None and self.plan.resume is None:
+            say(self.console, MemoryFit(**self.plan.memory_fit).line())
+        say(
+            self.console,
+            start_line(self.options, self.plan, self.progress.epoch, self.world.size, self.feed.workers, adam),
+        )
 
     def _stop_reason(self, signals: StopSignals, limits: bool = True) -> Outcome | None:
         """Why the run stops now, if it does: a stop signal on any rank, then (with ``limits``) max_steps,
@@ -245,12 +242,19 @@ class Trainer:
                     peak = peak_memory_bytes(self.device)
                     self.tracker.step(self.progress.global_step, loss, lr, self.bad_steps, self.feed.stats, peak)
                 speed = slices / max(time.perf_counter() - tick, 1e-9)
-                bar.update(task, advance=1, loss=loss_text(self._epoch_loss()), memory=self._peak_memory(), speed=speed)
+                bar.update(
+                    task,
+                    advance=1,
+                    loss=loss_text(self._epoch_loss()),
+                    memory=peak_memory_text(self.device),
+                    speed=speed,
+                )
                 if not self.console.is_terminal and time.perf_counter() - logged >= self.options.log_every:
                     logged = time.perf_counter()
-                    self._say(
+                    say(
+                        self.console,
                         f"epoch {self._epoch_label()} step {self.progress.epoch_position}/{total}  "
-                        f"loss {self._epoch_loss():.4f}  {speed:.1f} slices/s  {self._peak_memory()}"
+                        f"loss {self._epoch_loss():.4f}  {speed:.1f} slices/s  {peak_memory_text(self.device)}",
                     )
                 at_end = self.progress.epoch_position == total
                 stop = self._stop_reason(signals, limits=not at_end)
@@ -272,20 +276,33 @@ class Trainer:
         mask = batch.mask.to(self.device, non_blocking=True)
         target = batch.target.to(self.device, non_blocking=True)
         max_value = batch.max_value.to(self.device, torch.float32)
+        with self.watch.step(self.model, self.optimizer, self.loss_fn, kspace, mask, target, max_value):
+            loss, finite = self._forward_backward(kspace, mask, target, max_value)
+        if self.watch.done and self.watch.left == 0:
+            self.watch.left = -1
+            say(self.console, fit_check_line(self.plan.memory_fit or {}, self.watch))
+        slices = slice_count(target)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._count_bad_step()
+            return math.nan, slices
+        self.bad_in_a_row = 0
+        return float(loss.detach()), slices
+
+    def _forward_backward(
+        self, kspace: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """Forward, loss, backward and, when every rank's loss and gradients are finite, the Adam step."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
             estimates = self.network(kspace, mask)
             losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
             loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        slices = slice_count(target)
-        if not self._finite_step(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._count_bad_step()
-            return math.nan, slices
-        self.bad_in_a_row = 0
-        self.optimizer.step()
-        return float(loss.detach()), slices
+        finite = self._finite_step(loss)
+        if finite:
+            self.optimizer.step()
+        return loss, finite
 
     def _finite_step(self, loss: torch.Tensor) -> bool:
         """Whether the loss and every gradient are finite on every rank."""
@@ -297,7 +314,7 @@ class Trainer:
     def _count_bad_step(self) -> None:
         self.bad_steps += 1
         self.bad_in_a_row += 1
-        self._say(f"skipped step {self.progress.global_step + 1}: non-finite loss or gradient")
+        say(self.console, f"skipped step {self.progress.global_step + 1}: non-finite loss or gradient")
         if self.bad_in_a_row >= self.options.max_bad_steps:
             self._save("last.pt")
             raise IreconError(
@@ -330,7 +347,9 @@ class Trainer:
         """Validate, record, step the scheduler, then write best.pt, last.pt and the reports."""
         lr = self.optimizer.param_groups[0]["lr"]
         volumes = self._my_volumes()
-        progress = self._volume_progress(f"validating epoch {self._epoch_label()}")
+        progress = volume_progress(
+            self.console, self.options.log_every, self.world.is_main, f"validating epoch {self._epoch_label()}"
+        )
         scores = score_model(
             self.model, volumes, self.options.val_mask_spec, self.device, progress, self.options.virtual_coils
         )
@@ -353,7 +372,7 @@ class Trainer:
         if self.tracker is not None:
             zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
             self.tracker.epoch(record, self.model, zero, self.device)
-        self._say(epoch_line(record, self.options.epochs))
+        say(self.console, epoch_line(record, self.options.epochs))
 
     def _record(self, val: dict[str, float], lr: float) -> dict[str, Any]:
         zero = self.progress.zero_filled or {}
@@ -372,6 +391,7 @@ class Trainer:
             "time_budget_s": self.options.time_budget_s,
             "peak_memory_bytes": peak_memory_bytes(self.device),
             "peak_memory_kind": peak_memory_kind(self.device),
+            **fit_record(self.plan.memory_fit, self.watch),
             "best": math.isfinite(val["ssim"]) and (best is None or val["ssim"] > best),
         }
         self.progress.history.append(record)
@@ -393,7 +413,7 @@ class Trainer:
     def _zero_filled_scores(self) -> dict[str, float]:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
         zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
-        progress = self._volume_progress("scoring zero-filled")
+        progress = volume_progress(self.console, self.options.log_every, self.world.is_main, "scoring zero-filled")
         scores = score_model(
             zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress, self.options.virtual_coils
         )
@@ -406,9 +426,10 @@ class Trainer:
         already on disk are kept.
         """
         if is_sharded(self.optimizer) and not every_rank:
-            self._say(
+            say(
+                self.console,
                 f"{', '.join(names)} not rewritten: the sharded optimiser state needs every process; "
-                "the last one stands"
+                "the last one stands",
             )
             return
         optimizer_state = gather_state(self.optimizer, self.world.rank)
@@ -452,18 +473,8 @@ class Trainer:
             training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
         )
 
-    def _volume_progress(self, label: str) -> Any:
-        return volume_progress(self.console, label, self.options.log_every, self.world.is_main)
-
-    def _say(self, line: str) -> None:
-        say(self.console, line)
-
     def _epoch_label(self) -> str:
         return f"{self.progress.epoch + 1}/{self.options.epochs}"
-
-    def _peak_memory(self) -> str:
-        label = "peak" if self.device.type == "cuda" else "RSS"
-        return f"{label} {human_bytes(peak_memory_bytes(self.device))}"
 
     def _result(self, outcome: Outcome, started: float) -> TrainResult:
         progress = self.progress

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irecon.errors import IreconError, option
-from irecon.values import check_count, check_device_name, check_threads
+from irecon.values import check_count, check_device_name, check_threads, parse_bytes
 
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
 MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights")
 DEFAULT_3D_SLAB = 8
+FIT_CHOICES = ("steps", "batch", "slab")  # what --fit-memory may choose
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ class TrainOptions:
     ``shared_weights``) replace the preset's values when set. Validation uses the first
     acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
     before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
-    acceleration / center-fraction pair. ``tensorboard`` writes TensorBoard event files into
+    ``tensorboard`` writes TensorBoard event files into
     ``out/tensorboard`` (needs the ``tensorboard`` extra).
+    ``fit_memory`` (``22GiB`` or ``auto``) lets the planner
+    choose ``fit`` (the time steps T, the batch size or the 3-D slab) as the largest that fits.
     """
 
     train_dir: Path | None
@@ -72,6 +75,8 @@ class TrainOptions:
     log_every: float = 30.0
     virtual_coils: int | None = None
     tensorboard: bool = False
+    fit_memory: str | None = None
+    fit: str = "steps"
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
@@ -145,6 +150,10 @@ class TrainOptions:
         if self.resume and self.overwrite:
             raise IreconError("«resume» and «overwrite» contradict each other; pass one of them")
         self.mask_spec.validate()
+        if self.fit not in FIT_CHOICES:
+            raise IreconError(f"«fit» must be one of {', '.join(FIT_CHOICES)}, got {self.fit!r}")
+        if self.fit_memory is not None and self.fit_memory.strip().lower() != "auto":
+            parse_bytes(self.fit_memory)
 
     def model_overrides(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}

@@ -18,19 +18,26 @@ from torch import nn
 from irecon.data.datasets import MRIDataset
 from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.device import resolve_device
-from irecon.errors import IreconError
+from irecon.errors import IreconError, option
 from irecon.losses import LOSSES, SSIM_WINDOW
 from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig
 from irecon.models.presets import preset
+from irecon.planning.fit import MemoryFit
+from irecon.planning.runs import fit_training
 from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions
 from irecon.training.runtime import World
 from irecon.training.state import check_run_dir, own_run_dir
 
+FIT_FIELDS = {"steps": "steps", "batch": "batch_size", "slab": "slab"}  # --fit: the option the planner sets
+
 
 @dataclass
 class Plan:
-    """The checked inputs of a run; ``resume`` is the payload of the ``last.pt`` to continue from."""
+    """The checked inputs of a run; ``resume`` is the payload of the ``last.pt`` to continue from.
+
+    ``memory_fit`` is the planner's choice under ``--fit-memory`` (:class:`irecon.planning.fit.MemoryFit` as a dict).
+    """
 
     train_set: MRIDataset
     val_infos: list[VolumeInfo]
@@ -39,6 +46,7 @@ class Plan:
     device: torch.device
     slab: int
     resume: dict[str, Any] | None
+    memory_fit: dict[str, Any] | None = None
 
 
 def prepare(
@@ -72,15 +80,57 @@ def prepare(
         virtual_coils=options.virtual_coils,
     )
     first = train_set.volumes[0]
-    check_batching(train_set.volumes, options)
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, virtual_coils=options.virtual_coils)
     check_validation(val_set.volumes, first, options.virtual_coils)
     check_loss_size(train_set.volumes, options.loss)
+    memory_fit = None
+    if options.fit_memory is not None and not options.resume:
+        check_run_dir(options, base_config(options), [p.name for p in train_files], world_size)  # before planning
+        options, memory_fit = fit_to_memory(options, train_set, device, world_size)
+        if options.slab is not None and options.slab != slab:
+            slab = options.slab
+            train_set = MRIDataset(
+                train_files,
+                options.mask_spec,
+                train=True,
+                resolution=options.train_resolution,
+                slab=slab,
+                seed=options.seed,
+                virtual_coils=options.virtual_coils,
+            )
     coils = first.num_coils if options.virtual_coils is None else options.virtual_coils
     config = preset(options.model, coils=coils, **options.model_overrides())
     model = build_seeded(config, options)
     resume = check_run_dir(options, config, [p.name for p in train_files], world_size, [p.name for p in val_files])
-    return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume)
+    fit_record = memory_fit.to_dict() if memory_fit is not None else (resume or {}).get("memory_fit")
+    return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume, fit_record)
+
+
+def fit_to_memory(
+    options: TrainOptions, train_set: MRIDataset, device: torch.device, world_size: int
+) -> tuple[TrainOptions, MemoryFit]:
+    """The options with ``--fit`` (T, the batch size or the slab) set to the largest that fits ``--fit-memory``."""
+    if world_size > 1:
+        raise IreconError("«fit_memory» plans one process; under torchrun pass the T or batch it chose on one GPU")
+    field = FIT_FIELDS[options.fit]
+    given = getattr(options, field)
+    if given is not None and not (field == "batch_size" and given == 1):
+        raise IreconError(f"«fit» {options.fit} chooses {option(field)}; leave {option(field)} out or «fit_memory» off")
+    fit = fit_training(
+        options.fit,
+        options.fit_memory or "",
+        options.model or "",
+        options.model_overrides(),
+        train_set.volumes,
+        batch=options.batch_size,
+        slab=train_set.slab,
+        resolution=options.train_resolution,
+        loss=options.loss,
+        memory_free=options.memory_free,
+        items=len(train_set),
+        device=device,
+    )
+    return replace(options, **{field: fit.value}), fit
 
 
 def resumed_options(options: TrainOptions, given: Collection[str] | None) -> TrainOptions:
@@ -122,23 +172,6 @@ def resolve_slab(slab: int | None, dims: int) -> int:
     if slab < 2:
         raise IreconError(f"«slab» must be at least 2 for a 3-D preset, got {slab}")
     return slab
-
-
-def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None:
-    """Batches of more than one sample need one k-space size (after --train-resolution) and one target size."""
-    if options.batch_size == 1:
-        return
-    kspace_sizes = {v.kspace_shape for v in volumes}
-    if options.train_resolution is None and len(kspace_sizes) > 1:
-        sizes = ", ".join(f"{h}x{w}" for h, w in sorted(kspace_sizes))
-        raise IreconError(
-            f"training volumes differ in k-space size ({sizes}); «batch_size» {options.batch_size} "
-            "needs «train_resolution» H W (the official i-RIM uses 368 368) or «batch_size» 1"
-        )
-    target_sizes = {v.target_shape for v in volumes}
-    if len(target_sizes) > 1:
-        sizes = ", ".join(f"{h}x{w}" for h, w in sorted(target_sizes))
-        raise IreconError(f"training targets differ in size ({sizes}); use «batch_size» 1")
 
 
 def check_validation(volumes: Sequence[VolumeInfo], training: VolumeInfo, virtual_coils: int | None = None) -> None:

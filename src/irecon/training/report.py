@@ -21,8 +21,9 @@ from torch import nn
 
 from irecon import text
 from irecon.models.configs import ModelConfig
-from irecon.text import plural, say
-from irecon.training.runtime import EXIT_CODES
+from irecon.planning.runs import StepWatch
+from irecon.text import human_bytes, plural, say
+from irecon.training.runtime import EXIT_CODES, peak_memory_bytes
 
 # The model waited on the loader for more than this share of an epoch: the epoch line says so.
 SLOW_LOADER_FRACTION = 0.1
@@ -139,7 +140,7 @@ def loss_text(loss: float) -> str:
     return f"loss {loss:.4f}" if math.isfinite(loss) else "loss -"
 
 
-def volume_progress(console: Console, label: str, log_every: float, shown: bool) -> Callable[[int, int], None]:
+def volume_progress(console: Console, log_every: float, shown: bool, label: str) -> Callable[[int, int], None]:
     """A per-volume callback: a transient line on a terminal, plain lines every ``log_every`` s otherwise."""
     started = [time.perf_counter(), time.perf_counter()]
 
@@ -153,3 +154,34 @@ def volume_progress(console: Console, label: str, log_every: float, shown: bool)
             say(console, f"{label}: {done}/{total} volumes ({time.perf_counter() - started[0]:.0f} s)")
 
     return report
+
+
+def fit_check_line(fit: dict[str, Any], watch: StepWatch) -> str:
+    """The measured peak of the first steps against the plan (``--fit-memory``)."""
+    peak = max(watch.peaks)
+    verdict = "within" if peak <= fit["budget_bytes"] else "OVER"
+    return (
+        f"memory check: measured peak {human_bytes(peak)} over the first {len(watch.peaks)} steps "
+        f"({watch.method}), {verdict} the budget {human_bytes(fit['budget_bytes'])}; "
+        f"predicted {human_bytes(fit['predicted_bytes'])}"
+    )
+
+
+def fit_record(fit: dict[str, Any] | None, watch: StepWatch) -> dict[str, Any]:
+    """The planner's choice and prediction, and the measured peak of the watched steps (``--fit-memory``)."""
+    if fit is None:
+        return {}
+    return {
+        "fit": fit["what"],
+        "fit_value": fit["value"],
+        "fit_budget_bytes": fit["budget_bytes"],
+        "fit_predicted_peak_bytes": fit["predicted_bytes"],
+        "fit_measured_peak_bytes": max(watch.peaks) if watch.peaks else None,
+        "fit_measured_method": watch.method or None,
+    }
+
+
+def peak_memory_text(device: torch.device) -> str:
+    """The bar's memory field: the CUDA peak, or the process's peak RSS on the CPU."""
+    label = "peak" if device.type == "cuda" else "RSS"
+    return f"{label} {human_bytes(peak_memory_bytes(device))}"

@@ -126,6 +126,7 @@ def training_payload(
         "world_size": len(epoch_loss_ranks),
         "wall_time_s": wall_time_s,
         "time_budget_s": options.time_budget_s,
+        **({"memory_fit": plan.memory_fit} if getattr(plan, "memory_fit", None) else {}),
     }
 
 

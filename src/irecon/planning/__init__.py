@@ -1,0 +1,1 @@
+"""The memory planner setting runs: shapes-only peaks, the measured margin, and the largest setting that fits."""
