@@ -43,6 +43,11 @@ COMMANDS = {
         "export_command",
         "Export reconstructions (or targets) already written to NIfTI and/or DICOM for viewers.",
     ),
+    "evaluate": (
+        "irecon.cli.evaluate",
+        "evaluate_command",
+        "Score a folder of reconstructions against fastMRI targets (NMSE, PSNR, SSIM as fastmri.evaluate).",
+    ),
     "bench-memory": (
         "irecon.cli.bench",
         "bench_memory",
