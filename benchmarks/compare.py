@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from benchmarks.compare_memory import Sized, size_models
 from matplotlib.figure import Figure
 from rich.console import Console
 
@@ -30,6 +31,7 @@ from irecon.evaluate.options import EvaluateOptions
 from irecon.evaluate.run import evaluate, mean_and_sd
 from irecon.figures import save_png
 from irecon.files import write_bytes, write_json
+from irecon.memory.budget import parse_bytes
 from irecon.metrics import Scores
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
@@ -133,6 +135,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=240, help="optimizer steps per model in table 1")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--time-budget", type=duration, help="wall-clock budget per model for table 2")
+    parser.add_argument(
+        "--memory-budget",
+        type=parse_bytes,
+        help="table 3: each model grown in T to this planned training peak (batch 1), trained for --time-budget",
+    )
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument(
         "--center-fractions", type=float, nargs="+", help="one per acceleration (default 0.08 for 4x, 0.04 for 8x)"
@@ -166,6 +173,8 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("models", "accelerations", "seeds"):
         if len(set(getattr(args, name))) != len(getattr(args, name)):
             raise IreconError(f"--{name} must not repeat a value")
+    if args.memory_budget is not None and args.time_budget is None:
+        raise IreconError("--memory-budget trains every model for the same wall time: give --time-budget too")
     if args.select.resolve() == args.val.resolve():
         raise IreconError("--select must not be the scored folder: the best epoch would be picked on the scores")
     for name in args.models:
@@ -173,8 +182,13 @@ def check_args(args: argparse.Namespace) -> None:
             raise IreconError("zero-filled is always scored; leave it out of --models")
 
 
-def train_options(args: argparse.Namespace, table: str, model: str, seed: int) -> TrainOptions:
-    """The run of ``model`` with ``seed`` for ``table``: it stops after ``--steps`` steps or at ``--time-budget``."""
+def train_options(
+    args: argparse.Namespace, table: str, model: str, seed: int, sized: dict[str, Sized] | None = None
+) -> TrainOptions:
+    """The run of ``model`` with ``seed`` for ``table``: it stops after ``--steps`` steps or at ``--time-budget``.
+
+    The ``memory`` table's runs take the time steps ``sized`` found for the budget.
+    """
     options = TrainOptions(
         args.train,
         args.select,
@@ -188,6 +202,8 @@ def train_options(args: argparse.Namespace, table: str, model: str, seed: int) -
         device=args.device,
         overwrite=args.overwrite,
     )
+    if table == "memory" and sized is not None:
+        return replace(options, time_budget_s=args.time_budget, steps=sized[model].steps)
     if table == "time":
         return replace(options, time_budget_s=args.time_budget)
     return replace(options, max_steps=args.steps)
@@ -328,8 +344,26 @@ def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list
     plans = [("steps", f"same optimizer steps ({args.steps}, batch {args.batch_size})")]
     if args.time_budget is not None:
         plans.append(("time", f"same wall-clock budget ({args.time_budget:.0f} s per model, batch {args.batch_size})"))
+    sized: dict[str, Sized] = {}
+    if args.memory_budget is not None:
+        sized = {s.model: s for s in size_models(args.models, args.memory_budget, args.train)}
+        for s in sized.values():
+            console.print(
+                f"memory: {s.model} with T={s.steps}, {s.parameters:,} parameters, planned training peak "
+                f"{s.planned_peak_bytes / 2**20:.0f} MiB (budget {args.memory_budget / 2**20:.0f} MiB)",
+                markup=False,
+                highlight=False,
+            )
+        plans.append(
+            (
+                "memory",
+                f"same training memory ({args.memory_budget / 2**30:.2f} GiB planned, batch 1) and wall time "
+                f"({args.time_budget:.0f} s per model, batch {args.batch_size})",
+            )
+        )
+    args.sized = sized
     options = {
-        (table, model, seed): train_options(args, table, model, seed)
+        (table, model, seed): train_options(args, table, model, seed, sized)
         for table, _ in plans
         for model in args.models
         for seed in args.seeds
@@ -374,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "center_fractions": args.center_fractions,
             "threads": torch.get_num_threads(),
             "zero_filled": {str(a): s.as_dict() for a, s in zero_filled.items()},
+            "memory_budget_bytes": args.memory_budget,
+            "sized": [s.to_dict() for s in args.sized.values()],
             "tables": [{"name": t.name, "title": t.title, "runs": [r.to_dict() for r in t.runs]} for t in tables],
         },
     )
