@@ -21,7 +21,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from benchmarks.compare_memory import Sized, size_models
 from matplotlib.figure import Figure
 from rich.console import Console
 
@@ -40,6 +39,9 @@ from irecon.reconstruct.run import reconstruct
 from irecon.training.loop import train
 from irecon.training.options import TrainOptions, parse_duration
 from irecon.training.plan import build_seeded
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, run as a script or imported
+from compare_memory import Sized, size_models  # noqa: E402
 
 DEFAULT_MODELS = ("tiny-2d", "tiny-rim", "tiny-unet")
 # fastMRI's pairs; other accelerations need --center-fractions.

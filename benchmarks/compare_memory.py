@@ -45,7 +45,7 @@ def data_shape(train: Path) -> tuple[tuple[int, int], int]:
     return info.kspace_shape, max(1, info.num_coils)
 
 
-def size_models(models: list[str], budget: int, train: Path) -> list[Sized]:
+def size_models(models: list[str], budget: int, train: Path, max_steps: int = MAX_STEPS) -> list[Sized]:
     """Every preset grown in T to the largest that fits ``budget`` bytes of planned training peak (batch 1)."""
     size, coils = data_shape(train)
     options = BenchOptions(size=size, coils=coils, device="meta", batches=1, modes=("train",))
@@ -61,7 +61,7 @@ def size_models(models: list[str], budget: int, train: Path) -> list[Sized]:
         if base.time_steps is None:
             steps, peak = None, planned_peak(base, name, "train", False, options)
         else:
-            steps, peaks = deepest_fit(peak_at, budget, MAX_STEPS)
+            steps, peaks = deepest_fit(peak_at, budget, max_steps)
             if steps == 0:
                 raise IreconError(f"{name} does not fit {budget:,} bytes even with one time step")
             peak = peaks[steps]

@@ -138,3 +138,15 @@ def test_earlier_runs_are_kept_without_overwrite(
     ]
     assert (earlier / "last.pt").read_bytes() == b"earlier run"
     assert not (tmp_path / "out" / "steps" / "tiny-2d").exists()
+
+
+@pytest.mark.slow  # about a dozen shapes-only planner runs
+def test_equal_memory_grows_the_memory_free_irim_far_deeper_than_the_rim(folders: Path) -> None:
+    from compare_memory import size_models
+
+    budget = 8 * 2**20
+    sized = {s.model: s for s in size_models(["tiny-2d", "tiny-rim", "tiny-unet"], budget, folders / "train", 32)}
+    irim, rim, unet = sized["tiny-2d"], sized["tiny-rim"], sized["tiny-unet"]
+    assert irim.memory_free and not rim.memory_free and unet.steps is None
+    assert rim.steps is not None and irim.steps is not None and irim.steps >= 5 * rim.steps >= 5
+    assert max(irim.planned_peak_bytes, rim.planned_peak_bytes, unet.planned_peak_bytes) <= budget
