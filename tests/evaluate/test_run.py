@@ -105,3 +105,15 @@ def test_missing_prediction_or_dataset_is_one_error_and_writes_nothing(folders: 
         evaluate(EvaluateOptions(folders / "predictions", folders / "targets", challenge="knee"))
     with pytest.raises(IreconError, match="is not a folder"):
         evaluate(EvaluateOptions(folders / "nowhere", folders / "targets"))
+
+
+def test_evaluate_gives_reconstructs_own_scores(tmp_path: Path) -> None:
+    from irecon.data.synth import synthesize
+    from irecon.reconstruct.options import ReconstructOptions
+    from irecon.reconstruct.run import reconstruct
+
+    synthesize(tmp_path / "val", split="val", volumes=2, seed=2, kspace_size=(32, 24), recon_size=(16, 16), slices=3)
+    report = reconstruct(ReconstructOptions(inputs=[tmp_path / "val"], out_dir=tmp_path / "recon", model="zero-filled"))
+    result = evaluate(EvaluateOptions(tmp_path / "recon", tmp_path / "val"))
+    assert result.groups[-1].mean == report.mean_metrics()
+    assert {v.acceleration for v in result.volumes} == {"4x"}
