@@ -9,7 +9,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 TWIXTOOLS_SDIST := 0.24
 TWIX_EXAMPLES := .cache/twixtools/twixtools-$(TWIXTOOLS_SDIST)/example_data
 
-.PHONY: install demo test test-fast test-tools lint gpu-check bench clean
+.PHONY: install demo test test-fast test-tools lint gpu-check gpu-compare bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +53,19 @@ gpu-check: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python benchmarks/demo.py
 
+# The paper-size comparison for a GPU: knee-size synthetic data (640x368 k-space, 320x320 targets),
+# paper-2d against the paper's RIM and fastMRI's U-Net, 3 seeds, best epoch on its own volumes.
+GPU_COMPARE := gpu-compare-output
+gpu-compare: $(STAMP)
+	$(BIN)/python -m irecon.cli synth $(GPU_COMPARE)/data/train --volumes 32 --slices 8 --kspace-size 640 368 --recon-size 320 320 --seed 0 --overwrite
+	$(BIN)/python -m irecon.cli synth $(GPU_COMPARE)/data/val --split val --volumes 6 --slices 8 --kspace-size 640 368 --recon-size 320 320 --seed 1 --overwrite
+	$(BIN)/python -m irecon.cli synth $(GPU_COMPARE)/data/select --split val --volumes 4 --slices 8 --kspace-size 640 368 --recon-size 320 320 --seed 3 --overwrite
+	$(BIN)/python benchmarks/compare.py $(GPU_COMPARE)/data/train $(GPU_COMPARE)/data/val --select $(GPU_COMPARE)/data/select \
+		--out $(GPU_COMPARE)/out --models paper-2d rim unet --steps 1280 --seeds 0 1 2 --batch-size 1 --device cuda --overwrite
+
 bench: $(STAMP)
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 $(BIN)/python benchmarks/engine.py
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 $(BIN)/python benchmarks/official_config.py
 
 clean:
-	rm -rf $(VENV) demo-output gpu-check-report
+	rm -rf $(VENV) demo-output gpu-check-report $(GPU_COMPARE)

@@ -9,12 +9,15 @@ import torch
 from fastmri.losses import SSIMLoss
 from torch import Tensor, nn
 
-LOSSES = ("ssim", "l1", "mse")
+LOSSES = ("ssim", "ssim-l1", "l1", "mse")
+SSIM_LOSSES = ("ssim", "ssim-l1")  # the ones that need targets of at least SSIM_WINDOW pixels
 SSIM_WINDOW = 7
+# ssim-l1: (1 - SSIM) + L1_WEIGHT * mean |error| / max; the L1 term pins the intensity SSIM barely sees.
+L1_WEIGHT = 1.0
 
 
 class ImageLoss(nn.Module):
-    """1 - SSIM (fastmri.losses.SSIMLoss), L1 or MSE; slabs (B, S, h, w) are folded into the batch.
+    """1 - SSIM (fastmri.losses.SSIMLoss), 1 - SSIM + L1, L1 or MSE; slabs (B, S, h, w) are folded into the batch.
 
     The loss runs in float32 even under bf16 autocast: SSIM subtracts nearly equal moments.
     """
@@ -35,10 +38,12 @@ class ImageLoss(nn.Module):
             estimate = estimate.float().reshape(-1, 1, *estimate.shape[-2:])
             target = target.float().reshape(-1, 1, *target.shape[-2:])
             max_value = max_value.float().clamp_min(1e-12)
-            if self.name == "ssim":
-                return self.ssim(estimate, target, max_value)
             scale = max_value.view(-1, 1, 1, 1)
             error = estimate / scale - target / scale
+            if self.name == "ssim":
+                return self.ssim(estimate, target, max_value)
+            if self.name == "ssim-l1":
+                return self.ssim(estimate, target, max_value) + L1_WEIGHT * error.abs().mean()
             return error.abs().mean() if self.name == "l1" else error.square().mean()
 
 

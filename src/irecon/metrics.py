@@ -25,11 +25,15 @@ class Scores:
 
 
 def score_volume(target: np.ndarray, prediction: np.ndarray) -> Scores:
-    """Scores of a (slices, h, w) prediction against its target, as ``fastmri.evaluate`` defines them."""
+    """Scores of a (slices, h, w) prediction against its target, as ``fastmri.evaluate`` defines them.
+
+    Computed in the arrays' own float precision (float32 as read from fastMRI files), as fastmri does.
+    """
     if target.shape != prediction.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from target shape {target.shape}")
-    target = np.asarray(target, dtype=np.float64)
-    prediction = np.asarray(prediction, dtype=np.float64)
+    dtype = np.result_type(target, prediction, np.float32)
+    target = np.asarray(target, dtype=dtype)
+    prediction = np.asarray(prediction, dtype=dtype)
     return Scores(
         nmse=float(evaluate.nmse(target, prediction)),
         psnr=float(evaluate.psnr(target, prediction)),

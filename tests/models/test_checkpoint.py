@@ -65,3 +65,14 @@ def test_an_older_checkpoint_with_metadata_channels_zero_still_loads(tmp_path: P
     save_checkpoint(tmp_path / "meta.pt", {"model_config": with_metadata, "model": config.build().state_dict()})
     with pytest.raises(IreconError, match="metadata channels"):
         model_from_checkpoint(tmp_path / "meta.pt")
+
+
+def test_a_checkpoint_without_an_output_field_loads_with_the_official_head(tmp_path: Path) -> None:
+    official = preset("tiny-2d", steps=1, output="official")
+    stored = {k: v for k, v in official.to_dict().items() if k != "output"}
+    save_checkpoint(tmp_path / "old.pt", {"model_config": stored, "model": official.build().state_dict()})
+    _, loaded, _ = model_from_checkpoint(tmp_path / "old.pt")
+    assert loaded.output == "official" and loaded == official
+    residual = preset("tiny-2d", steps=1)
+    save_checkpoint(tmp_path / "new.pt", {"model_config": residual.to_dict(), "model": residual.build().state_dict()})
+    assert model_from_checkpoint(tmp_path / "new.pt")[1].output == "residual"

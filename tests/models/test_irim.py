@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from irecon.models.irim import IRIM, input_scale
-from irecon.physics import center_crop, zero_filled
+from irecon.physics import center_crop, root_sum_of_squares_image, zero_filled
 
 
 def _model(dims: int, coils: int = 1, multiplicity: int = 1, memory_free: bool = True, **kw) -> IRIM:
@@ -120,3 +120,55 @@ def test_keep_step_states_keeps_the_gradients_exact() -> None:
     for kept, free, plain in zip(*results, [p.grad for p in model.parameters()]):
         assert ((kept - plain).norm() / plain.norm()).item() < 1e-10
         assert ((free - plain).norm() / plain.norm()).item() < 1e-10
+
+
+def _start_heads(model: IRIM) -> IRIM:
+    """Give a residual head a non-zero last gain, so every head weight gets a gradient."""
+    with torch.no_grad():
+        model.head.layers[-1].parametrizations.weight.original0.fill_(0.3)
+    return model
+
+
+@pytest.mark.parametrize("output,coils,multiplicity", [("residual", 1, 1), ("residual", 3, 2), ("residual-rss", 3, 1)])
+def test_residual_outputs_memory_free_and_plain_autograd_agree(output: str, coils: int, multiplicity: int) -> None:
+    kspace, mask = _data(coils, (13, 11))
+    results = []
+    for memory_free in (True, False):
+        model = _start_heads(_model(2, coils, multiplicity, memory_free, output=output))
+        model(kspace, mask)[-1].square().mean().backward()
+        results.append([p.grad for p in model.parameters()])
+        # One output channel: the transposed conv's per-input-channel weight norm leaves only the gains free.
+        head = [
+            p.grad
+            for n, p in model.head.named_parameters()
+            if not (output == "residual-rss" and n.endswith("4.parametrizations.weight.original1"))
+        ]
+        assert all(g.abs().max() > 1e-6 for g in head)
+    total = torch.cat([g.flatten() for g in results[1]]).norm()
+    for a, b in zip(*results):
+        assert (a - b).norm() <= 1e-10 * max(b.norm(), total * 1e-6)
+
+
+@pytest.mark.parametrize("output,coils,multiplicity", [("residual", 1, 2), ("residual", 3, 1), ("residual-rss", 3, 2)])
+def test_untrained_residual_output_is_the_state_image_and_near_zero_filled(
+    output: str, coils: int, multiplicity: int
+) -> None:
+    kspace, mask = _data(coils, (16, 12))
+    model = _model(2, coils, multiplicity, output=output)
+    with torch.no_grad():
+        estimate = model(kspace, mask)[-1]
+        state, _, scale = model.run_state(kspace, mask)
+    half = model.image_channels // 2
+    copies = torch.stack([state[:, :half], state[:, half : 2 * half]], dim=1).unflatten(2, (multiplicity, coils))
+    expected = root_sum_of_squares_image(copies.mean(dim=2).flatten(1, 2)) * scale.view(-1, 1, 1)
+    assert torch.allclose(estimate, expected, rtol=1e-12)
+    zero = root_sum_of_squares_image(zero_filled(kspace, mask))
+    assert 0 < ((estimate - zero).norm() / zero.norm()).item() < 0.1
+    official = _model(2, coils, multiplicity, output="official")
+    with torch.no_grad():
+        assert ((official(kspace, mask)[-1] - zero).norm() / zero.norm()).item() > 0.5
+
+
+def test_unknown_output_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown output"):
+        IRIM(output="magnitude")

@@ -72,6 +72,14 @@ def test_paper_presets_follow_the_appendix() -> None:
     assert not config.shared_weights and preset("paper-3d").dims == 3
 
 
+def test_tiny_and_paper_presets_have_the_residual_output_and_challenge_presets_the_official_head() -> None:
+    assert {preset(n).output for n in ("tiny-2d", "tiny-3d", "paper-2d", "paper-3d")} == {"residual"}
+    assert {preset(n).output for n in ("challenge-singlecoil", "challenge-multicoil")} == {"official"}
+    assert preset("tiny-2d", output="residual-rss").output == "residual-rss"
+    with pytest.raises(IreconError, match="invalid irim model: unknown output"):
+        preset("tiny-2d", output="magnitude").build()
+
+
 def test_overrides_and_layers() -> None:
     config = preset("paper-2d", steps=3, n_latent=32, layers=4)
     assert (config.steps, config.n_latent, config.layers) == (3, 32, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,15 @@ SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3, "volumes"
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One volume with a target (val), one test-style volume, and an untrained tiny-2d checkpoint."""
+    """One volume with a target (val), one test-style volume, and an untrained tiny-2d checkpoint.
+
+    The checkpoint uses the official (random) output head, so its untrained images are off the target's scale.
+    """
     root = tmp_path_factory.mktemp("previews")
     (val,) = synthesize(root / "val", split="val", **SIZES)
     (test,) = synthesize(root / "test", split="test", **SIZES)
     torch.manual_seed(0)
-    config = preset("tiny-2d", steps=1)
+    config = replace(preset("tiny-2d", steps=1), output="official")
     checkpoint = root / "tiny.pt"
     save_checkpoint(checkpoint, {"model_config": config.to_dict(), "model": config.build().state_dict()})
     return {"val": val, "test": test, "checkpoint": checkpoint}

@@ -54,6 +54,11 @@ COMMANDS = {
         "export_model_command",
         "Export a checkpoint's whole reconstruction (k-space + mask in, magnitude out) as ONNX or TorchScript.",
     ),
+    "evaluate": (
+        "irecon.cli.evaluate",
+        "evaluate_command",
+        "Score the reconstructions in PREDICTIONS against the same-named files in TARGETS (fastMRI's metrics).",
+    ),
     "bench-memory": (
         "irecon.cli.bench",
         "bench_memory",

@@ -56,7 +56,8 @@ def _default(name: str) -> Any:
     "--loss",
     default=_default("loss"),
     show_default=True,
-    help="ssim (1-SSIM, fastmri SSIMLoss), l1 or mse, each with the data range = the volume's max.",
+    help="ssim (1-SSIM, fastmri SSIMLoss), ssim-l1 (1-SSIM + L1), l1 or mse, each with the data range = "
+    "the volume's max.",
 )
 @click.option(
     "--train-resolution",

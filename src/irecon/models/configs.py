@@ -78,7 +78,7 @@ class IRIMConfig(ModelConfig):
     coil_bound: ClassVar[bool] = True
     overridable: ClassVar[tuple[str, ...]] = (
         "steps", "layers", "n_latent", "multiplicity", "strides", "hidden", "shared_weights",
-        "parametric_output", "num_reflections", "norm_crop",
+        "parametric_output", "output", "num_reflections", "norm_crop",
     )  # fmt: skip
 
     steps: int = 8
@@ -88,6 +88,9 @@ class IRIMConfig(ModelConfig):
     hidden: tuple[int, ...] = PAPER_HIDDEN
     shared_weights: bool = False
     parametric_output: bool = True
+    # "official" head, or "residual" / "residual-rss" on the state's image (irecon.models.irim.OUTPUTS);
+    # checkpoints written before this field load as "official".
+    output: str = "official"
     num_reflections: int = 3
     norm_crop: tuple[int, int] = (320, 320)
 
@@ -122,6 +125,7 @@ class IRIMConfig(ModelConfig):
                 hidden=self.hidden,
                 shared_weights=self.shared_weights,
                 parametric_output=self.parametric_output,
+                output=self.output,
                 num_reflections=self.num_reflections,
                 norm_crop=self.norm_crop,
                 memory_free=memory_free,

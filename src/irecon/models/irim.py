@@ -5,6 +5,11 @@ image, all real parts then all imaginary parts | gradient accumulator (same size
 The unrolled model is DC, then for each of T steps an invertible stack of L layers followed by DC,
 where DC adds the data-consistency gradient into the accumulator. The whole chain runs through the
 memory-free engine, so training memory does not grow with T or L.
+
+Outputs (:data:`OUTPUTS`): ``official`` is the official parametric head alone (it starts random);
+``residual`` adds the head to the state's image channels (mean over the copies), per coil;
+``residual-rss`` adds a one-channel head to the root-sum-of-squares of those channels. Both residual
+heads start with a zero last gain, so the untrained model returns the state's own image.
 """
 
 from __future__ import annotations
@@ -36,18 +41,28 @@ def input_scale(image: Tensor, crop: tuple[int, int]) -> Tensor:
     return std.view(-1, *([1] * (image.dim() - 1)))
 
 
-class OutputHead(nn.Module):
-    """The parametric output: WN 1x1 -> ReLU -> WN 3x3 -> ReLU -> WN transposed 1x1 to one complex image."""
+OUTPUTS = ("official", "residual", "residual-rss")
 
-    def __init__(self, channels: int, dims: int) -> None:
+
+class OutputHead(nn.Module):
+    """The parametric output: WN 1x1 -> ReLU -> WN 3x3 -> ReLU -> WN transposed 1x1 to ``out`` channels.
+
+    ``zero_start`` sets the last weight-norm gain to 0, so the head starts as the zero map.
+    """
+
+    def __init__(self, channels: int, dims: int, out: int = 2, zero_start: bool = False) -> None:
         super().__init__()
         conv, conv_t = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
+        last = weight_norm(conv_t(channels, out, 1, bias=False))
+        if zero_start:
+            with torch.no_grad():
+                last.parametrizations.weight.original0.zero_()
         self.layers = nn.Sequential(
             weight_norm(conv(channels, channels, 1)),
             nn.ReLU(),
             weight_norm(conv(channels, channels, 3, padding=1)),
             nn.ReLU(),
-            weight_norm(conv_t(channels, 2, 1, bias=False)),
+            last,
         )
 
     def forward(self, state: Tensor) -> Tensor:
@@ -74,12 +89,15 @@ class IRIM(nn.Module):
         hidden: Sequence[int] = (8, 8, 32, 32, 128, 128, 32, 32, 8, 8),
         shared_weights: bool = False,
         parametric_output: bool = True,
+        output: str = "official",
         num_reflections: int = 3,
         norm_crop: tuple[int, int] = (320, 320),
         memory_free: bool = True,
         keep_step_states: bool = False,
     ) -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
         if len(strides) != len(hidden):
             raise ValueError(f"strides ({len(strides)}) and hidden ({len(hidden)}) need one value per layer")
         self.image_channels = 2 * coils * multiplicity
@@ -101,7 +119,10 @@ class IRIM(nn.Module):
         shared = make_step() if shared_weights else None
         self.steps = nn.ModuleList(shared if shared is not None else make_step() for _ in range(steps))
         self.data_consistency = DataConsistencyLayer(self.image_channels, data_consistency_gradient)
-        self.head = OutputHead(n_latent, dims) if parametric_output else None
+        self.output = output if parametric_output else "official"
+        head_channels = {"official": 2, "residual": 2 * coils, "residual-rss": 1}[self.output]
+        residual = self.output != "official"
+        self.head = OutputHead(n_latent, dims, head_channels, residual) if parametric_output else None
 
     def ops(self) -> list[InvertibleOp]:
         """The whole invertible part as one flat chain: DC, then (layers..., DC) per step."""
@@ -141,14 +162,24 @@ class IRIM(nn.Module):
         """Exact inverse of the invertible part (steps visited last to first)."""
         return reverse_chain(state, self.ops(), (scaled_kspace, mask))
 
+    def state_image(self, state: Tensor, copies: int) -> Tensor:
+        """The state's image channels ``[Re | Im]`` per data coil: the first copy, or the mean of ``copies``."""
+        half, c = self.image_channels // 2, self.coils
+        real = state[:, :half].unflatten(1, (self.multiplicity, c))[:, :copies].mean(dim=1)
+        imag = state[:, half : 2 * half].unflatten(1, (self.multiplicity, c))[:, :copies].mean(dim=1)
+        return torch.cat([real, imag], dim=1)
+
     def estimate(self, state: Tensor, scale: Tensor) -> Tensor:
-        """Complex image channels from the final state, rescaled to the input's units."""
-        if self.head is not None:
-            return self.head(state) * scale
-        half = self.image_channels // 2
-        first_copy = torch.cat([state[:, : self.coils], state[:, half : half + self.coils]], dim=1)
-        return first_copy * scale
+        """Magnitude image (B, 1, [S,] H, W) from the final state, rescaled to the input's units."""
+        if self.head is None:
+            return root_sum_of_squares_image(self.state_image(state, 1)).unsqueeze(1) * scale
+        if self.output == "official":
+            return root_sum_of_squares_image(self.head(state)).unsqueeze(1) * scale
+        image = self.state_image(state, self.multiplicity)
+        if self.output == "residual":
+            return root_sum_of_squares_image(image + self.head(state)).unsqueeze(1) * scale
+        return (root_sum_of_squares_image(image).unsqueeze(1) + self.head(state)) * scale
 
     def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
         state, _, scale = self.run_state(kspace, mask)
-        return [root_sum_of_squares_image(self.estimate(state, scale))]
+        return [self.estimate(state, scale).squeeze(1)]

@@ -25,8 +25,8 @@ CHALLENGE_HIDDEN = (64, 64, 128, 128, 256, 1024, 1024, 256, 128, 128, 64, 64)
 
 
 PRESETS: dict[str, tuple[ModelConfig, str]] = {
-    "paper-2d": (IRIMConfig(dims=2), "appendix B; T=8 and 64 channels assumed"),
-    "paper-3d": (IRIMConfig(dims=3), "appendix B, 3-D convolutions"),
+    "paper-2d": (IRIMConfig(dims=2, output="residual"), "appendix B; T=8 and 64 channels assumed; residual output"),
+    "paper-3d": (IRIMConfig(dims=3, output="residual"), "appendix B, 3-D convolutions; residual output"),
     "challenge-singlecoil": (
         IRIMConfig(n_latent=64, multiplicity=4, strides=CHALLENGE_STRIDES, hidden=CHALLENGE_HIDDEN),
         "official fastMRI-challenge model",
@@ -39,12 +39,12 @@ PRESETS: dict[str, tuple[ModelConfig, str]] = {
     "unet": (UNetConfig(unet_chans=32, unet_pools=4), "fastMRI U-Net baseline"),
     "zero-filled": (ZeroFilledConfig(), "zero-filled inverse FFT"),
     "tiny-2d": (
-        IRIMConfig(steps=4, n_latent=16, strides=(1, 2, 2, 1), hidden=(12, 24, 24, 12)),
-        "CPU demo model (make demo)",
+        IRIMConfig(steps=4, n_latent=16, strides=(1, 2, 2, 1), hidden=(12, 24, 24, 12), output="residual"),
+        "CPU demo model (make demo); residual output",
     ),
     "tiny-3d": (
-        IRIMConfig(dims=3, steps=3, n_latent=16, strides=(1, 2, 1), hidden=(8, 16, 8)),
-        "CPU demo model, 3-D",
+        IRIMConfig(dims=3, steps=3, n_latent=16, strides=(1, 2, 1), hidden=(8, 16, 8), output="residual"),
+        "CPU demo model, 3-D; residual output",
     ),
     "tiny-rim": (
         RIMConfig(steps=4, rim_hidden=48),

@@ -19,7 +19,7 @@ from irecon.data.datasets import MRIDataset
 from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError, option
-from irecon.losses import LOSSES, SSIM_WINDOW
+from irecon.losses import LOSSES, SSIM_LOSSES, SSIM_WINDOW
 from irecon.models.checkpoint import load_checkpoint
 from irecon.models.configs import ModelConfig
 from irecon.models.presets import preset
@@ -196,7 +196,7 @@ def check_validation(volumes: Sequence[VolumeInfo], training: VolumeInfo, virtua
 
 def check_loss_size(volumes: Sequence[VolumeInfo], loss: str) -> None:
     """The SSIM loss needs targets at least as large as its window."""
-    if loss != "ssim":
+    if loss not in SSIM_LOSSES:
         return
     for info in volumes:
         if info.target_shape is not None and min(info.target_shape) < SSIM_WINDOW:
