@@ -20,6 +20,22 @@ def _flat(x: Tensor) -> Tensor:
     return x.view(x.shape[0], x.shape[1], -1)
 
 
+def _project(v: Tensor, xf: Tensor) -> Tensor:
+    """v . x at every pixel of a (B, C, N) tensor, as (B, 1, N): one batched (1, C) @ (C, N) product.
+
+    ``torch.matmul(v, xf)`` would copy the whole state into (B, N, C) layout first; bmm reads it in place.
+    """
+    return torch.bmm(v.view(1, 1, -1).expand(xf.shape[0], 1, -1), xf)
+
+
+def _pull(p: Tensor, xf: Tensor) -> Tensor:
+    """sum_p x_p p_p over the pixels of a (B, C, N) tensor and a (B, 1, N) field, as (C,).
+
+    bmm with the transposed view of ``xf`` runs as a transposed GEMM, without copying the state.
+    """
+    return torch.bmm(p, xf.transpose(1, 2)).sum((0, 1))
+
+
 class HouseholderConv(nn.Module):
     """Orthogonal channel mixing y = W x over the channel dimension of (B, C, [S,] H, W) tensors."""
 
@@ -67,8 +83,7 @@ class HouseholderOp(InvertibleOp):
         with autocast(x.device.type, enabled=False):
             for k in order:
                 v = self.conv.vectors[k].to(x.dtype)
-                s = torch.matmul(v, xf)
-                xf.addcmul_((2 / torch.dot(v, v) * v).view(1, -1, 1), s.unsqueeze(1), value=-1)
+                xf.addcmul_((2 / torch.dot(v, v) * v).view(1, -1, 1), _project(v, xf), value=-1)
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
         self._reflect_all_(x, self.conv._order(self.transpose))
@@ -91,13 +106,13 @@ class HouseholderOp(InvertibleOp):
                 v = vectors[k].to(y.dtype)
                 c = 2 / torch.dot(v, v)
                 cv = (c * v).view(1, -1, 1)
-                s = torch.matmul(v, yf)
-                yf.addcmul_(cv, s.unsqueeze(1), value=-1)
+                s = _project(v, yf)
+                yf.addcmul_(cv, s, value=-1)
                 s.neg_()
-                r = torch.matmul(v, gf)
+                r = _project(v, gf)
                 if grad_vectors is not None:
-                    pulled = torch.matmul(gf, s.unsqueeze(-1)) + torch.matmul(yf, r.unsqueeze(-1))
-                    g = -c * pulled.sum(0).squeeze(-1) + c * c * v * (r * s).sum()
+                    pulled = _pull(s, gf) + _pull(r, yf)
+                    g = -c * pulled + c * c * v * torch.vdot(r.view(-1), s.view(-1))
                     grad_vectors[k] = g.to(vectors.dtype)
-                gf.addcmul_(cv, r.unsqueeze(1), value=-1)
+                gf.addcmul_(cv, r, value=-1)
         return (grad_vectors,), ()
