@@ -49,9 +49,7 @@ def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
 class ResidualBlock(nn.Module):
     """G(x1): (B, n_in, [S,] H, W) -> (B, n_out, [S,] H, W) with hidden width k and stride d."""
 
-    def __init__(
-        self, n_in: int, n_out: int, hidden: int, stride: int, dims: int = 2, glu_chunks: int = 2
-    ) -> None:
+    def __init__(self, n_in: int, n_out: int, hidden: int, stride: int, dims: int = 2, glu_chunks: int = 2) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")

@@ -75,15 +75,22 @@ class HouseholderOp(InvertibleOp):
         with autocast(x.device.type, enabled=False):
             w = self.conv.matrix().to(x.dtype)
             w = w.t() if self.transpose else w
-            return torch.matmul(w, x.flatten(2)).view_as(x)
+            xf = _flat(x)
+            return torch.bmm(w.expand(xf.shape[0], -1, -1), xf).view_as(x)
+
+    def _scaled(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """(v, c, c v) for every reflection at once, c = 2 / (v.v), in the state's dtype."""
+        v = self.conv.vectors.detach().to(dtype)
+        c = 2 / (v * v).sum(1)
+        return v, c, c.unsqueeze(1) * v
 
     @torch.no_grad()
     def _reflect_all_(self, x: Tensor, order: Sequence[int]) -> None:
         xf = _flat(x)
         with autocast(x.device.type, enabled=False):
+            v, _, cv = self._scaled(x.dtype)
             for k in order:
-                v = self.conv.vectors[k].to(x.dtype)
-                xf.addcmul_((2 / torch.dot(v, v) * v).view(1, -1, 1), _project(v, xf), value=-1)
+                xf.addcmul_(cv[k].view(1, -1, 1), _project(v[k], xf), value=-1)
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
         self._reflect_all_(x, self.conv._order(self.transpose))
@@ -95,24 +102,26 @@ class HouseholderOp(InvertibleOp):
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """Undo each reflection x = H y and pull the gradient back, H being its own inverse.
 
-        For out = x - c v (v.x) with c = 2 / (v.v), r = v.grad_out and s = v.x per pixel:
+        For out = x - c v (v.x) with c = 2 / (v.v), r = v.grad_out and s = v.x = -v.out per pixel:
         dL/dv = -c sum_p (grad_out_p s_p + x_p r_p) + c^2 v sum_p r_p s_p,  dL/dx = H grad_out.
         """
         vectors = self.conv.vectors
-        grad_vectors = torch.zeros_like(vectors) if vectors.requires_grad else None
         yf, gf = _flat(y), _flat(grad_y)
+        pulled, rs = [], []
         with autocast(y.device.type, enabled=False):
-            for k in reversed(self.conv._order(self.transpose)):
-                v = vectors[k].to(y.dtype)
-                c = 2 / torch.dot(v, v)
-                cv = (c * v).view(1, -1, 1)
-                s = _project(v, yf)
-                yf.addcmul_(cv, s, value=-1)
-                s.neg_()
-                r = _project(v, gf)
-                if grad_vectors is not None:
-                    pulled = _pull(s, gf) + _pull(r, yf)
-                    g = -c * pulled + c * c * v * torch.vdot(r.view(-1), s.view(-1))
-                    grad_vectors[k] = g.to(vectors.dtype)
-                gf.addcmul_(cv, r, value=-1)
-        return (grad_vectors,), ()
+            v, c, cv = self._scaled(y.dtype)
+            order = list(reversed(self.conv._order(self.transpose)))
+            for k in order:
+                s_out = _project(v[k], yf)
+                yf.addcmul_(cv[k].view(1, -1, 1), s_out, value=-1)
+                r = _project(v[k], gf)
+                if vectors.requires_grad:
+                    pulled.append(torch.baddbmm(torch.bmm(r, yf.transpose(1, 2)), s_out, gf.transpose(1, 2), alpha=-1))
+                    rs.append(torch.vdot(r.view(-1), s_out.view(-1)).neg())
+                gf.addcmul_(cv[k].view(1, -1, 1), r, value=-1)
+        if not vectors.requires_grad:
+            return (None,), ()
+        index = torch.tensor(order, device=v.device)
+        pulled_k = torch.stack(pulled).sum((1, 2))
+        grads = -c[index, None] * pulled_k + (c[index] ** 2 * torch.stack(rs)).unsqueeze(1) * v[index]
+        return (torch.zeros_like(vectors).index_copy_(0, index, grads.to(vectors.dtype)),), ()
