@@ -81,7 +81,7 @@ class HouseholderOp(InvertibleOp):
     def _scaled(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """(v, c, c v) for every reflection at once, c = 2 / (v.v), in the state's dtype."""
         v = self.conv.vectors.detach().to(dtype)
-        c = 2 / (v * v).sum(1)
+        c = 2 / torch.stack([torch.dot(u, u) for u in v])
         return v, c, c.unsqueeze(1) * v
 
     @torch.no_grad()
@@ -116,12 +116,12 @@ class HouseholderOp(InvertibleOp):
                 yf.addcmul_(cv[k].view(1, -1, 1), s_out, value=-1)
                 r = _project(v[k], gf)
                 if vectors.requires_grad:
-                    pulled.append(torch.baddbmm(torch.bmm(r, yf.transpose(1, 2)), s_out, gf.transpose(1, 2), alpha=-1))
-                    rs.append(torch.vdot(r.view(-1), s_out.view(-1)).neg())
+                    pulled.append(_pull(r, yf) - _pull(s_out, gf))
+                    rs.append(-(r * s_out).sum())
                 gf.addcmul_(cv[k].view(1, -1, 1), r, value=-1)
         if not vectors.requires_grad:
             return (None,), ()
         index = torch.tensor(order, device=v.device)
-        pulled_k = torch.stack(pulled).sum((1, 2))
+        pulled_k = torch.stack(pulled)
         grads = -c[index, None] * pulled_k + (c[index] ** 2 * torch.stack(rs)).unsqueeze(1) * v[index]
         return (torch.zeros_like(vectors).index_copy_(0, index, grads.to(vectors.dtype)),), ()
