@@ -1,93 +1,232 @@
-"""Invertible-engine figures: float32 round-trip error against depth, and memory-free / plain speed.
+"""Invertible-engine speed: where a training step's time goes, against plain autograd and another irecon tree.
 
-Round trip: reverse(forward(x)) of the paper-2d invertible chain (64 channels, 10 layers per step)
-at several depths, relative max error in float32 (float64 is asserted exact by the tests).
-Speed: training step (forward, loss, backward, Adam) of the same model with memory_free on and off,
-alternating in one run so both see the same machine load; the ratio of the medians.
+One training step (zero_grad, forward, MSE loss, backward, Adam) is timed in three forms of a model
+preset: ``memory-free`` (the default engine, loss on the output image), ``plain`` (the same model
+under plain autograd), and ``official`` (the official i-RIM form: no output head, ``run_state``, MSE
+on the state's two image channels, memory-free). Each form of each tree runs in its own worker
+process; the workers take turns step by step, so every measurement sees the same machine load, and
+the report gives medians and ratios of medians. Each worker then profiles one step
+(torch.profiler, self CPU time): total, share of the convolution kernels, top ops, and the
+``aten::copy_`` calls of at least a state's size.
 
-For repeatable CPU timings run with glibc's allocator told not to hand large blocks back to the OS
-(otherwise glibc returns freed activations to the OS and plain autograd pays page faults on every
-large activation it allocates again):
-    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 python benchmarks/engine.py
+Compare with the tree of another commit (``--baseline``), e.g. the one before the engine work:
+
+    git worktree add /tmp/irecon-base 27f81e7
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 \\
+        python benchmarks/engine.py --model tiny-2d --batch 2 --size 160 128 --baseline /tmp/irecon-base
+    python benchmarks/engine.py --model paper-2d --steps 1 --batch 1 --size 320 320 --baseline /tmp/irecon-base
+
+The glibc variables keep freed activations in the heap (otherwise plain autograd pays page faults
+on every large activation). ``--round-trip`` also prints the float32 round-trip error of the
+paper-2d invertible chain against depth.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from irecon.invertible.engine import invertible_chain, reverse_chain
-from irecon.models.irim import IRIM
+FORMS = ("memory-free", "plain", "official")
+CONV_MARKERS = ("conv", "mkldnn_convolution")
 
 
-def model_and_inputs(steps: int, size: int) -> tuple[IRIM, torch.Tensor, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = IRIM(coils=1, n_latent=64, steps=steps, parametric_output=False)
-    generator = torch.Generator().manual_seed(1)
-    mask = (torch.rand(1, 1, 1, size, generator=generator) < 0.3).float()
-    kspace = torch.randn(1, 1, size, size, dtype=torch.complex64, generator=generator) * mask
-    target = torch.randn(1, 2, size, size, generator=generator)
-    return model, kspace, mask, target
+def _is_conv(name: str) -> bool:
+    return any(marker in name for marker in CONV_MARKERS)
 
 
-@torch.no_grad()
-def round_trip_error(steps: int, size: int) -> float:
-    model, kspace, mask, _ = model_and_inputs(steps, size)
-    x, scaled, _ = model.initial_state(kspace, mask)
-    x[:, 4:] = torch.randn_like(x[:, 4:])  # exercise every channel, not only the image
-    ops = model.ops()
-    y = invertible_chain(x, ops, (scaled, mask))
-    restored = reverse_chain(y, ops, (scaled, mask), inplace=True)
-    return ((restored - x).abs().max() / x.abs().max()).item()
+class Stepper:
+    """One model form with its data and optimiser; ``step()`` is one timed training step."""
 
+    def __init__(self, form: str, model: str, steps: int | None, batch: int, size: tuple[int, int]) -> None:
+        import torch
+        import torch.nn.functional as F
 
-def step_time_ratio(steps: int, size: int, repeats: int) -> tuple[float, float]:
-    model, kspace, mask, target = model_and_inputs(steps, size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        from irecon.models.presets import build_model, preset
 
-    def step() -> float:
+        torch.manual_seed(0)
+        overrides = {"steps": steps} if steps else {}
+        if form == "official":
+            overrides["parametric_output"] = False
+        self.model = build_model(preset(model, **overrides), memory_free=form != "plain")
+        h, w = size
+        generator = torch.Generator().manual_seed(1)
+        self.mask = (torch.rand(batch, 1, 1, w, generator=generator) < 0.3).float()
+        self.mask[..., w // 2 - 4 : w // 2 + 4] = 1
+        self.kspace = torch.randn(batch, 1, h, w, dtype=torch.complex64, generator=generator) * self.mask
+        self.target = torch.rand(batch, h, w, generator=generator)
+        self.state_numel = batch * self.model.n_latent * h * w
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.form, self.mse = form, F.mse_loss
+
+    def step(self) -> float:
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=False)
-        state, _, _ = model.run_state(kspace, mask)
-        F.mse_loss(state[:, :2], target).backward()
-        optimizer.step()
+        self.optimizer.zero_grad(set_to_none=False)
+        if self.form == "official":
+            state, _, _ = self.model.run_state(self.kspace, self.mask)
+            loss = self.mse(state[:, 0], self.target) + self.mse(state[:, 1], self.target)
+        else:
+            loss = self.mse(self.model(self.kspace, self.mask)[0], self.target)
+        loss.backward()
+        self.optimizer.step()
         return time.perf_counter() - start
 
-    step()
-    free, plain = [], []
-    for _ in range(repeats):
-        model.memory_free = True
-        free.append(step())
-        model.memory_free = False
-        plain.append(step())
-    return statistics.median(free), statistics.median(plain)
+    def profile(self, top: int) -> dict:
+        """Self CPU time of one step: total, convolution share, top ops, state-sized copies."""
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            self.step()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        conv = sum(e.self_cpu_time_total for e in events if _is_conv(e.key))
+        copies = [
+            e
+            for e in prof.events()
+            if e.name == "aten::copy_" and e.input_shapes and _numel(e.input_shapes[0]) >= self.state_numel
+        ]
+        ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+        return {
+            "total_ms": total / 1e3,
+            "conv_share": conv / total,
+            "top": [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in ranked],
+            "state_copies": len(copies),
+            "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3,
+        }
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Serve 'step' and 'profile' requests on stdin, one JSON line each on stdout."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    stepper = Stepper(args.worker, args.model, args.steps, args.batch, tuple(args.size))
+    stepper.step()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "step":
+            print(json.dumps({"seconds": stepper.step()}), flush=True)
+        elif command == "profile":
+            print(json.dumps(stepper.profile(args.top)), flush=True)
+
+
+class Worker:
+    """A worker process for one (tree, form), irecon imported from ``tree``/src."""
+
+    def __init__(self, label: str, tree: Path, form: str, args: argparse.Namespace) -> None:
+        self.label, self.form = label, form
+        env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+        command = [sys.executable, __file__, "--worker", form, "--model", args.model, "--batch", str(args.batch)]
+        command += ["--size", *map(str, args.size), "--threads", str(args.threads), "--top", str(args.top)]
+        command += ["--steps", str(args.steps)] if args.steps else []
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.times: list[float] = []
+
+    def ask(self, command: str) -> dict:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        if command:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.label}/{self.form} ended")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def compare(args: argparse.Namespace) -> None:
+    here = Path(__file__).resolve().parents[1]
+    trees = [("this", here)] + ([("base", Path(args.baseline).resolve())] if args.baseline else [])
+    workers = [Worker(label, tree, form, args) for label, tree in trees for form in args.forms]
+    for w in workers:
+        w.ask("")
+    for r in range(args.repeats):
+        order = workers if r % 2 == 0 else workers[::-1]
+        for w in order:
+            w.times.append(w.ask("step")["seconds"])
+    print(
+        f"{args.model}{f' steps={args.steps}' if args.steps else ''}, batch {args.batch}, "
+        f"{args.size[0]}x{args.size[1]}, float32, {args.threads} thread(s), {args.repeats} interleaved steps each"
+    )
+    median = {(w.label, w.form): statistics.median(w.times) for w in workers}
+    for w in workers:
+        print(f"  {w.label:>4} {w.form:<12} median step {median[w.label, w.form]:.3f} s")
+    if ("this", "plain") in median and ("this", "memory-free") in median:
+        print(f"  memory-free / plain (this tree): {median['this', 'memory-free'] / median['this', 'plain']:.3f}")
+    for form in args.forms:
+        if ("base", form) in median:
+            ratio = median["base", form] / median["this", form]
+            print(f"  speed-up of {form} over the baseline: {ratio:.2f}x")
+    for w in workers:
+        p = w.ask("profile")
+        print(
+            f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU, convolutions "
+            f"{100 * p['conv_share']:.1f}%, state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
+        )
+        for name, ms, count in p["top"]:
+            print(f"    {name[:48]:<48} {ms:9.1f} ms {100 * ms / p['total_ms']:5.1f}% {count:6d} calls")
+        w.close()
+
+
+def round_trip(size: int, depths: list[int]) -> None:
+    """Float32 max |x - reverse(forward(x))| / max |x| of the paper-2d chain at several depths."""
+    import torch
+
+    from irecon.invertible.engine import invertible_chain, reverse_chain
+    from irecon.models.irim import IRIM
+
+    for steps in depths:
+        torch.manual_seed(0)
+        model = IRIM(coils=1, n_latent=64, steps=steps, parametric_output=False)
+        generator = torch.Generator().manual_seed(1)
+        mask = (torch.rand(1, 1, 1, size, generator=generator) < 0.3).float()
+        kspace = torch.randn(1, 1, size, size, dtype=torch.complex64, generator=generator) * mask
+        with torch.no_grad():
+            x, scaled, _ = model.initial_state(kspace, mask)
+            x[:, 4:] = torch.randn_like(x[:, 4:])
+            y = invertible_chain(x, model.ops(), (scaled, mask))
+            restored = reverse_chain(y, model.ops(), (scaled, mask), inplace=True)
+        error = ((restored - x).abs().max() / x.abs().max()).item()
+        print(f"round trip at {10 * steps:>4} coupling layers: max |x - reverse(forward(x))| / max |x| = {error:.2e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--round-trip-steps", type=int, nargs="+", default=[1, 10, 40])
-    parser.add_argument("--timing-steps", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="tiny-2d")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's time steps")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, nargs=2, default=[160, 128])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
+    parser.add_argument("--baseline", help="another irecon tree (its src/ is imported), e.g. a git worktree")
+    parser.add_argument("--round-trip", type=int, nargs="*", metavar="STEPS", help="also the round trip at these T")
+    parser.add_argument("--worker", choices=FORMS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(
-        f"paper-2d invertible chain, 64 channels, {args.size}x{args.size}, float32, {torch.get_num_threads()} threads"
-    )
-    for steps in args.round_trip_steps:
-        print(
-            f"round trip at {10 * steps:>4} coupling layers: max |x - reverse(forward(x))| / max |x| = "
-            f"{round_trip_error(steps, args.size):.2e}"
-        )
-    for steps in args.timing_steps:
-        free, plain = step_time_ratio(steps, args.size, args.repeats)
-        print(
-            f"training step at {10 * steps:>4} layers: memory-free {free:.3f} s, plain {plain:.3f} s, "
-            f"memory-free / plain = {free / plain:.3f}"
-        )
+    if args.worker:
+        worker(args)
+        return
+    compare(args)
+    if args.round_trip is not None:
+        round_trip(320, args.round_trip or [1, 10, 40])
 
 
 if __name__ == "__main__":

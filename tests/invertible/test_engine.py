@@ -2,12 +2,27 @@ import copy
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import invertible_chain, reverse_chain
 from irecon.invertible.testing import ChannelAffine
 
 from .conftest import Chain, make_chain
+
+
+class ConvDtypes(TorchDispatchMode):
+    """Records the output dtype of every forward convolution run inside the block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.convolution.default:
+            self.seen.append(out.dtype)
+        return out
 
 
 def _loss(y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -132,13 +147,11 @@ def test_float32_gradients_close_to_plain() -> None:
 def test_autocast_bf16_runs_blocks_in_bf16_and_keeps_state_float32() -> None:
     chain = make_chain(2, dtype=torch.float32)
     x = torch.randn(chain.shape, requires_grad=True)
-    seen: list[torch.dtype] = []
-    hook = chain.modules[0].coupling.block.mix.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with ConvDtypes() as conv_dtypes, torch.autocast("cpu", dtype=torch.bfloat16):
         y = invertible_chain(x, chain.ops, chain.data)
         loss = y.float().square().mean()
     loss.backward()
-    hook.remove()
+    seen = conv_dtypes.seen
     assert y.dtype == torch.float32
     assert seen and all(d == torch.bfloat16 for d in seen)
     assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -20,6 +20,22 @@ def _flat(x: Tensor) -> Tensor:
     return x.view(x.shape[0], x.shape[1], -1)
 
 
+def _project(v: Tensor, xf: Tensor) -> Tensor:
+    """v . x at every pixel of a (B, C, N) tensor, as (B, 1, N): one batched (1, C) @ (C, N) product.
+
+    ``torch.matmul(v, xf)`` would copy the whole state into (B, N, C) layout first; bmm reads it in place.
+    """
+    return torch.bmm(v.view(1, 1, -1).expand(xf.shape[0], 1, -1), xf)
+
+
+def _pull(p: Tensor, xf: Tensor) -> Tensor:
+    """sum_p x_p p_p over the pixels of a (B, C, N) tensor and a (B, 1, N) field, as (C,).
+
+    bmm with the transposed view of ``xf`` runs as a transposed GEMM, without copying the state.
+    """
+    return torch.bmm(p, xf.transpose(1, 2)).sum((0, 1))
+
+
 class HouseholderConv(nn.Module):
     """Orthogonal channel mixing y = W x over the channel dimension of (B, C, [S,] H, W) tensors."""
 
@@ -59,16 +75,22 @@ class HouseholderOp(InvertibleOp):
         with autocast(x.device.type, enabled=False):
             w = self.conv.matrix().to(x.dtype)
             w = w.t() if self.transpose else w
-            return torch.matmul(w, x.flatten(2)).view_as(x)
+            xf = _flat(x)
+            return torch.bmm(w.expand(xf.shape[0], -1, -1), xf).view_as(x)
+
+    def _scaled(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """(v, c, c v) for every reflection at once, c = 2 / (v.v), in the state's dtype."""
+        v = self.conv.vectors.detach().to(dtype)
+        c = 2 / torch.stack([torch.dot(u, u) for u in v])
+        return v, c, c.unsqueeze(1) * v
 
     @torch.no_grad()
     def _reflect_all_(self, x: Tensor, order: Sequence[int]) -> None:
         xf = _flat(x)
         with autocast(x.device.type, enabled=False):
+            v, _, cv = self._scaled(x.dtype)
             for k in order:
-                v = self.conv.vectors[k].to(x.dtype)
-                s = torch.matmul(v, xf)
-                xf.addcmul_((2 / torch.dot(v, v) * v).view(1, -1, 1), s.unsqueeze(1), value=-1)
+                xf.addcmul_(cv[k].view(1, -1, 1), _project(v[k], xf), value=-1)
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
         self._reflect_all_(x, self.conv._order(self.transpose))
@@ -80,24 +102,26 @@ class HouseholderOp(InvertibleOp):
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """Undo each reflection x = H y and pull the gradient back, H being its own inverse.
 
-        For out = x - c v (v.x) with c = 2 / (v.v), r = v.grad_out and s = v.x per pixel:
+        For out = x - c v (v.x) with c = 2 / (v.v), r = v.grad_out and s = v.x = -v.out per pixel:
         dL/dv = -c sum_p (grad_out_p s_p + x_p r_p) + c^2 v sum_p r_p s_p,  dL/dx = H grad_out.
         """
         vectors = self.conv.vectors
-        grad_vectors = torch.zeros_like(vectors) if vectors.requires_grad else None
         yf, gf = _flat(y), _flat(grad_y)
+        pulled, rs = [], []
         with autocast(y.device.type, enabled=False):
-            for k in reversed(self.conv._order(self.transpose)):
-                v = vectors[k].to(y.dtype)
-                c = 2 / torch.dot(v, v)
-                cv = (c * v).view(1, -1, 1)
-                s = torch.matmul(v, yf)
-                yf.addcmul_(cv, s.unsqueeze(1), value=-1)
-                s.neg_()
-                r = torch.matmul(v, gf)
-                if grad_vectors is not None:
-                    pulled = torch.matmul(gf, s.unsqueeze(-1)) + torch.matmul(yf, r.unsqueeze(-1))
-                    g = -c * pulled.sum(0).squeeze(-1) + c * c * v * (r * s).sum()
-                    grad_vectors[k] = g.to(vectors.dtype)
-                gf.addcmul_(cv, r.unsqueeze(1), value=-1)
-        return (grad_vectors,), ()
+            v, c, cv = self._scaled(y.dtype)
+            order = list(reversed(self.conv._order(self.transpose)))
+            for k in order:
+                s_out = _project(v[k], yf)
+                yf.addcmul_(cv[k].view(1, -1, 1), s_out, value=-1)
+                r = _project(v[k], gf)
+                if vectors.requires_grad:
+                    pulled.append(_pull(r, yf) - _pull(s_out, gf))
+                    rs.append(-(r * s_out).sum())
+                gf.addcmul_(cv[k].view(1, -1, 1), r, value=-1)
+        if not vectors.requires_grad:
+            return (None,), ()
+        index = torch.tensor(order, device=v.device)
+        pulled_k = torch.stack(pulled)
+        grads = -c[index, None] * pulled_k + (c[index] ** 2 * torch.stack(rs)).unsqueeze(1) * v[index]
+        return (torch.zeros_like(vectors).index_copy_(0, index, grads.to(vectors.dtype)),), ()
