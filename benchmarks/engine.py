@@ -47,13 +47,17 @@ class Stepper:
         import torch
         import torch.nn.functional as F
 
-        from irecon.models.presets import build_model, preset
+        from irecon.models import presets
 
         torch.manual_seed(0)
         overrides = {"steps": steps} if steps else {}
         if form == "official":
             overrides["parametric_output"] = False
-        self.model = build_model(preset(model, **overrides), memory_free=form != "plain")
+        config = presets.preset(model, **overrides)
+        if hasattr(config, "build"):  # config classes; the baseline tree (27f81e7) has build_model
+            self.model = config.build(memory_free=form != "plain")
+        else:
+            self.model = presets.build_model(config, memory_free=form != "plain")
         h, w = size
         generator = torch.Generator().manual_seed(1)
         self.mask = (torch.rand(batch, 1, 1, w, generator=generator) < 0.3).float()

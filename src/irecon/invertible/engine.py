@@ -21,9 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from irecon.errors import spell_options
+
 Grads = tuple[Tensor | None, ...]
 
-SECOND_ORDER_MESSAGE = (
+SECOND_ORDER_MESSAGE = spell_options(
     "memory-free training supports first-order gradients only (no create_graph=True, double "
     "backward or gradient penalties); use plain autograd for this: «no_memory_free» on the "
     "command line, memory_free=False in Python"

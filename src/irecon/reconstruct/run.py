@@ -186,7 +186,9 @@ class _Run:
         except IreconError as err:
             result.error = str(err)
         except torch.OutOfMemoryError:
-            result.error = f"{path}: out of GPU memory; try a smaller «batch_size» (2-D models) or «device» cpu"
+            result.error = str(
+                IreconError("out of GPU memory; try a smaller «batch_size» (2-D models) or «device» cpu", path)
+            )
         return result
 
     @torch.inference_mode()
