@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,15 +71,7 @@ def prepare(
     if options.scan:
         for path in [*train_files, *val_files]:
             read_volume_info(path, check_values=True)
-    train_set = MRIDataset(
-        train_files,
-        options.mask_spec,
-        train=True,
-        resolution=options.train_resolution,
-        slab=slab,
-        seed=options.seed,
-        virtual_coils=options.virtual_coils,
-    )
+    train_set = training_set(train_files, options, slab)
     first = train_set.volumes[0]
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, virtual_coils=options.virtual_coils)
     check_validation(val_set.volumes, first, options.virtual_coils)
@@ -89,21 +82,26 @@ def prepare(
         options, memory_fit = fit_to_memory(options, train_set, device, world_size)
         if options.slab is not None and options.slab != slab:
             slab = options.slab
-            train_set = MRIDataset(
-                train_files,
-                options.mask_spec,
-                train=True,
-                resolution=options.train_resolution,
-                slab=slab,
-                seed=options.seed,
-                virtual_coils=options.virtual_coils,
-            )
+            train_set = training_set(train_files, options, slab)
     coils = first.num_coils if options.virtual_coils is None else options.virtual_coils
     config = preset(options.model, coils=coils, **options.model_overrides())
     model = build_seeded(config, options)
     resume = check_run_dir(options, config, [p.name for p in train_files], world_size, [p.name for p in val_files])
     fit_record = memory_fit.to_dict() if memory_fit is not None else (resume or {}).get("memory_fit")
     return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume, fit_record)
+
+
+def training_set(files: Sequence[Path], options: TrainOptions, slab: int) -> MRIDataset:
+    """The training samples: re-drawn masks, optional training resolution, slices or slabs of ``slab``."""
+    return MRIDataset(
+        files,
+        options.mask_spec,
+        train=True,
+        resolution=options.train_resolution,
+        slab=slab,
+        seed=options.seed,
+        virtual_coils=options.virtual_coils,
+    )
 
 
 def fit_to_memory(
