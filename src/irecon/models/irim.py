@@ -149,6 +149,8 @@ class IRIM(nn.Module):
         first_copy = torch.cat([state[:, : self.coils], state[:, half : half + self.coils]], dim=1)
         return first_copy * scale
 
-    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
+    def forward(self, kspace: Tensor, mask: Tensor, complex_output: bool = False) -> list[Tensor]:
+        """Magnitude images; with ``complex_output`` the complex image channels (one image with the head, else coils)."""
         state, _, scale = self.run_state(kspace, mask)
-        return [root_sum_of_squares_image(self.estimate(state, scale))]
+        estimate = self.estimate(state, scale)
+        return [estimate if complex_output else root_sum_of_squares_image(estimate)]

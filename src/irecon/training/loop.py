@@ -38,6 +38,7 @@ from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from irecon.data.splits import SplitSpec
 from irecon.data.volumes import VolumeInfo
 from irecon.errors import IreconError
 from irecon.figures import save_png
@@ -70,10 +71,13 @@ from irecon.training.runtime import (
     process_group,
     reset_peak_memory,
 )
+from irecon.training.selfsup import SelfSupervision
 from irecon.training.state import Progress as RunProgress
 from irecon.training.state import make_run_dir, resume_command, set_rng_state, training_payload
 
 __all__ = ["Outcome", "TrainResult", "Trainer", "train"]
+
+UNSCORED = {"nmse": math.nan, "psnr": math.nan, "ssim": math.nan}  # no validation volume has a target
 
 
 def now() -> float:
@@ -120,6 +124,10 @@ class Trainer:
             self.optimizer, step_size=options.lr_step, gamma=options.lr_gamma
         )
         self.loss_fn = ImageLoss(options.loss).to(self.device)
+        self.selfsup = None
+        if options.self_supervised:
+            spec = SplitSpec(options.ssdu_rho, options.ssdu_selection)
+            self.selfsup = SelfSupervision(spec, options.ssdu_splits, options.seed)
         self.progress = RunProgress()
         workers = resolve_workers(options.num_workers, self.device)
         self.feed = TrainFeed(plan.train_set, options.batch_size, workers, world, options.seed, self.device)
@@ -228,17 +236,13 @@ class Trainer:
         A non-finite loss or gradient on any rank skips the update on every rank, so the weights
         (and every checkpoint written from them) stay finite.
         """
-        kspace = batch.kspace.to(self.device, non_blocking=True)
-        mask = batch.mask.to(self.device, non_blocking=True)
-        target = batch.target.to(self.device, non_blocking=True)
-        max_value = batch.max_value.to(self.device, torch.float32)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
-            estimates = self.network(kspace, mask)
-            losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
-            loss = torch.stack(losses).mean()
+            if self.selfsup is not None:
+                loss, slices = self.selfsup.loss(self.network, batch, self.progress.epoch, self.device)
+            else:
+                loss, slices = self._supervised_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        slices = slice_count(target)
         if not self._finite_step(loss):
             self.optimizer.zero_grad(set_to_none=True)
             self._count_bad_step()
@@ -246,6 +250,16 @@ class Trainer:
         self.bad_in_a_row = 0
         self.optimizer.step()
         return float(loss.detach()), slices
+
+    def _supervised_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """The image loss against the batch's targets (mean over a RIM's steps), and its slice count."""
+        kspace = batch.kspace.to(self.device, non_blocking=True)
+        mask = batch.mask.to(self.device, non_blocking=True)
+        target = batch.target.to(self.device, non_blocking=True)
+        max_value = batch.max_value.to(self.device, torch.float32)
+        estimates = self.network(kspace, mask)
+        losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
+        return torch.stack(losses).mean(), slice_count(target)
 
     def _finite_step(self, loss: torch.Tensor) -> bool:
         """Whether the loss and every gradient are finite on every rank."""
@@ -291,8 +305,12 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         volumes = self._my_volumes()
         progress = self._volume_progress(f"validating epoch {self._epoch_label()}")
-        scores = score_model(self.model, volumes, self.options.val_mask_spec, self.device, progress)
-        record = self._record(self.world.mean_scores(scores, self.device), lr)
+        scores = score_model(self.model, self._scored(volumes), self.options.val_mask_spec, self.device, progress)
+        val = self.world.mean_scores(scores, self.device) if self._scored(self.plan.val_infos) else dict(UNSCORED)
+        if self.selfsup is not None:
+            spec = self.options.val_mask_spec
+            val["kspace_loss"] = self.selfsup.validate(self.model, volumes, spec, self.device, self.world)
+        record = self._record(val, lr)
         self.progress.epoch += 1
         self.progress.epoch_position = 0
         self.progress.epoch_loss = [0.0, 0.0]
@@ -342,11 +360,18 @@ class Trainer:
     def _my_volumes(self) -> list[VolumeInfo]:
         return self.plan.val_infos[self.world.rank :: self.world.size]
 
+    @staticmethod
+    def _scored(volumes: list[VolumeInfo]) -> list[VolumeInfo]:
+        """The volumes with a target to score against (all of them, unless self-supervised)."""
+        return [info for info in volumes if info.target_key is not None]
+
     def _zero_filled_scores(self) -> dict[str, float]:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
+        if not self._scored(self.plan.val_infos):
+            return {}
         zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
         progress = self._volume_progress("scoring zero-filled")
-        scores = score_model(zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress)
+        scores = score_model(zero, self._scored(self._my_volumes()), self.options.val_mask_spec, self.device, progress)
         return self.world.mean_scores(scores, self.device)
 
     def _save(self, *names: str, every_rank: bool = True) -> None:
@@ -393,9 +418,8 @@ class Trainer:
         history, out = self.progress.history, self.options.out
         write_jsonl(out / "metrics.jsonl", history)
         title = f"{self.options.model} ({self.plan.config.describe()}), run {out}"
-        save_png(
-            training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
-        )
+        loss = "SSDU k-space L1+L2" if self.selfsup is not None else self.options.loss
+        save_png(training_curve(history, self.progress.zero_filled, loss, title), out / "training_curve.png")
 
     def _volume_progress(self, label: str) -> Any:
         return volume_progress(self.console, label, self.options.log_every, self.world.is_main)

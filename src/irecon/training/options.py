@@ -25,7 +25,9 @@ class TrainOptions:
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
     ``shared_weights``) replace the preset's values when set. Validation uses the first
-    acceleration / center-fraction pair.
+    acceleration / center-fraction pair. ``self_supervised`` trains by SSDU (no targets needed): per sample,
+    ``ssdu_splits`` seeded splits of the acquired lines, a fraction ``ssdu_rho`` of them held out
+    for the k-space loss, drawn with ``ssdu_selection`` (uniform or gaussian).
     """
 
     train_dir: Path | None
@@ -63,6 +65,10 @@ class TrainOptions:
     threads: int | None = None
     scan: bool = True
     log_every: float = 30.0
+    self_supervised: bool = False
+    ssdu_rho: float = 0.4
+    ssdu_selection: str = "uniform"
+    ssdu_splits: int = 1
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):

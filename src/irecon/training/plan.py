@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from irecon.data.datasets import MRIDataset
+from irecon.data.splits import SplitSpec
 from irecon.data.volumes import VolumeInfo, find_volumes, read_volume_info
 from irecon.device import resolve_device
 from irecon.errors import IreconError
@@ -68,11 +69,12 @@ def prepare(
         resolution=options.train_resolution,
         slab=slab,
         seed=options.seed,
+        targets=not options.self_supervised,
     )
     first = train_set.volumes[0]
     check_batching(train_set.volumes, options)
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, challenge=first.challenge)
-    check_validation(val_set.volumes, first.num_coils)
+    check_validation(val_set.volumes, first.num_coils, need_targets=not options.self_supervised)
     check_loss_size(train_set.volumes, options.loss)
     config = preset(options.model, coils=first.num_coils, **options.model_overrides())
     model = build_seeded(config, options)
@@ -127,6 +129,13 @@ def check_options(options: TrainOptions) -> None:
     if options.resume and options.overwrite:
         raise IreconError("--resume and --overwrite contradict each other; pass one of them")
     options.mask_spec.validate()
+    if options.self_supervised:
+        if options.ssdu_splits < 1:
+            raise IreconError(f"--ssdu-splits must be at least 1, got {options.ssdu_splits}")
+        try:
+            SplitSpec(options.ssdu_rho, options.ssdu_selection).validate()
+        except IreconError as err:
+            raise IreconError(f"--ssdu-rho/--ssdu-selection: {err.problem}") from None
 
 
 def base_config(options: TrainOptions) -> ModelConfig:
@@ -165,10 +174,10 @@ def check_batching(volumes: Sequence[VolumeInfo], options: TrainOptions) -> None
         raise IreconError(f"training targets differ in size ({sizes}); use --batch-size 1")
 
 
-def check_validation(volumes: Sequence[VolumeInfo], coils: int) -> None:
-    """Every validation volume has a target and the training data's coil count."""
+def check_validation(volumes: Sequence[VolumeInfo], coils: int, need_targets: bool = True) -> None:
+    """Every validation volume has the training data's coil count, and a target unless self-supervised."""
     for info in volumes:
-        if info.target_key is None:
+        if need_targets and info.target_key is None:
             raise IreconError("validation file has no target to score against", info.path)
         if info.num_coils != coils:
             raise IreconError(

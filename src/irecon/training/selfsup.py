@@ -1,0 +1,130 @@
+"""Self-supervised training by data undersampling (SSDU, Yaman et al. 2020): no target images needed.
+
+Each sample's acquired lines (the file's own mask, or the training mask) are split at random into Θ
+and Λ (:mod:`irecon.data.splits`). The model sees only the k-space on Θ; its complex estimate is
+taken to k-space and compared with the measured k-space on Λ by the normalised L1+L2 loss
+(:func:`irecon.losses.normalised_kspace_loss`). A model whose estimate is one complex image for
+multi-coil data (the i-RIM's parametric head) reaches coil k-space through sensitivity maps
+estimated from the calibration lines of its input; a model that outputs coil images (the RIM, the
+U-Net, the i-RIM without head) is compared coil by coil. Validation holds out Λ lines of each
+validation volume, split once per file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from irecon.data.datasets import load_volume
+from irecon.data.masks import MaskSpec
+from irecon.data.splits import SplitSpec, calibration_lines, split_mask, split_seed
+from irecon.data.volumes import VolumeInfo
+from irecon.inference import VAL_BATCH
+from irecon.losses import normalised_kspace_loss
+from irecon.physics import channels_to_complex, fft2c, ifft2c
+from irecon.training.runtime import World
+
+VALIDATION_DRAW = (
+    2**31 - 1
+)  # the draw number of a validation split: one fixed split per file, apart from training draws
+
+
+def split_masks(mask: Tensor, spec: SplitSpec, seeds: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    """(Θ, Λ) for a batch of masks ``(B, 1, ..., W)``, one seed per sample; same shape and device as ``mask``."""
+    theta, loss_set = [], []
+    for row, seed in zip(mask.detach().cpu().reshape(mask.shape[0], -1).numpy(), seeds):
+        first, second = split_mask(row, spec, seed)
+        theta.append(first)
+        loss_set.append(second)
+
+    def stacked(rows: list[np.ndarray]) -> Tensor:
+        return torch.from_numpy(np.stack(rows)).reshape(mask.shape).to(mask.device, mask.dtype)
+
+    return stacked(theta), stacked(loss_set)
+
+
+def sensitivity_maps(kspace: Tensor, mask: Tensor) -> Tensor:
+    """Coil sensitivities ``(B, C, ..., H, W)`` from the calibration lines of each sample's mask.
+
+    The low-resolution coil images of the calibration region, divided by their root-sum-of-squares.
+    """
+    rows = mask.detach().cpu().reshape(mask.shape[0], -1).numpy()
+    calibration = torch.from_numpy(np.stack([calibration_lines(r) for r in rows]).astype(np.float32))
+    calibration = calibration.reshape(mask.shape).to(kspace.device)
+    images = ifft2c(kspace * calibration)
+    norm = torch.linalg.vector_norm(images, dim=1, keepdim=True).clamp_min(1e-12)
+    return images / norm
+
+
+def predicted_kspace(estimate: Tensor, kspace: Tensor, mask: Tensor) -> Tensor:
+    """The full k-space per coil of a model's complex estimate; the maps come from ``kspace`` on ``mask``.
+
+    ``estimate`` is image channels ``(B, 2C', ...)`` with C' the data's coil count or 1.
+    """
+    image = channels_to_complex(estimate.float())
+    if image.shape[1] != kspace.shape[1]:
+        image = image * sensitivity_maps(kspace, mask)
+    return fft2c(image)
+
+
+def heldout_loss(model: nn.Module, kspace: Tensor, theta: Tensor, loss_set: Tensor) -> Tensor:
+    """The k-space loss on Λ of ``model`` fed only the k-space on Θ (mean over a RIM's steps)."""
+    given = kspace * theta
+    estimates = model(given, theta, complex_output=True)
+    measured = kspace * loss_set
+    losses = [normalised_kspace_loss(predicted_kspace(e, given, theta) * loss_set, measured) for e in estimates]
+    return torch.stack(losses).mean()
+
+
+class SelfSupervision:
+    """The SSDU training step and its validation loss for one run."""
+
+    def __init__(self, spec: SplitSpec, splits: int, seed: int) -> None:
+        spec.validate()
+        self.spec, self.splits, self.seed = spec, splits, seed
+
+    def loss(self, network: nn.Module, batch: Any, epoch: int, device: torch.device) -> tuple[Tensor, int]:
+        """The batch's k-space loss over ``splits`` fresh splits per sample, and its slice count."""
+        kspace = batch.kspace.to(device, non_blocking=True)
+        mask = batch.mask.to(device, non_blocking=True)
+        seeds = [
+            split_seed(self.seed, epoch, name, int(index), draw)
+            for draw in range(self.splits)
+            for name, index in zip(batch.fname, batch.slice_index)
+        ]
+        repeated = kspace.repeat(self.splits, *([1] * (kspace.dim() - 1)))
+        theta, loss_set = split_masks(mask.repeat(self.splits, *([1] * (mask.dim() - 1))), self.spec, seeds)
+        slices = kspace.shape[0] * (kspace.shape[2] if kspace.dim() == 5 else 1)
+        return heldout_loss(network, repeated, theta, loss_set), slices
+
+    @torch.inference_mode()
+    def validate(
+        self, model: nn.Module, volumes: Sequence[VolumeInfo], mask_spec: MaskSpec, device: torch.device, world: World
+    ) -> float:
+        """Mean k-space loss per slice on held-out lines of every rank's validation volumes (every rank calls this)."""
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        try:
+            for info in volumes:
+                volume = load_volume(info.path, mask_spec, info)
+                seed = split_seed(self.seed, 0, info.path.name, 0, VALIDATION_DRAW)
+                theta, loss_set = split_masks(volume.mask, self.spec, [seed])
+                theta, loss_set = theta.to(device), loss_set.to(device)
+                if getattr(model, "dims", 2) == 3:
+                    kspace = volume.kspace.to(device).transpose(0, 1).unsqueeze(0)
+                    loss = heldout_loss(model, kspace, theta.unsqueeze(0), loss_set.unsqueeze(0))
+                    total += float(loss) * volume.kspace.shape[0]
+                else:
+                    for start in range(0, volume.kspace.shape[0], VAL_BATCH):
+                        kspace = volume.kspace[start : start + VAL_BATCH].to(device)
+                        total += float(heldout_loss(model, kspace, theta, loss_set)) * kspace.shape[0]
+                count += volume.kspace.shape[0]
+        finally:
+            model.train(was_training)
+        sums = world.all_reduce(torch.tensor([total, count], dtype=torch.float64, device=device))
+        return float(sums[0] / sums[1]) if float(sums[1]) else float("nan")
