@@ -47,11 +47,11 @@ def mean_mse(estimates: Sequence[Tensor], target: Tensor) -> Tensor:
 def normalised_kspace_loss(predicted: Tensor, measured: Tensor) -> Tensor:
     """SSDU's loss on held-out k-space (Yaman et al. 2020): ||y - ŷ||₂/||y||₂ + ||y - ŷ||₁/||y||₁, batch mean.
 
-    Both are complex ``(B, ...)``, already restricted to the loss lines Λ; runs in float32 under autocast.
+    Both are complex ``(B, ...)`` (complex64 at least, so the norms are float32 or wider), already
+    restricted to the loss lines.
     """
-    with torch.autocast(predicted.device.type, enabled=False):
-        error = (measured - predicted).flatten(1)
-        measured = measured.flatten(1)
-        l2 = torch.linalg.vector_norm(error, dim=1) / torch.linalg.vector_norm(measured, dim=1).clamp_min(1e-12)
-        l1 = error.abs().sum(dim=1) / measured.abs().sum(dim=1).clamp_min(1e-12)
-        return (l2 + l1).mean()
+    error = (measured - predicted).flatten(1)
+    measured = measured.flatten(1)
+    l2 = torch.linalg.vector_norm(error, dim=1) / torch.linalg.vector_norm(measured, dim=1).clamp_min(1e-12)
+    l1 = error.abs().sum(dim=1) / measured.abs().sum(dim=1).clamp_min(1e-12)
+    return (l2 + l1).mean()

@@ -71,21 +71,32 @@ def predicted_kspace(estimate: Tensor, kspace: Tensor, mask: Tensor) -> Tensor:
     return fft2c(image)
 
 
-def heldout_loss(model: nn.Module, kspace: Tensor, theta: Tensor, loss_set: Tensor) -> Tensor:
-    """The k-space loss on Λ of ``model`` fed only the k-space on Θ (mean over a RIM's steps)."""
+def heldout_loss(
+    model: nn.Module, kspace: Tensor, theta: Tensor, loss_set: Tensor, seen_weight: float = 0.0
+) -> Tensor:
+    """The k-space loss on Λ of ``model`` fed only the k-space on Θ (mean over a RIM's steps).
+
+    ``seen_weight`` adds that multiple of the same loss on Θ: the models have no hard data
+    consistency at their output, so nothing else ties their estimate to the lines they were given
+    (the calibration region, which holds most of the image's energy, is never in Λ).
+    """
     given = kspace * theta
-    estimates = model(given, theta, complex_output=True)
-    measured = kspace * loss_set
-    losses = [normalised_kspace_loss(predicted_kspace(e, given, theta) * loss_set, measured) for e in estimates]
+    losses = []
+    for estimate in model(given, theta, complex_output=True):
+        predicted = predicted_kspace(estimate, given, theta)
+        loss = normalised_kspace_loss(predicted * loss_set, kspace * loss_set)
+        if seen_weight:
+            loss = loss + seen_weight * normalised_kspace_loss(predicted * theta, given)
+        losses.append(loss)
     return torch.stack(losses).mean()
 
 
 class SelfSupervision:
     """The SSDU training step and its validation loss for one run."""
 
-    def __init__(self, spec: SplitSpec, splits: int, seed: int) -> None:
+    def __init__(self, spec: SplitSpec, splits: int, seed: int, seen_weight: float = 1.0) -> None:
         spec.validate()
-        self.spec, self.splits, self.seed = spec, splits, seed
+        self.spec, self.splits, self.seed, self.seen_weight = spec, splits, seed, seen_weight
 
     def loss(self, network: nn.Module, batch: Any, epoch: int, device: torch.device) -> tuple[Tensor, int]:
         """The batch's k-space loss over ``splits`` fresh splits per sample, and its slice count."""
@@ -99,7 +110,7 @@ class SelfSupervision:
         repeated = kspace.repeat(self.splits, *([1] * (kspace.dim() - 1)))
         theta, loss_set = split_masks(mask.repeat(self.splits, *([1] * (mask.dim() - 1))), self.spec, seeds)
         slices = kspace.shape[0] * (kspace.shape[2] if kspace.dim() == 5 else 1)
-        return heldout_loss(network, repeated, theta, loss_set), slices
+        return heldout_loss(network, repeated, theta, loss_set, self.seen_weight), slices
 
     @torch.inference_mode()
     def validate(
