@@ -93,6 +93,12 @@ def _default(name: str) -> Any:
     help="Override weight sharing across steps.",
 )
 @click.option(
+    "--parametric-output/--no-parametric-output",
+    default=_default("parametric_output"),
+    help="Override the i-RIM's output head (without it the estimate is the state's image channels, "
+    "which start as the zero-filled image; see docs/self-supervised.md).",
+)
+@click.option(
     "--checkpoint-every",
     type=int,
     default=_default("checkpoint_every"),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
-MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights")
+MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "parametric_output")
 DEFAULT_3D_SLAB = 8
 
 
@@ -54,6 +54,7 @@ class TrainOptions:
     n_latent: int | None = None
     multiplicity: int | None = None
     shared_weights: bool | None = None
+    parametric_output: bool | None = None
     checkpoint_every: int = 100
     num_workers: int | None = None
     shard_optimizer: bool = False

@@ -71,9 +71,7 @@ def predicted_kspace(estimate: Tensor, kspace: Tensor, mask: Tensor) -> Tensor:
     return fft2c(image)
 
 
-def heldout_loss(
-    model: nn.Module, kspace: Tensor, theta: Tensor, loss_set: Tensor, seen_weight: float = 0.0
-) -> Tensor:
+def heldout_loss(model: nn.Module, kspace: Tensor, theta: Tensor, loss_set: Tensor, seen_weight: float = 0.0) -> Tensor:
     """The k-space loss on Λ of ``model`` fed only the k-space on Θ (mean over a RIM's steps).
 
     ``seen_weight`` adds that multiple of the same loss on Θ: the models have no hard data
