@@ -8,16 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from irecon.cli import main
 from irecon.data.datasets import MRIDataset
 from irecon.data.masks import MaskSpec
 from irecon.data.splits import SplitSpec, split_seed
 from irecon.data.synth import synthesize
+from irecon.errors import IreconError
 from irecon.models.presets import preset
 from irecon.physics import complex_to_channels, ifft2c, root_sum_of_squares_image
 from irecon.training.loop import train
 from irecon.training.selfsup import SelfSupervision, heldout_loss, predicted_kspace, split_masks
-from tests.helpers.training import SIZES, make_options
+from tests.helpers.training import SIZES, cli_args, make_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"steps": 1, "layers": 2}
@@ -133,7 +136,23 @@ def test_validation_reports_the_held_out_loss_and_the_usual_metrics_when_targets
 
 
 def test_supervised_training_still_refuses_files_without_targets(tmp_path: Path) -> None:
-    from irecon.errors import IreconError
-
     with pytest.raises(IreconError, match="training needs a target"):
         MRIDataset(sorted(undersampled(tmp_path).glob("*.h5")), MaskSpec(), train=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ssdu-rho", "1.5"], "--ssdu-rho/--ssdu-selection: the loss fraction rho must be between 0 and 1"),
+        (["--ssdu-splits", "0"], "--ssdu-splits must be at least 1"),
+    ],
+)
+def test_bad_ssdu_options_are_one_line_errors_before_anything_is_written(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    data = tmp_path / "data"
+    undersampled(data / "train")
+    undersampled(data / "val")
+    result = CliRunner().invoke(main, ["train", *cli_args(data, tmp_path / "run", "--self-supervised", *extra)])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
