@@ -35,7 +35,9 @@ def main() -> None:
         maps = sensitivity_maps(full * calibration, calibration.expand(full.shape[0], 1, 1, width))
         image = (maps.conj() * ifft2c(full)).sum(dim=1, keepdim=True)
         loss = float(normalised_kspace_loss(fft2c(maps * image), full))
-        print(f"{path.name}: {full.shape[1]} coils, {centre} calibration lines of {width}: maps k-space loss {loss:.4f}")
+        print(
+            f"{path.name}: {full.shape[1]} coils, {centre} calibration lines of {width}: maps k-space loss {loss:.4f}"
+        )
 
 
 if __name__ == "__main__":
