@@ -156,3 +156,18 @@ def test_bad_ssdu_options_are_one_line_errors_before_anything_is_written(
     result = CliRunner().invoke(main, ["train", *cli_args(data, tmp_path / "run", "--self-supervised", *extra)])
     assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("parametric_output", [True, False])
+def test_multicoil_loss_through_maps_or_coil_images_has_finite_gradients(
+    tmp_path: Path, parametric_output: bool
+) -> None:
+    dataset = MRIDataset(sorted(undersampled(tmp_path, "multicoil").glob("*.h5")), None, train=True, targets=False)
+    batch = torch.utils.data.default_collate([dataset[0], dataset[1]])
+    theta, loss_set = split_masks(batch.mask, SplitSpec(0.4), [1, 2])
+    model = preset("tiny-2d", coils=2, parametric_output=parametric_output, **TINY).build()
+    images = model(batch.kspace * theta, theta, complex_output=True)[0]
+    assert images.shape[1] == (2 if parametric_output else 4)  # one image through the maps, or coil images
+    loss = heldout_loss(model, batch.kspace, theta, loss_set, seen_weight=1.0)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
