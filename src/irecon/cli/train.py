@@ -191,6 +191,13 @@ def _default(name: str) -> Any:
     show_default=True,
     help="Splits per sample and step (each a forward pass; their losses are averaged).",
 )
+@click.option(
+    "--ssdu-seen-weight",
+    type=float,
+    default=_default("ssdu_seen_weight"),
+    show_default=True,
+    help="Weight of the same k-space loss on the lines the model saw (0: held-out lines only, as in SSDU).",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 

@@ -127,7 +127,7 @@ class Trainer:
         self.selfsup = None
         if options.self_supervised:
             spec = SplitSpec(options.ssdu_rho, options.ssdu_selection)
-            self.selfsup = SelfSupervision(spec, options.ssdu_splits, options.seed)
+            self.selfsup = SelfSupervision(spec, options.ssdu_splits, options.seed, options.ssdu_seen_weight)
         self.progress = RunProgress()
         workers = resolve_workers(options.num_workers, self.device)
         self.feed = TrainFeed(plan.train_set, options.batch_size, workers, world, options.seed, self.device)

@@ -27,7 +27,8 @@ class TrainOptions:
     ``shared_weights``) replace the preset's values when set. Validation uses the first
     acceleration / center-fraction pair. ``self_supervised`` trains by SSDU (no targets needed): per sample,
     ``ssdu_splits`` seeded splits of the acquired lines, a fraction ``ssdu_rho`` of them held out
-    for the k-space loss, drawn with ``ssdu_selection`` (uniform or gaussian).
+    for the k-space loss, drawn with ``ssdu_selection`` (uniform or gaussian); ``ssdu_seen_weight`` weighs
+    the same loss on the lines the model saw (0: Yaman et al.'s loss on the held-out lines only).
     """
 
     train_dir: Path | None
@@ -70,6 +71,7 @@ class TrainOptions:
     ssdu_rho: float = 0.4
     ssdu_selection: str = "uniform"
     ssdu_splits: int = 1
+    ssdu_seen_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):

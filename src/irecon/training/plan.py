@@ -130,6 +130,8 @@ def check_options(options: TrainOptions) -> None:
         raise IreconError("--resume and --overwrite contradict each other; pass one of them")
     options.mask_spec.validate()
     if options.self_supervised:
+        if not (math.isfinite(options.ssdu_seen_weight) and options.ssdu_seen_weight >= 0):
+            raise IreconError(f"--ssdu-seen-weight must be a non-negative number, got {options.ssdu_seen_weight}")
         if options.ssdu_splits < 1:
             raise IreconError(f"--ssdu-splits must be at least 1, got {options.ssdu_splits}")
         try:
