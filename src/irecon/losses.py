@@ -48,7 +48,7 @@ def normalised_kspace_loss(predicted: Tensor, measured: Tensor) -> Tensor:
     """SSDU's loss on held-out k-space (Yaman et al. 2020): ||y - ŷ||₂/||y||₂ + ||y - ŷ||₁/||y||₁, batch mean.
 
     Both are complex ``(B, ...)`` (complex64 at least, so the norms are float32 or wider), already
-    restricted to the loss lines.
+    restricted to the loss lines; a sample with no loss lines (all zero) contributes 0.
     """
     error = (measured - predicted).flatten(1)
     measured = measured.flatten(1)

@@ -68,18 +68,12 @@ def split_mask(mask: np.ndarray, spec: SplitSpec, seed: int | Sequence[int]) -> 
     """(Θ, Λ) as float32 1-D masks: disjoint, their sum the acquired mask, the calibration region in Θ.
 
     Λ holds ``round(rho * acquired)`` lines drawn without replacement from the acquired lines
-    outside the calibration region (all of them when there are fewer). Raises IreconError when
-    the mask has no line to give Λ.
+    outside the calibration region (all of them when there are fewer; none when there are none).
     """
     spec.validate()
     acquired = np.asarray(mask).reshape(-1) > 0
     candidates = np.flatnonzero(acquired & ~calibration_lines(acquired))
     count = min(int(round(spec.rho * int(acquired.sum()))), candidates.size)
-    if count < 1:
-        raise IreconError(
-            f"the mask has {int(acquired.sum())} acquired lines, {candidates.size} outside the calibration "
-            f"region: none left for the loss set at rho {spec.rho}"
-        )
     rng = np.random.default_rng(list(seed) if isinstance(seed, Sequence) else int(seed))
     weights = None
     if spec.selection == "gaussian":

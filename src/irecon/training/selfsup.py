@@ -114,7 +114,10 @@ class SelfSupervision:
     def validate(
         self, model: nn.Module, volumes: Sequence[VolumeInfo], mask_spec: MaskSpec, device: torch.device, world: World
     ) -> float:
-        """Mean k-space loss per slice on held-out lines of every rank's validation volumes (every rank calls this)."""
+        """Mean k-space loss per slice on held-out lines of every rank's validation volumes (every rank calls this).
+
+        A volume whose mask has no line outside the calibration region is left out; NaN when all are.
+        """
         was_training = model.training
         model.eval()
         total, count = 0.0, 0
@@ -123,6 +126,8 @@ class SelfSupervision:
                 volume = load_volume(info.path, mask_spec, info)
                 seed = split_seed(self.seed, 0, info.path.name, 0, VALIDATION_DRAW)
                 theta, loss_set = split_masks(volume.mask, self.spec, [seed])
+                if not loss_set.any():  # only calibration lines acquired: nothing to hold out
+                    continue
                 theta, loss_set = theta.to(device), loss_set.to(device)
                 if getattr(model, "dims", 2) == 3:
                     kspace = volume.kspace.to(device).transpose(0, 1).unsqueeze(0)
