@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The self-supervised (SSDU) measurements of docs/self-supervised.md: tiny-2d and tiny-3d at 4x on irecon's
 # synthetic data, trained on undersampled test-style files only, against the same models trained supervised.
-# Usage: benchmarks/ssdu_runs.sh OUT_DIR   (single-threaded runs, two at a time; hours on a shared CPU)
+# Usage: benchmarks/ssdu_runs.sh OUT_DIR   (single-threaded runs, up to three at a time; hours on a shared CPU).
+# The runs in the docs were launched by hand with these commands, some stopped early by the time box (see there).
 set -euo pipefail
 out=${1:?usage: ssdu_runs.sh OUT_DIR}
 export OMP_NUM_THREADS=1
@@ -26,9 +27,15 @@ supervised "${two_d[@]}" --no-parametric-output --seed 0 --out "$out/2d/supervis
 ssdu "${two_d[@]}" --no-parametric-output --ssdu-seen-weight 0 --seed 0 --out "$out/2d/ssdu-nohead-pure-seed0" \
   > "$out/2d-ssdu-nohead-pure.log" 2>&1
 wait
+for seed in 0 1; do
+  ssdu "${two_d[@]}" --no-parametric-output --ssdu-seen-weight 0.1 --seed "$seed" \
+    --out "$out/2d/ssdu-nohead-w0.1-seed$seed" > "$out/2d-ssdu-nohead-w0.1-seed$seed.log" 2>&1 &
+done
+wait
 cp -r "$out/2d/ssdu-seed0" "$out/2d/ssdu-seed0-long"
 irecon train --out "$out/2d/ssdu-seed0-long" --resume --epochs 12 > "$out/2d-ssdu-long.log" 2>&1
 ssdu "${three_d[@]}" --seed 0 --out "$out/3d/ssdu-nohead-seed0" > "$out/3d-ssdu.log" 2>&1 &
+ssdu "${three_d[@]}" --ssdu-seen-weight 0.1 --seed 0 --out "$out/3d/ssdu-nohead-w0.1-seed0" > "$out/3d-ssdu-w0.1.log" 2>&1 &
 supervised "${three_d[@]}" --seed 0 --out "$out/3d/supervised-nohead-seed0" > "$out/3d-supervised.log" 2>&1
 wait
 python "$(dirname "$0")/ssdu_table.py" "$out"/2d/* "$out"/3d/*
