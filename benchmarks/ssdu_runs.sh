@@ -17,10 +17,10 @@ supervised() { irecon train "$out/data/full" "${common[@]}" "$@"; }
 two_d=(--model tiny-2d --epochs 6)
 three_d=(--model tiny-3d --slab 6 --epochs 15 --no-parametric-output)
 for seed in 0 1; do
-  ssdu "${two_d[@]}" --seed "$seed" --out "$out/2d/ssdu-seed$seed" > "$out/2d-ssdu-seed$seed.log" 2>&1 &
+  ssdu "${two_d[@]}" --ssdu-seen-weight 1 --seed "$seed" --out "$out/2d/ssdu-seed$seed" > "$out/2d-ssdu-seed$seed.log" 2>&1 &
   supervised "${two_d[@]}" --seed "$seed" --out "$out/2d/supervised-seed$seed" > "$out/2d-supervised-seed$seed.log" 2>&1
   wait
-  ssdu "${two_d[@]}" --no-parametric-output --seed "$seed" --out "$out/2d/ssdu-nohead-seed$seed" \
+  ssdu "${two_d[@]}" --no-parametric-output --ssdu-seen-weight 1 --seed "$seed" --out "$out/2d/ssdu-nohead-seed$seed" \
     > "$out/2d-ssdu-nohead-seed$seed.log" 2>&1
 done
 supervised "${two_d[@]}" --no-parametric-output --seed 0 --out "$out/2d/supervised-nohead-seed0" > "$out/2d-sup-nohead.log" 2>&1 &
@@ -34,7 +34,7 @@ done
 wait
 cp -r "$out/2d/ssdu-seed0" "$out/2d/ssdu-seed0-long"
 irecon train --out "$out/2d/ssdu-seed0-long" --resume --epochs 12 > "$out/2d-ssdu-long.log" 2>&1
-ssdu "${three_d[@]}" --seed 0 --out "$out/3d/ssdu-nohead-seed0" > "$out/3d-ssdu.log" 2>&1 &
+ssdu "${three_d[@]}" --ssdu-seen-weight 1 --seed 0 --out "$out/3d/ssdu-nohead-seed0" > "$out/3d-ssdu.log" 2>&1 &
 ssdu "${three_d[@]}" --ssdu-seen-weight 0.1 --seed 0 --out "$out/3d/ssdu-nohead-w0.1-seed0" > "$out/3d-ssdu-w0.1.log" 2>&1 &
 supervised "${three_d[@]}" --seed 0 --out "$out/3d/supervised-nohead-seed0" > "$out/3d-supervised.log" 2>&1
 wait

@@ -1,25 +1,35 @@
-"""The last validated epoch of each training run (metrics.jsonl) as a markdown table row, zero-filled first.
+"""One validated epoch of each training run (metrics.jsonl) as a markdown table row, zero-filled first.
 
-Usage: python benchmarks/ssdu_table.py RUN_DIR...
+Usage: python benchmarks/ssdu_table.py [--select heldout] RUN_DIR...
+The last epoch by default; with ``--select heldout`` a self-supervised run's epoch with the lowest
+held-out k-space loss (a choice made without targets; supervised runs keep their last epoch).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
 def main() -> None:
-    rows = [json.loads(Path(run, "metrics.jsonl").read_text().splitlines()[-1]) for run in sys.argv[1:]]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--select", choices=("last", "heldout"), default="last")
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args()
     print("| run | steps | val SSIM | val PSNR | held-out k-space loss |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| zero-filled | | {rows[0]['zero_filled_ssim']:.4f} | {rows[0]['zero_filled_psnr']:.2f} | |")
-    for run, r in zip(sys.argv[1:], rows):
-        heldout = r.get("val_kspace_loss")
+    for index, run in enumerate(args.runs):
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        chosen = history[-1]
+        if args.select == "heldout" and history[-1].get("val_kspace_loss") is not None:
+            chosen = min(history, key=lambda r: r["val_kspace_loss"])
+        if index == 0:
+            print(f"| zero-filled | | {chosen['zero_filled_ssim']:.4f} | {chosen['zero_filled_psnr']:.2f} | |")
+        heldout = chosen.get("val_kspace_loss")
         print(
-            f"| {Path(run).parent.name}/{Path(run).name} | {r['global_step']} | {r['val_ssim']:.4f} | {r['val_psnr']:.2f} | "
-            f"{'' if heldout is None else f'{heldout:.4f}'} |"
+            f"| {run.parent.name}/{run.name} | {chosen['global_step']} | {chosen['val_ssim']:.4f} | "
+            f"{chosen['val_psnr']:.2f} | {'' if heldout is None else f'{heldout:.4f}'} |"
         )
 
 

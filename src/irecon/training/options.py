@@ -71,7 +71,7 @@ class TrainOptions:
     ssdu_rho: float = 0.4
     ssdu_selection: str = "uniform"
     ssdu_splits: int = 1
-    ssdu_seen_weight: float = 1.0
+    ssdu_seen_weight: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):

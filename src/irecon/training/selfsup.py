@@ -92,7 +92,7 @@ def heldout_loss(model: nn.Module, kspace: Tensor, theta: Tensor, loss_set: Tens
 class SelfSupervision:
     """The SSDU training step and its validation loss for one run."""
 
-    def __init__(self, spec: SplitSpec, splits: int, seed: int, seen_weight: float = 1.0) -> None:
+    def __init__(self, spec: SplitSpec, splits: int, seed: int, seen_weight: float = 0.1) -> None:
         spec.validate()
         self.spec, self.splits, self.seed, self.seen_weight = spec, splits, seed, seen_weight
 
