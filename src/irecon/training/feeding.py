@@ -197,7 +197,7 @@ class TrainFeed:
                 raise worker_error(err) from None
             stats.wait_s += time.perf_counter() - asked
             stats.read_s += seconds
-            stats.slices += slice_count(batch.target)
+            stats.slices += slice_count(batch.target) if batch.target.numel() else kspace_slices(batch.kspace)
             yield batch
 
     def close(self) -> None:
@@ -218,6 +218,11 @@ class TrainFeed:
 def slice_count(target: torch.Tensor) -> int:
     """Slices in a batch of targets: ``(B, h, w)`` or slabs ``(B, S, h, w)``."""
     return int(target.shape[0] * (target.shape[1] if target.dim() == 4 else 1))
+
+
+def kspace_slices(kspace: torch.Tensor) -> int:
+    """Slices in a batch of k-space ``(B, coils, H, W)`` or slabs ``(B, coils, S, H, W)`` (batches without targets)."""
+    return int(kspace.shape[0] * (kspace.shape[2] if kspace.dim() == 5 else 1))
 
 
 def worker_error(err: IreconError) -> IreconError:

@@ -26,6 +26,7 @@ from irecon.data.volumes import VolumeInfo
 from irecon.inference import VAL_BATCH
 from irecon.losses import normalised_kspace_loss
 from irecon.physics import channels_to_complex, fft2c, ifft2c
+from irecon.training.feeding import kspace_slices
 from irecon.training.runtime import World
 
 VALIDATION_DRAW = (
@@ -107,8 +108,7 @@ class SelfSupervision:
         ]
         repeated = kspace.repeat(self.splits, *([1] * (kspace.dim() - 1)))
         theta, loss_set = split_masks(mask.repeat(self.splits, *([1] * (mask.dim() - 1))), self.spec, seeds)
-        slices = kspace.shape[0] * (kspace.shape[2] if kspace.dim() == 5 else 1)
-        return heldout_loss(network, repeated, theta, loss_set, self.seen_weight), slices
+        return heldout_loss(network, repeated, theta, loss_set, self.seen_weight), kspace_slices(kspace)
 
     @torch.inference_mode()
     def validate(
