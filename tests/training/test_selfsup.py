@@ -49,14 +49,14 @@ def test_the_held_out_lines_never_reach_the_model(tmp_path: Path) -> None:
     assert loss_set.sum() > 0
 
     loss, _ = ssdu.loss(model, batch, epoch=0, device=torch.device("cpu"))
-    poisoned = batch._replace(kspace=batch.kspace + 1e3 * loss_set)
+    poisoned = batch._replace(kspace=batch.kspace * (1 - loss_set))  # the held-out data erased
     poisoned_loss, _ = ssdu.loss(model, poisoned, epoch=0, device=torch.device("cpu"))
 
     (given, mask), (given_poisoned, _) = seen
     assert torch.equal(mask, theta)
     assert torch.all(given * loss_set == 0)  # zero on every held-out line of its own sample
     assert torch.equal(given, given_poisoned)  # what the model saw is blind to the held-out data
-    assert abs(float(poisoned_loss.detach()) - float(loss.detach())) > 1e-3  # while the loss sees it
+    assert float(poisoned_loss.detach()) > float(loss.detach()) + 1  # while the loss sees it
 
 
 @pytest.mark.parametrize("challenge", ["singlecoil", "multicoil"])
