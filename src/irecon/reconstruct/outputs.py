@@ -23,6 +23,20 @@ from irecon.reconstruct.report import VolumeResult
 from irecon.text import plural
 
 
+def reconstruction_path(out_dir: Path, source: Path) -> Path:
+    """Where volume ``source``'s reconstruction goes: ``OUT_DIR/<input file name>`` (fastMRI's layout).
+
+    Its NIfTI and DICOM outputs go beside it (:func:`irecon.export.output_paths` with the input's stem),
+    and its preview to ``PREVIEW_DIR/<stem>.png`` (:func:`preview_path`).
+    """
+    return out_dir / source.name
+
+
+def preview_path(preview_dir: Path, source: Path) -> Path:
+    """Where volume ``source``'s preview goes: ``PREVIEW_DIR/<input stem>.png``."""
+    return preview_dir / f"{source.stem}.png"
+
+
 def refuse_existing(path: Path, overwrite: bool) -> None:
     """Refuse an existing ``path`` unless ``overwrite``."""
     if path.exists() and not overwrite:

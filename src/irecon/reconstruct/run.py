@@ -59,7 +59,9 @@ from irecon.planning.runs import fit_inference
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.outputs import (
     preview_figure,
+    preview_path,
     read_header,
+    reconstruction_path,
     refuse_existing,
     write_preview,
     write_reconstruction,
@@ -67,8 +69,7 @@ from irecon.reconstruct.outputs import (
 from irecon.reconstruct.report import ReconstructReport, VolumeResult
 from irecon.text import human_bytes, plural, progress_bar, say
 
-# Models whose channel count is fixed by the coil count they were built for.
-_NAMES_SHOWN = 3
+_NAMES_SHOWN = 3  # files named in the coil-count refusal
 
 
 def reconstruct(options: ReconstructOptions, console: Console | None = None) -> ReconstructReport:
@@ -257,14 +258,8 @@ class _Run:
 
     def _output_path(self, path: Path) -> Path:
         """The ``.h5`` output path for ``path``, refused when it clashes, or exists and is to be written."""
-        output = self.out_dir / path.name
-        first = self.names.setdefault(path.name, path)
-        if first != path:
-            raise IreconError(
-                f"another input has the same file name ({first}); outputs are named after the "
-                "input file, so reconstruct them into different «out_dir» folders",
-                path,
-            )
+        output = reconstruction_path(self.out_dir, path)
+        self.names.setdefault(path.name, path)  # same names were refused before any work
         if output.resolve() == path.resolve():
             raise IreconError("the output would replace this input file; choose another «out_dir»", path)
         if "h5" in self.options.formats:
@@ -275,7 +270,7 @@ class _Run:
         """The preview path, or None (with a warning when an existing preview is kept)."""
         if self.preview_dir is None:
             return None
-        preview = self.preview_dir / f"{path.stem}.png"
+        preview = preview_path(self.preview_dir, path)
         if preview.exists() and not self.options.overwrite:
             result.warnings.append(f"{preview}: {EXISTS_MESSAGE}; the preview was not written")
             return None
