@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from irecon.bench.options import BenchOptions
-from irecon.bench.sweep import planned_peak
+from irecon.bench.protocol import planned_peak
 from irecon.data.volumes import find_volumes, read_volume_info
 from irecon.errors import IreconError
 from irecon.memory.budget import deepest_fit

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from irecon import __version__
-from irecon.bench.sweep import BenchOptions
+from irecon.bench.options import BenchOptions
 from irecon.cli import main
 from irecon.export import ExportOptions
 from irecon.reconstruct.options import ReconstructOptions

@@ -15,7 +15,7 @@ from irecon.figures import save_png
 from irecon.models.configs import ModelConfig
 from irecon.models.presets import preset
 
-__all__ = ["BenchOptions", "available_bytes", "run_bench"]
+__all__ = ["available_bytes", "run_bench"]
 
 FIT_FRACTION = 0.8  # a plain run is skipped when the planner's peak exceeds this share of free memory
 
