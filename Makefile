@@ -25,7 +25,8 @@ install: $(STAMP)
 test: $(STAMP) lint test-tools
 	$(BIN)/python -m pytest -q
 
-# The quick loop while editing: everything but the tests marked slow (torchrun, README, subprocesses).
+# The quick loop while editing: everything but the tests marked slow (torchrun, README, subprocesses,
+# whole memory-measurement runs); make test runs them all.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import irecon.bench.budget as bench
@@ -13,6 +14,7 @@ from irecon.cli import main
 from irecon.models.presets import preset
 
 
+@pytest.mark.slow
 def test_budget_gives_the_deepest_fitting_depth_measured_on_both_sides(tmp_path: Path) -> None:
     probe = BenchOptions(model="tiny-2d", size=(16, 16), device="meta")
     peak = {t: planned_peak(preset("tiny-2d", steps=t), "tiny-2d", "train", True, probe) for t in (3, 4)}
@@ -35,6 +37,7 @@ def test_budget_gives_the_deepest_fitting_depth_measured_on_both_sides(tmp_path:
     assert all(f.steps == 3 and f.limit_reached and f.next_peak_bytes is None for f in roomy)
 
 
+@pytest.mark.slow
 def test_every_depth_tried_is_reported_as_it_is_measured() -> None:
     seen: list[Depth] = []
     budget = 2 * 2**20
@@ -47,6 +50,7 @@ def test_every_depth_tried_is_reported_as_it_is_measured() -> None:
     assert all(d.fits == (d.peak_bytes <= budget) and d.seconds >= 0 and d.mode == "inference" for d in seen)
 
 
+@pytest.mark.slow
 def test_command_answers_a_budget_with_its_progress() -> None:
     fitted = CliRunner().invoke(
         main, ["bench-memory", "--model", "tiny-2d", "--size", "16", "16", "--budget", "1.5MiB", "--max-steps", "8"]

@@ -51,6 +51,7 @@ KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_sweep_memory_free_activations_constant_plain_grows(tmp_path: Path) -> None:
     records = run_bench(
         BenchOptions(steps=(1, 3), modes=("train",), compare_plain=True, device="cpu", meter="storages", **TINY)
@@ -73,6 +74,7 @@ def test_sweep_memory_free_activations_constant_plain_grows(tmp_path: Path) -> N
         assert record["layers_total"] == record["steps"] * 4
 
 
+@pytest.mark.slow
 def test_cpu_records_both_meters_and_the_allocator_sees_at_least_the_storages() -> None:
     records = run_bench(BenchOptions(steps=(1, 2), compare_plain=True, device="cpu", **TINY))
     assert len(records) == 8
@@ -84,6 +86,7 @@ def test_cpu_records_both_meters_and_the_allocator_sees_at_least_the_storages() 
     assert chosen.peak_bytes == chosen.storage_peak_bytes and chosen.method == STORAGE_METHOD
 
 
+@pytest.mark.slow
 def test_plain_that_would_not_fit_is_reported_not_run() -> None:
     limit = 5 * 2**20
     config = preset("tiny-2d", steps=6)
@@ -137,6 +140,7 @@ def test_bad_options_are_user_errors() -> None:
         run_bench(BenchOptions(model="tiny-unet", steps=(1, 2)))
 
 
+@pytest.mark.slow
 def test_command_writes_json_and_plot(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
@@ -207,6 +211,7 @@ def test_timings_print_two_figures_with_their_spread() -> None:
     assert format_seconds([]) == "-"
 
 
+@pytest.mark.slow
 def test_cpu_command_keeps_stderr_free_of_profiler_chatter() -> None:
     done = subprocess.run(
         [

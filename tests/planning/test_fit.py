@@ -21,6 +21,7 @@ def config_at(steps: int):
     return preset("tiny-2d", steps=steps)
 
 
+@pytest.mark.slow
 def test_deepest_t_measured_by_the_allocator_stays_under_the_budget_and_one_more_would_not():
     gap, _ = measured_margin(config_at(1), SHAPE, CPU, "train", "ssim", True)
     predicted = {t: planned_peak(config_at(t), SHAPE) + gap for t in (2, 3)}
@@ -36,6 +37,7 @@ def test_deepest_t_measured_by_the_allocator_stays_under_the_budget_and_one_more
     assert "T=2 fits" in fit.line() and "T=3 would need" in fit.line()
 
 
+@pytest.mark.slow
 def test_largest_batch_is_measured_and_fits():
     config = preset("tiny-2d", steps=1, layers=2)
 
