@@ -93,6 +93,7 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(
         ("negative multiplicity", "--multiplicity must be at least 1, got -1"),
         ("layers for a rim", "--layers does not apply to --model tiny-rim (a rim model)"),
         ("steps for a unet", "--steps does not apply to --model tiny-unet (a unet model)"),
+        ("output head for a unet", "--output-head does not apply to --model tiny-unet (a unet model)"),
         ("negative seed", "--seed must not be negative, got -1"),
         ("bad time budget", "Invalid value for '--time-budget'"),
         ("zero acceleration", "error: acceleration 0 is invalid: it must be at least 1"),
@@ -135,6 +136,10 @@ def test_bad_input_is_one_line_error_and_writes_nothing(data: Path, tmp_path: Pa
     elif case == "steps for a unet":
         args[4] = "tiny-unet"
         args.remove("--layers"), args.remove("2")
+    elif case == "output head for a unet":
+        args[4] = "tiny-unet"
+        args.remove("--layers"), args.remove("2"), args.remove("--steps"), args.remove("1")
+        args += ["--output-head", "official"]
     elif case == "negative seed":
         args += ["--seed", "-1"]
     elif case == "bad time budget":

@@ -80,6 +80,14 @@ def test_tiny_and_paper_presets_have_the_residual_output_and_challenge_presets_t
         preset("tiny-2d", output="magnitude").build()
 
 
+def test_residual_presets_take_the_rss_residual_on_multicoil_data_unless_told_otherwise() -> None:
+    assert preset("tiny-2d", coils=4).output == "residual-rss"
+    assert preset("paper-3d", coils=2).output == "residual-rss"
+    assert preset("tiny-2d", coils=1).output == "residual"
+    assert preset("tiny-2d", coils=4, output="residual").output == "residual"
+    assert preset("challenge-multicoil").output == "official"
+
+
 def test_overrides_and_layers() -> None:
     config = preset("paper-2d", steps=3, n_latent=32, layers=4)
     assert (config.steps, config.n_latent, config.layers) == (3, 32, 4)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from irecon.cli.options import ListCommand, default_of, device_option, exit_with, threads_option
 from irecon.data.masks import MASK_TYPES
-from irecon.models.names import PRESET_NAMES
+from irecon.models.names import IRIM_OUTPUTS, PRESET_NAMES
 from irecon.text import say
 from irecon.training.options import TrainOptions
 from irecon.values import parse_duration
@@ -118,6 +118,14 @@ def _default(name: str) -> Any:
     "--shared-weights/--no-shared-weights",
     default=_default("shared_weights"),
     help="Override weight sharing across steps.",
+)
+@click.option(
+    "--output-head",
+    "output",
+    type=click.Choice(IRIM_OUTPUTS),
+    default=_default("output"),
+    help="Override the i-RIM output head.  [default: the preset's; residual presets take residual-rss "
+    "on multi-coil data]",
 )
 @click.option(
     "--checkpoint-every",

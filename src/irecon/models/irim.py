@@ -22,6 +22,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from irecon.invertible.engine import InvertibleOp, invertible_chain, reverse_chain
 from irecon.invertible.layers import DataConsistencyLayer, InvertibleLayer
+from irecon.models.names import IRIM_OUTPUTS
 from irecon.physics import (
     center_crop,
     data_consistency_gradient,
@@ -41,7 +42,7 @@ def input_scale(image: Tensor, crop: tuple[int, int]) -> Tensor:
     return std.view(-1, *([1] * (image.dim() - 1)))
 
 
-OUTPUTS = ("official", "residual", "residual-rss")
+OUTPUTS = IRIM_OUTPUTS
 
 
 class OutputHead(nn.Module):

@@ -1,4 +1,4 @@
-"""The preset names, importable without torch (for ``--help``); :data:`irecon.models.presets.PRESETS` holds them."""
+"""Names importable without torch (for ``--help`` and option checks): the presets and the i-RIM outputs."""
 
 from __future__ import annotations
 
@@ -15,3 +15,7 @@ PRESET_NAMES = (
     "tiny-rim",
     "tiny-unet",
 )
+
+# The i-RIM's output heads (irecon.models.irim): "official" starts random; the residual ones start at
+# the state's image, per coil ("residual") or on the coil-combined magnitude ("residual-rss").
+IRIM_OUTPUTS = ("official", "residual", "residual-rss")

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irecon.errors import IreconError, option
+from irecon.models.names import IRIM_OUTPUTS
 from irecon.values import check_count, check_device_name, check_threads, parse_bytes
 
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
-MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights")
+MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "output")
 DEFAULT_3D_SLAB = 8
 FIT_CHOICES = ("steps", "batch", "slab")  # what --fit-memory may choose
 
@@ -29,7 +30,7 @@ class TrainOptions:
     available; ``num_workers`` None means 0 on the CPU and min(4, CPUs per process - 1) on a GPU; ``shard_optimizer`` shards the Adam
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
-    ``shared_weights``) replace the preset's values when set. Validation uses the first
+    ``shared_weights``, ``output``) replace the preset's values when set. Validation uses the first
     acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
     before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
     ``tensorboard`` writes TensorBoard event files into
@@ -62,6 +63,7 @@ class TrainOptions:
     n_latent: int | None = None
     multiplicity: int | None = None
     shared_weights: bool | None = None
+    output: str | None = None
     checkpoint_every: int = 100
     num_workers: int | None = None
     shard_optimizer: bool = False
@@ -143,6 +145,8 @@ class TrainOptions:
             raise IreconError(f"«lr_gamma» must be in (0, 1], got {self.lr_gamma}")
         if self.amp not in (None, "bf16"):
             raise IreconError(f"«amp» must be bf16 (or left out), got {self.amp!r}")
+        if self.output not in (None, *IRIM_OUTPUTS):
+            raise IreconError(f"«output» must be one of {', '.join(IRIM_OUTPUTS)}, got {self.output!r}")
         if not self.log_every > 0:
             raise IreconError(f"«log_every» must be a positive number of seconds, got {self.log_every}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
