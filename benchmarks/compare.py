@@ -136,6 +136,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="presets to train")
     parser.add_argument("--steps", type=int, default=240, help="optimizer steps per model in table 1")
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--loss", default=TrainOptions.loss, help="training loss of every model (irecon train --loss)")
     parser.add_argument("--time-budget", type=duration, help="wall-clock budget per model for table 2")
     parser.add_argument(
         "--memory-budget",
@@ -198,6 +199,7 @@ def train_options(
         args.out / table / model / f"seed{seed}",
         epochs=UNLIMITED_EPOCHS,
         batch_size=args.batch_size,
+        loss=args.loss,
         accelerations=tuple(args.accelerations),
         center_fractions=tuple(args.center_fractions),
         seed=seed,
@@ -332,7 +334,7 @@ def describe(args: argparse.Namespace) -> list[str]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     selection = f"best epoch chosen on the validation SSIM of {args.select} at the first acceleration"
     return [
-        f"train: {args.train}, scored: {args.val}; batch {args.batch_size}, seeds {' '.join(map(str, args.seeds))}, "
+        f"train: {args.train}, scored: {args.val}; loss {args.loss}, batch {args.batch_size}, seeds {' '.join(map(str, args.seeds))}, "
         f"device {device}, {torch.get_num_threads()} thread(s), irecon {__version__}",
         "scores: irecon evaluate (fastmri.evaluate NMSE / PSNR / SSIM per volume, mean over the scored volumes), "
         "file-seeded masks (centre fractions "
