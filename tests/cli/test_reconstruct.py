@@ -406,3 +406,6 @@ def test_reconstruct_as_typed_writes_into_reconstructions_with_the_bundled_model
     again = _run("reconstruct", volume)  # never overwrites without --overwrite
     assert again.exit_code == 1 and "--overwrite" in again.stderr
     assert _run("reconstruct", volume, "--overwrite").exit_code == 0
+    named = _run("reconstruct", volume, "--checkpoint", "bundled:irim-singlecoil", "--out", "named")
+    assert named.exit_code == 0 and "tiny-2d from bundled:irim-singlecoil" in named.stdout
+    assert (work / "named" / volume.name).is_file()
