@@ -2,7 +2,7 @@
 
 The weights fix the model: its config comes from them, a conflicting ``--model`` or size option is
 refused, and a multi-coil model's virtual coils carry over. The optimiser starts fresh. The run
-records where its weights came from (``init`` in its options and checkpoints).
+records where its weights came from (``init`` in the options its checkpoints store).
 """
 
 from __future__ import annotations

@@ -121,7 +121,6 @@ def training_payload(
         "rng": rng_state(plan.device),
         "options": options.to_dict(),
         "virtual_coils": options.virtual_coils,
-        "init": options.init,
         "train_files": [v.path.name for v in plan.train_set.volumes],
         "val_files": [v.path.name for v in plan.val_infos],
         "world_size": len(epoch_loss_ranks),
