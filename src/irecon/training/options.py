@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "output")
 DEFAULT_3D_SLAB = 8
 FIT_CHOICES = ("steps", "batch", "slab")  # what --fit-memory may choose
+MAKE_DATA = (
+    "; «train_dir» and «val_dir» are folders of fastMRI .h5 volumes: make synthetic ones with "
+    "irecon synth data/train && irecon synth data/val --split val"
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class TrainOptions:
     train_dir: Path | None
     val_dir: Path | None
     model: str | None
-    out: Path
+    out: Path | None
     epochs: int = 10
     batch_size: int = 1
     lr: float = 1e-3
@@ -79,6 +83,8 @@ class TrainOptions:
     tensorboard: bool = False
     fit_memory: str | None = None
     fit: str = "steps"
+    init: str | None = None
+    """Start from these weights: ``default`` (the bundled model for the data's coils), ``bundled:NAME`` or a checkpoint."""
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
@@ -119,11 +125,14 @@ class TrainOptions:
         Pure: reads no file, changes nothing. The checks that need the data or torch are the run's.
         """
         missing = [name for name in ("train_dir", "val_dir", "model") if getattr(self, name) is None]
+        missing = [name for name in missing if not (name == "model" and self.init is not None)]
         if missing:
             names = [option(name) for name in missing]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            data = "" if "train_dir" not in missing and "val_dir" not in missing else MAKE_DATA
             raise IreconError(
                 f"{named} {'is' if len(missing) == 1 else 'are'} needed for a new run (or «resume» an earlier one)"
+                + data
             )
         for name in (
             "epochs",
