@@ -41,7 +41,7 @@ from irecon.training.plan import build_seeded
 from irecon.values import parse_bytes, parse_duration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, run as a script or imported
-from compare_memory import Sized, size_models  # noqa: E402
+from compare_memory import MAX_STEPS, Sized, size_models  # noqa: E402
 
 DEFAULT_MODELS = ("tiny-2d", "tiny-rim", "tiny-unet")
 # fastMRI's pairs; other accelerations need --center-fractions.
@@ -143,6 +143,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=parse_bytes,
         help="table 3: each model grown in T to this planned training peak (batch 1), trained for --time-budget",
     )
+    parser.add_argument(
+        "--max-depth",
+        type=int,
+        default=MAX_STEPS,
+        help="largest T the memory table grows a model to (the memory-free i-RIM would otherwise reach it at once)",
+    )
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument(
         "--center-fractions", type=float, nargs="+", help="one per acceleration (default 0.08 for 4x, 0.04 for 8x)"
@@ -170,7 +176,7 @@ def center_fractions(accelerations: list[int], given: list[float] | None) -> lis
 
 def check_args(args: argparse.Namespace) -> None:
     """What argparse does not check: counts, duplicates and trainable presets."""
-    for name in ("steps", "batch_size"):
+    for name in ("steps", "batch_size", "max_depth"):
         if getattr(args, name) < 1:
             raise IreconError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("models", "accelerations", "seeds"):
@@ -207,7 +213,9 @@ def train_options(
         overwrite=args.overwrite,
     )
     if table == "memory" and sized is not None:
-        return replace(options, time_budget_s=args.time_budget, steps=sized[model].steps)
+        return replace(
+            options, time_budget_s=args.time_budget, steps=sized[model].steps, unet_chans=sized[model].unet_chans
+        )
     if table == "time":
         return replace(options, time_budget_s=args.time_budget)
     return replace(options, max_steps=args.steps)
@@ -350,10 +358,12 @@ def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list
         plans.append(("time", f"same wall-clock budget ({args.time_budget:.0f} s per model, batch {args.batch_size})"))
     sized: dict[str, Sized] = {}
     if args.memory_budget is not None:
-        sized = {s.model: s for s in size_models(args.models, args.memory_budget, args.train)}
+        sized = {s.model: s for s in size_models(args.models, args.memory_budget, args.train, args.max_depth)}
         for s in sized.values():
             console.print(
-                f"memory: {s.model} with T={s.steps}, {s.parameters:,} parameters, planned training peak "
+                f"memory: {s.model} with "
+                + (f"T={s.steps}" if s.unet_chans is None else f"{s.unet_chans} channels")
+                + f", {s.parameters:,} parameters, planned training peak "
                 f"{s.planned_peak_bytes / 2**20:.0f} MiB (budget {args.memory_budget / 2**20:.0f} MiB)",
                 markup=False,
                 highlight=False,

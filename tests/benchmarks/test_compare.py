@@ -12,6 +12,7 @@ import pytest
 from benchmarks.compare import main
 
 from irecon.data.synth import synthesize
+from irecon.models.presets import preset
 from tests.helpers.training import SIZES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,3 +152,4 @@ def test_equal_memory_grows_the_memory_free_irim_far_deeper_than_the_rim(folders
     assert irim.memory_free and not rim.memory_free and unet.steps is None
     assert rim.steps is not None and irim.steps is not None and irim.steps >= 5 * rim.steps >= 5
     assert max(irim.planned_peak_bytes, rim.planned_peak_bytes, unet.planned_peak_bytes) <= budget
+    assert unet.unet_chans is not None and unet.unet_chans > preset("tiny-unet").unet_chans  # grown to the budget

@@ -136,6 +136,9 @@ def _default(name: str) -> Any:
     "on multi-coil data]",
 )
 @click.option(
+    "--unet-chans", type=int, default=_default("unet_chans"), help="Override the U-Net's first-level channels."
+)
+@click.option(
     "--checkpoint-every",
     type=int,
     default=_default("checkpoint_every"),

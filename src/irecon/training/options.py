@@ -17,7 +17,7 @@ from irecon.values import check_count, check_device_name, check_threads, parse_b
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
-MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "output")
+MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "output", "unet_chans")
 DEFAULT_3D_SLAB = 8
 FIT_CHOICES = ("steps", "batch", "slab")  # what --fit-memory may choose
 MAKE_DATA = (
@@ -34,7 +34,7 @@ class TrainOptions:
     available; ``num_workers`` None means 0 on the CPU and min(4, CPUs per process - 1) on a GPU; ``shard_optimizer`` shards the Adam
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
-    ``shared_weights``, ``output``) replace the preset's values when set. Validation uses the first
+    ``shared_weights``, ``output``, ``unet_chans``) replace the preset's values when set. Validation uses the first
     acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
     before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
     ``tensorboard`` writes TensorBoard event files into
@@ -68,6 +68,7 @@ class TrainOptions:
     multiplicity: int | None = None
     shared_weights: bool | None = None
     output: str | None = None
+    unet_chans: int | None = None
     checkpoint_every: int = 100
     num_workers: int | None = None
     shard_optimizer: bool = False
