@@ -39,7 +39,7 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 PRESET = "tiny-2d"
 SEED = 0
 STEPS_PER_EPOCH = 48 * 8 // 2  # 48 volumes x 8 slices at batch 2
-STEPS = 16 * STEPS_PER_EPOCH  # whole epochs, so the last step is a validated (selectable) epoch
+STEPS = 10 * STEPS_PER_EPOCH  # whole epochs, so the last step is a validated (selectable) epoch
 
 
 @dataclass(frozen=True)
@@ -175,11 +175,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     manifest_path = PACKAGE_DATA / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": []}
     for bundle in BUNDLES:
         if args.only and bundle.name not in args.only:
             continue
         entry = build(bundle, args.steps or bundle.steps)
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": []}
         manifest["models"] = [m for m in manifest["models"] if m["name"] != bundle.name] + [entry]
         manifest["models"].sort(key=lambda m: m["name"])
         write_json(manifest_path, manifest)
