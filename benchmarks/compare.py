@@ -1,7 +1,8 @@
 """Train i-RIM, RIM and U-Net presets on the same data, over seeds, and score them next to zero-filled.
 
 Table 1 gives every model the same optimizer steps and batch size; table 2 (with --time-budget)
-the same wall-clock budget per run, validation included. Every model trains once per seed; its
+the same wall-clock budget per run, validation included; table 3 (with --memory-budget) the same
+planned training memory and wall time (``--tables`` picks among them). Every model trains once per seed; its
 untrained weights, its last model and (with --select) its best epoch, chosen on the SELECT volumes,
 are scored on the VAL volumes with ``irecon evaluate`` at each acceleration with file-seeded masks.
 Tables give the mean ± sd over seeds. Writes OUT/compare.md, OUT/compare.json and OUT/compare.png;
@@ -51,6 +52,7 @@ METRICS = ("nmse", "psnr", "ssim")
 HISTORY_KEYS = ("epoch", "global_step", "train_loss", "val_nmse", "val_psnr", "val_ssim", "wall_time_s")
 # What each run scores: its seed's untrained weights, its last model, its best epoch on --select.
 CHECKPOINTS = ("untrained", "last", "best")
+TABLES = ("steps", "time", "memory")
 
 
 @dataclass
@@ -149,6 +151,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=MAX_STEPS,
         help="largest T the memory table grows a model to (the memory-free i-RIM would otherwise reach it at once)",
     )
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        choices=TABLES,
+        help="tables to run (default: steps, and time / memory when their budgets are given)",
+    )
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument(
         "--center-fractions", type=float, nargs="+", help="one per acceleration (default 0.08 for 4x, 0.04 for 8x)"
@@ -189,6 +197,12 @@ def check_args(args: argparse.Namespace) -> None:
     for name in args.models:
         if not preset(name).learned:
             raise IreconError("zero-filled is always scored; leave it out of --models")
+    needs = {"time": ("--time-budget", args.time_budget), "memory": ("--memory-budget", args.memory_budget)}
+    if args.tables is None:
+        args.tables = [t for t in TABLES if t not in needs or needs[t][1] is not None]
+    for table in args.tables:
+        if table in needs and needs[table][1] is None:
+            raise IreconError(f"--tables {table} needs {needs[table][0]}")
 
 
 def train_options(
@@ -376,6 +390,7 @@ def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list
             )
         )
     args.sized = sized
+    plans = [(name, title) for name, title in plans if name in args.tables]
     options = {
         (table, model, seed): train_options(args, table, model, seed, sized)
         for table, _ in plans

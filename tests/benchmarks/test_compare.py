@@ -104,6 +104,8 @@ def test_compare_trains_scores_and_writes_tables_json_and_plot(
         (["--accelerations", "4", "8", "--center-fractions", "0.08"], "one value per acceleration"),
         (["--seeds", "1", "1"], "--seeds must not repeat a value"),
         (["--select", "VAL"], "--select must not be the scored folder"),
+        (["--tables", "memory"], "--tables memory needs --memory-budget"),
+        (["--max-depth", "0"], "--max-depth must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_error_line(
