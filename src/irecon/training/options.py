@@ -52,7 +52,7 @@ class TrainOptions:
     lr: float = 1e-3
     lr_step: int = 10
     lr_gamma: float = 0.5
-    loss: str = "ssim"
+    loss: str = "ssim-l1"
     train_resolution: tuple[int, int] | None = None
     accelerations: tuple[int, ...] = (4, 8)
     center_fractions: tuple[float, ...] = (0.08, 0.04)
