@@ -39,7 +39,7 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 PRESET = "tiny-2d"
 SEED = 0
 STEPS_PER_EPOCH = 48 * 8 // 2  # 48 volumes x 8 slices at batch 2
-STEPS = 10 * STEPS_PER_EPOCH  # whole epochs, so the last step is a validated (selectable) epoch
+STEPS = 6 * STEPS_PER_EPOCH  # whole epochs, so the last step is a validated (selectable) epoch
 
 
 @dataclass(frozen=True)
@@ -131,16 +131,20 @@ def score(bundle: Bundle, weights: Path, folder: Path, acceleration: int, out: P
     }
 
 
-def build(bundle: Bundle, steps: int) -> dict:
-    """Data, training, installation and held-out scores of one bundle; its manifest entry."""
+def build(bundle: Bundle, steps: int, retrain: bool = True) -> dict:
+    """Data, training (unless ``retrain`` is False: the run's best.pt is reused), installation and held-out scores."""
     folders = make_data(bundle, OUT / "data")
     run = OUT / "runs" / bundle.name
     coils = ["--virtual-coils", bundle.virtual_coils] if bundle.virtual_coils else []
-    seconds = irecon(
-        "train", folders["train"], "--val", folders["val"], "--model", PRESET, "--out", run, "--epochs", "1000",
-        "--max-steps", steps, "--batch-size", "2", "--seed", SEED, "--threads", "1", "--loss", "ssim",
-        "--overwrite", *coils,
-    )  # fmt: skip
+    if not retrain:
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        seconds = next(r["wall_time_s"] for r in records if r["global_step"] == steps)
+    else:
+        seconds = irecon(
+            "train", folders["train"], "--val", folders["val"], "--model", PRESET, "--out", run, "--epochs", "1000",
+            "--max-steps", steps, "--batch-size", "2", "--seed", SEED, "--threads", "1", "--loss", "ssim",
+            "--overwrite", *coils,
+        )  # fmt: skip
     weights = install(bundle, run, steps, seconds)
     scored = {}
     for name in ("held-out", "held-out-large", "gre.dat"):
@@ -172,13 +176,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=[b.name for b in BUNDLES], action="append", help="build only these")
     parser.add_argument("--steps", type=int, help="override every bundle's steps (trials; not for shipping)")
+    parser.add_argument(
+        "--no-train", action="store_true", help="reuse the runs already in pretrained-output/runs (install and score)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     manifest_path = PACKAGE_DATA / "manifest.json"
     for bundle in BUNDLES:
         if args.only and bundle.name not in args.only:
             continue
-        entry = build(bundle, args.steps or bundle.steps)
+        entry = build(bundle, args.steps or bundle.steps, retrain=not args.no_train)
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": []}
         manifest["models"] = [m for m in manifest["models"] if m["name"] != bundle.name] + [entry]
         manifest["models"].sort(key=lambda m: m["name"])
