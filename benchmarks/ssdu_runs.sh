@@ -2,7 +2,8 @@
 # The self-supervised (SSDU) measurements of docs/self-supervised.md: tiny-2d and tiny-3d at 4x on irecon's
 # synthetic data (96x96 k-space, 64x64 targets), trained on undersampled test-style files only, against
 # zero-filled and against the same models trained supervised for the same steps.
-# Usage: benchmarks/ssdu_runs.sh OUT_DIR [RUN...]   (single-threaded; RUN names one group: data 2d 3d levers)
+# Usage: benchmarks/ssdu_runs.sh OUT_DIR [GROUP...]   (single-threaded; groups: data 2d 3d levers, all by default;
+# levers: the i-RIM's official output head instead of the residual one)
 set -euo pipefail
 out=${1:?usage: ssdu_runs.sh OUT_DIR [RUN...]}
 shift
@@ -34,9 +35,7 @@ for group in $groups; do
       wait
       ;;
     levers)
-      ssdu "${two_d[@]}" --seed 0 --ssdu-rho 0.2 --out "$out/2d/ssdu-rho0.2-seed0" > "$out/2d-ssdu-rho0.2.log" 2>&1 &
-      ssdu "${two_d[@]}" --seed 0 --ssdu-seen-weight 0 --out "$out/2d/ssdu-w0-seed0" > "$out/2d-ssdu-w0.log" 2>&1
-      wait
+      ssdu "${two_d[@]}" --seed 0 --output-head official --out "$out/2d/ssdu-official-seed0" > "$out/2d-ssdu-official.log" 2>&1
       ;;
   esac
 done
