@@ -161,6 +161,8 @@ def test_supervised_training_still_refuses_files_without_targets(tmp_path: Path)
         (["--ssdu-rho", "1.5"], "--ssdu-rho (the held-out fraction) must be between 0 and 1"),
         (["--ssdu-splits", "0"], "--ssdu-splits must be at least 1"),
         (["--ssdu-seen-weight", "-1"], "--ssdu-seen-weight must be a non-negative number"),
+        (["--fit-memory", "1GiB"], "--fit-memory plans a supervised step"),
+        (["--tensorboard"], "--tensorboard shows the first validation volume beside its target; it has none"),
     ],
 )
 def test_bad_ssdu_options_are_one_line_errors_before_anything_is_written(

@@ -75,6 +75,10 @@ def prepare(
     first = train_set.volumes[0]
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, virtual_coils=options.virtual_coils)
     check_validation(val_set.volumes, first, options.virtual_coils, need_targets=not options.self_supervised)
+    if options.tensorboard and val_set.volumes[0].target_key is None:
+        raise IreconError(
+            "«tensorboard» shows the first validation volume beside its target; it has none", val_set.volumes[0].path
+        )
     check_loss_size(train_set.volumes, options.loss)
     memory_fit = None
     if options.fit_memory is not None and not options.resume:
