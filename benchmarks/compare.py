@@ -1,7 +1,8 @@
 """Train i-RIM, RIM and U-Net presets on the same data, over seeds, and score them next to zero-filled.
 
 Table 1 gives every model the same optimizer steps and batch size; table 2 (with --time-budget)
-the same wall-clock budget per run, validation included. Every model trains once per seed; its
+the same wall-clock budget per run, validation included; table 3 (with --memory-budget) the same
+planned training memory and wall time (``--tables`` picks among them). Every model trains once per seed; its
 untrained weights, its last model and (with --select) its best epoch, chosen on the SELECT volumes,
 are scored on the VAL volumes with ``irecon evaluate`` at each acceleration with file-seeded masks.
 Tables give the mean ± sd over seeds. Writes OUT/compare.md, OUT/compare.json and OUT/compare.png;
@@ -41,7 +42,7 @@ from irecon.training.plan import build_seeded
 from irecon.values import parse_bytes, parse_duration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, run as a script or imported
-from compare_memory import Sized, size_models  # noqa: E402
+from compare_memory import MAX_STEPS, Sized, size_models  # noqa: E402
 
 DEFAULT_MODELS = ("tiny-2d", "tiny-rim", "tiny-unet")
 # fastMRI's pairs; other accelerations need --center-fractions.
@@ -51,6 +52,7 @@ METRICS = ("nmse", "psnr", "ssim")
 HISTORY_KEYS = ("epoch", "global_step", "train_loss", "val_nmse", "val_psnr", "val_ssim", "wall_time_s")
 # What each run scores: its seed's untrained weights, its last model, its best epoch on --select.
 CHECKPOINTS = ("untrained", "last", "best")
+TABLES = ("steps", "time", "memory")
 
 
 @dataclass
@@ -136,11 +138,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="presets to train")
     parser.add_argument("--steps", type=int, default=240, help="optimizer steps per model in table 1")
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--loss", default=TrainOptions.loss, help="training loss of every model (irecon train --loss)")
     parser.add_argument("--time-budget", type=duration, help="wall-clock budget per model for table 2")
     parser.add_argument(
         "--memory-budget",
         type=parse_bytes,
         help="table 3: each model grown in T to this planned training peak (batch 1), trained for --time-budget",
+    )
+    parser.add_argument(
+        "--max-depth",
+        type=int,
+        default=MAX_STEPS,
+        help="largest T the memory table grows a model to (the memory-free i-RIM would otherwise reach it at once)",
+    )
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        choices=TABLES,
+        help="tables to run (default: steps, and time / memory when their budgets are given)",
     )
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument(
@@ -169,7 +184,7 @@ def center_fractions(accelerations: list[int], given: list[float] | None) -> lis
 
 def check_args(args: argparse.Namespace) -> None:
     """What argparse does not check: counts, duplicates and trainable presets."""
-    for name in ("steps", "batch_size"):
+    for name in ("steps", "batch_size", "max_depth"):
         if getattr(args, name) < 1:
             raise IreconError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("models", "accelerations", "seeds"):
@@ -182,6 +197,12 @@ def check_args(args: argparse.Namespace) -> None:
     for name in args.models:
         if not preset(name).learned:
             raise IreconError("zero-filled is always scored; leave it out of --models")
+    needs = {"time": ("--time-budget", args.time_budget), "memory": ("--memory-budget", args.memory_budget)}
+    if args.tables is None:
+        args.tables = [t for t in TABLES if t not in needs or needs[t][1] is not None]
+    for table in args.tables:
+        if table in needs and needs[table][1] is None:
+            raise IreconError(f"--tables {table} needs {needs[table][0]}")
 
 
 def train_options(
@@ -198,6 +219,7 @@ def train_options(
         args.out / table / model / f"seed{seed}",
         epochs=UNLIMITED_EPOCHS,
         batch_size=args.batch_size,
+        loss=args.loss,
         accelerations=tuple(args.accelerations),
         center_fractions=tuple(args.center_fractions),
         seed=seed,
@@ -205,7 +227,9 @@ def train_options(
         overwrite=args.overwrite,
     )
     if table == "memory" and sized is not None:
-        return replace(options, time_budget_s=args.time_budget, steps=sized[model].steps)
+        return replace(
+            options, time_budget_s=args.time_budget, steps=sized[model].steps, unet_chans=sized[model].unet_chans
+        )
     if table == "time":
         return replace(options, time_budget_s=args.time_budget)
     return replace(options, max_steps=args.steps)
@@ -332,7 +356,7 @@ def describe(args: argparse.Namespace) -> list[str]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     selection = f"best epoch chosen on the validation SSIM of {args.select} at the first acceleration"
     return [
-        f"train: {args.train}, scored: {args.val}; batch {args.batch_size}, seeds {' '.join(map(str, args.seeds))}, "
+        f"train: {args.train}, scored: {args.val}; loss {args.loss}, batch {args.batch_size}, seeds {' '.join(map(str, args.seeds))}, "
         f"device {device}, {torch.get_num_threads()} thread(s), irecon {__version__}",
         "scores: irecon evaluate (fastmri.evaluate NMSE / PSNR / SSIM per volume, mean over the scored volumes), "
         "file-seeded masks (centre fractions "
@@ -348,10 +372,12 @@ def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list
         plans.append(("time", f"same wall-clock budget ({args.time_budget:.0f} s per model, batch {args.batch_size})"))
     sized: dict[str, Sized] = {}
     if args.memory_budget is not None:
-        sized = {s.model: s for s in size_models(args.models, args.memory_budget, args.train)}
+        sized = {s.model: s for s in size_models(args.models, args.memory_budget, args.train, args.max_depth)}
         for s in sized.values():
             console.print(
-                f"memory: {s.model} with T={s.steps}, {s.parameters:,} parameters, planned training peak "
+                f"memory: {s.model} with "
+                + (f"T={s.steps}" if s.unet_chans is None else f"{s.unet_chans} channels")
+                + f", {s.parameters:,} parameters, planned training peak "
                 f"{s.planned_peak_bytes / 2**20:.0f} MiB (budget {args.memory_budget / 2**20:.0f} MiB)",
                 markup=False,
                 highlight=False,
@@ -364,6 +390,7 @@ def compare(args: argparse.Namespace, console: Console) -> tuple[list[str], list
             )
         )
     args.sized = sized
+    plans = [(name, title) for name, title in plans if name in args.tables]
     options = {
         (table, model, seed): train_options(args, table, model, seed, sized)
         for table, _ in plans

@@ -3,7 +3,8 @@
 The planner (``irecon.bench``'s shapes-only run of the appendix-C training protocol on the meta
 device) gives each setting's exact tensor bytes; :func:`irecon.memory.budget.deepest_fit` finds the
 largest time-step count T that fits. The i-RIM trains memory-free, so its T grows far more than
-the RIM's, which keeps every step's activations. The U-Net has no T and stays at its preset size.
+the RIM's, which keeps every step's activations. The U-Net has no T: it grows in width (its
+first-level channels, doubled at every pool) to the largest that fits.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from irecon.memory.budget import deepest_fit
 from irecon.models.presets import count_parameters, preset
 
 MAX_STEPS = 200
+MAX_UNET_CHANS = 256
 
 
 @dataclass(frozen=True)
 class Sized:
-    """One preset at the depth that fits the budget: its T (None without time steps), peak and parameters."""
+    """One preset at the size that fits the budget: its T (None without time steps) or U-Net width, peak, parameters."""
 
     model: str
     steps: int | None
+    unet_chans: int | None
     planned_peak_bytes: int
     parameters: int
     memory_free: bool
@@ -59,12 +62,25 @@ def size_models(models: list[str], budget: int, train: Path, max_steps: int = MA
             return planned_peak(config, name, "train", memory_free, options)
 
         if base.time_steps is None:
-            steps, peak = None, planned_peak(base, name, "train", False, options)
-        else:
-            steps, peaks = deepest_fit(peak_at, budget, max_steps)
-            if steps == 0:
-                raise IreconError(f"{name} does not fit {budget:,} bytes even with one time step")
-            peak = peaks[steps]
-        config = base if steps is None else preset(name, steps=steps, coils=coils)
-        sized.append(Sized(name, steps, peak, count_parameters(config), memory_free))
+            chans, peak = _widest_unet(name, coils, budget, options)
+            config = preset(name, coils=coils, unet_chans=chans)
+            sized.append(Sized(name, None, chans, peak, count_parameters(config), memory_free))
+            continue
+        steps, peaks = deepest_fit(peak_at, budget, max_steps)
+        if steps == 0:
+            raise IreconError(f"{name} does not fit {budget:,} bytes even with one time step")
+        config = preset(name, steps=steps, coils=coils)
+        sized.append(Sized(name, steps, None, peaks[steps], count_parameters(config), memory_free))
     return sized
+
+
+def _widest_unet(name: str, coils: int, budget: int, options: BenchOptions) -> tuple[int, int]:
+    """(largest first-level channel count <= MAX_UNET_CHANS whose planned peak fits ``budget``, that peak)."""
+
+    def peak_at(chans: int) -> int:
+        return planned_peak(preset(name, coils=coils, unet_chans=chans), name, "train", False, options)
+
+    chans, peaks = deepest_fit(peak_at, budget, MAX_UNET_CHANS)
+    if chans == 0:
+        raise IreconError(f"{name} does not fit {budget:,} bytes even with one channel")
+    return chans, peaks[chans]

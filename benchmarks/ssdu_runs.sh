@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=1
 size=(--slices 6 --kspace-size 96 96 --recon-size 64 64)
 common=(--val "$out/data/val" --device cpu --threads 1 --accelerations 4 --center-fractions 0.08)
 ssdu() { irecon train "$out/data/undersampled" --self-supervised "${common[@]}" "$@"; }
-supervised() { irecon train "$out/data/full" "${common[@]}" "$@"; }
+supervised() { irecon train "$out/data/full" "${common[@]}" --loss ssim "$@"; }
 two_d=(--model tiny-2d --epochs 20)
 three_d=(--model tiny-3d --slab 6 --epochs 30)
 for group in $groups; do

@@ -12,6 +12,7 @@ import pytest
 from benchmarks.compare import main
 
 from irecon.data.synth import synthesize
+from irecon.models.presets import preset
 from tests.helpers.training import SIZES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,6 +104,8 @@ def test_compare_trains_scores_and_writes_tables_json_and_plot(
         (["--accelerations", "4", "8", "--center-fractions", "0.08"], "one value per acceleration"),
         (["--seeds", "1", "1"], "--seeds must not repeat a value"),
         (["--select", "VAL"], "--select must not be the scored folder"),
+        (["--tables", "memory"], "--tables memory needs --memory-budget"),
+        (["--max-depth", "0"], "--max-depth must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_error_line(
@@ -151,3 +154,4 @@ def test_equal_memory_grows_the_memory_free_irim_far_deeper_than_the_rim(folders
     assert irim.memory_free and not rim.memory_free and unet.steps is None
     assert rim.steps is not None and irim.steps is not None and irim.steps >= 5 * rim.steps >= 5
     assert max(irim.planned_peak_bytes, rim.planned_peak_bytes, unet.planned_peak_bytes) <= budget
+    assert unet.unet_chans is not None and unet.unet_chans > preset("tiny-unet").unet_chans  # grown to the budget

@@ -10,6 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from irecon.cli import main
+from irecon.models.pretrained.registry import ENV_FOLDER
+from tests.helpers.pretrained import make_registry
 from tests.helpers.volumes import write_tiny_volume
 
 TINY = ["--kspace-size", "32", "24", "--recon-size", "16", "16", "--slices", "2"]
@@ -106,6 +108,19 @@ def test_models_lists_every_preset_with_parameter_counts() -> None:
     for name in ("paper-2d", "paper-3d", "challenge-singlecoil", "rim", "unet", "zero-filled", "tiny-2d"):
         assert name in result.output
     assert "275,247,552" in result.output and "94,464" in result.output
+
+
+def test_models_lists_the_bundled_weights_or_says_how_to_make_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_FOLDER, str(make_registry(tmp_path / "empty", names=())))
+    assert "no bundled weights: make pretrained\n" in _run("models", width=120).output
+    monkeypatch.setenv(ENV_FOLDER, str(make_registry(tmp_path / "two")))
+    result = _run("models", width=160)
+    assert result.exit_code == 0 and "bundled weights" in result.output
+    rows = [line for line in result.output.splitlines() if "irim-" in line]
+    assert "irim-singlecoil" in rows[0] and "0.5000 (0.4000)" in rows[0] and "untrained test weights" in rows[0]
+    assert "irim-multicoil" in rows[1] and "multi, 2 virtual" in rows[1]
 
 
 def test_the_models_table_is_the_presets_counted() -> None:

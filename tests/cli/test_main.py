@@ -175,6 +175,8 @@ def test_train_help_says_what_a_new_run_needs_and_lists_the_presets() -> None:
 def test_a_new_run_is_told_everything_it_lacks_at_once(tmp_path) -> None:
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
-    assert (
-        result.output == "error: TRAIN_DIR, --val and --model are needed for a new run (or --resume an earlier one)\n"
+    assert result.output == (
+        "error: TRAIN_DIR, --val and --model are needed for a new run (or --resume an earlier one); TRAIN_DIR and "
+        "--val are folders of fastMRI .h5 volumes: make synthetic ones with irecon synth data/train && "
+        "irecon synth data/val --split val\n"
     )

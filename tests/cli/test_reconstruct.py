@@ -21,6 +21,8 @@ from irecon.errors import IreconError
 from irecon.export import images_from_nifti
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
+from irecon.models.pretrained.registry import ENV_FOLDER
+from tests.helpers.pretrained import make_registry
 from tests.helpers.tmpfs import fill, small_tmpfs
 
 
@@ -386,3 +388,24 @@ def test_a_mask_option_a_test_style_input_ignores_gets_a_note_and_the_masks_are_
     assert f"wrote {tmp_path / 'out'}: 2 volumes as <name>.h5" in result.stdout
     plain = _run("reconstruct", val_dir, test_file, "--model", "zero-filled", "--out", tmp_path / "plain")
     assert "note:" not in plain.output
+
+
+def test_reconstruct_as_typed_writes_into_reconstructions_with_the_bundled_model(
+    val_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_FOLDER, str(make_registry(tmp_path / "pretrained")))
+    (volume,) = val_dir.glob("*.h5")
+    work = tmp_path / "empty"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = _run("reconstruct", volume)
+    assert result.exit_code == 0, result.output
+    assert (work / "reconstructions" / volume.name).is_file()
+    assert "model: tiny-2d from bundled:irim-singlecoil" in result.stderr
+    assert "wrote reconstructions: 1 volume" in result.stdout
+    again = _run("reconstruct", volume)  # never overwrites without --overwrite
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+    assert _run("reconstruct", volume, "--overwrite").exit_code == 0
+    named = _run("reconstruct", volume, "--checkpoint", "bundled:irim-singlecoil", "--out", "named")
+    assert named.exit_code == 0 and "tiny-2d from bundled:irim-singlecoil" in named.stdout
+    assert (work / "named" / volume.name).is_file()

@@ -20,8 +20,10 @@ import irecon.training.loop as loop
 from irecon.cli import main
 from irecon.data.synth import synthesize
 from irecon.errors import IreconError
+from irecon.models.pretrained.registry import ENV_FOLDER, SINGLECOIL
 from irecon.training.options import TrainOptions
 from irecon.training.state import resume_command
+from tests.helpers.pretrained import make_registry
 from tests.helpers.tmpfs import fill, small_tmpfs
 from tests.helpers.training import SIZES, cli_args, load, subprocess_env, write_checkpoint_dir
 
@@ -391,3 +393,34 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line_saying_what_last_pt_holds(d
     )
     assert match, line
     assert load(out / "last.pt")["global_step"] == int(match.group(3))
+
+
+def test_train_without_out_numbers_its_run_folders_and_resume_takes_the_latest(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--init CKPT: the first step starts from its weights (lr 1e-9 leaves them all but unchanged)."""
+    monkeypatch.setenv(ENV_FOLDER, str(make_registry(tmp_path / "pretrained")))
+    monkeypatch.chdir(tmp_path)
+    init = str(tmp_path / "pretrained" / f"{SINGLECOIL}.pt")
+    args = [str(data / "train"), "--val", str(data / "val"), "--device", "cpu", "--batch-size", "2", "--lr", "1e-9"]
+    first = train_cli([*args, "--init", init, "--max-steps", "1"])
+    assert first.exit_code == 0, first.output
+    assert (
+        first.output.startswith("starting from the weights of ")
+        and "no --out: a new run folder runs/tiny-2d-1\n" in first.output
+    )
+    saved, start = load(tmp_path / "runs/tiny-2d-1/last.pt"), load(Path(init))
+    assert saved["options"]["init"] == init and saved["global_step"] == 1
+    assert saved["model"].keys() == start["model"].keys()
+    for key, value in start["model"].items():
+        torch.testing.assert_close(saved["model"][key], value, rtol=0, atol=1e-7)
+
+    second = train_cli([*args, "--model", "tiny-2d", "--steps", "1", "--layers", "2", "--max-steps", "1"])
+    assert second.exit_code == 0 and "no --out: a new run folder runs/tiny-2d-2\n" in second.output
+    os.utime(tmp_path / "runs/tiny-2d-1/last.pt")  # the newest checkpoint decides, not the highest number
+    resumed = train_cli(["--resume", "--max-steps", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming the latest run in runs/ (the newest last.pt): runs/tiny-2d-1" in resumed.output
+    assert load(tmp_path / "runs/tiny-2d-1/last.pt")["global_step"] == 2
+    refused = train_cli(["--resume", "--init", "default"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and "--init" in refused.output

@@ -27,9 +27,11 @@ from irecon.data.synth import synthesize
 from irecon.errors import IreconError
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
+from irecon.models.pretrained.registry import ENV_FOLDER
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.report import ReconstructReport
 from irecon.reconstruct.run import reconstruct
+from tests.helpers.pretrained import make_registry
 
 SIZES = {"kspace_size": (32, 24), "recon_size": (16, 16), "slices": 3, "volumes": 2}
 RECON_SHAPE = (3, 16, 16)
@@ -337,12 +339,15 @@ def test_json_is_not_overwritten_without_overwrite(val_dir: Path, tmp_path: Path
     assert report_file.read_text() == "{}"
 
 
-def test_model_and_checkpoint_rules(val_dir: Path, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_model_and_checkpoint_rules(
+    val_dir: Path, checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_FOLDER, str(make_registry(tmp_path / "empty", names=())))
     out = tmp_path / "out"
     result = invoke(val_dir, "--model", "tiny-2d", "--out", out)
     assert result.exit_code == 1 and "--checkpoint" in result.stderr and "Traceback" not in result.stderr
-    result = invoke(val_dir, "--out", out)
-    assert result.exit_code == 1 and "--checkpoint" in result.stderr
+    result = invoke(val_dir, "--out", out)  # no bundled weights in an empty registry
+    assert result.exit_code == 1 and "--checkpoint" in result.stderr and "make pretrained" in result.stderr
     result = invoke(val_dir, "--checkpoint", checkpoints["tiny-2d"], "--model", "paper-3d", "--out", out)
     assert result.exit_code == 1 and "does not match" in result.stderr
     assert not out.exists()  # nothing was written for a bad command
@@ -438,3 +443,19 @@ def test_progress_and_errors_on_a_terminal(val_dir: Path, tmp_path: Path) -> Non
     report = reconstruct(ReconstructOptions([data], tmp_path / "out", model="zero-filled"), console=console)
     text = buffer.getvalue()
     assert report.exit_code == 1 and "error: " in text and "bad.h5" in text and "volumes" in text
+
+
+def test_without_a_model_the_bundled_one_for_the_inputs_coils_runs(
+    val_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_FOLDER, str(make_registry(tmp_path / "pretrained")))
+    three_coils = tmp_path / "three"
+    synthesize(three_coils, split="val", challenge="multicoil", coils=3, **{**SIZES, "volumes": 1})
+    single = run([val_dir], tmp_path / "single")
+    assert single.exit_code == 0 and single.model_name == "tiny-2d from bundled:irim-singlecoil"
+    multi = run([three_coils], tmp_path / "multi")  # any coil count: the checkpoint's 2 virtual coils
+    assert multi.exit_code == 0 and multi.model_name == "tiny-2d from bundled:irim-multicoil"
+    assert multi.virtual_coils == 2 and str(multi.checkpoint) == "bundled:irim-multicoil"
+    with pytest.raises(IreconError, match="mix single-coil .* and multi-coil") as err:
+        run([next(val_dir.glob("*_001.h5")), three_coils], tmp_path / "mixed")
+    assert "\n" not in str(err.value) and not (tmp_path / "mixed").exists()

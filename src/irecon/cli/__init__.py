@@ -27,7 +27,7 @@ COMMANDS = {
     "models": (
         "irecon.cli.data",
         "models",
-        "List the model presets: kind, dimensionality, steps, layers per step, parameters.",
+        "List the model presets (kind, dimensionality, steps, layers, parameters) and the bundled weights.",
     ),
     "import": (
         "irecon.cli.importing",

@@ -156,10 +156,13 @@ PRESET_ROWS: dict[str, tuple[str, int, int | None, int | None, int]] = {
 
 @click.command()
 def models() -> None:
-    """List the model presets: kind, dimensionality, steps, layers per step, parameters.
+    """List the model presets (kind, dimensionality, steps, layers, parameters) and the bundled weights.
 
-    docs/presets.md gives the source of each preset.
+    docs/presets.md gives the source of each preset, docs/pretrained.md the bundled weights
+    (irecon reconstruct takes them by default; bundled:NAME names one as a checkpoint).
     """
+    from irecon.models.pretrained.registry import bundled_models
+
     table = Table(title="irecon model presets")
     for column in ("preset", "kind", "dims", "steps", "layers", "parameters"):
         table.add_column(column, justify="right" if column in ("steps", "layers", "parameters") else "left")
@@ -172,4 +175,25 @@ def models() -> None:
             "-" if layers is None else str(layers),
             f"{parameters:,}",
         )
-    stdout_console().print(table)
+    console = stdout_console()
+    console.print(table)
+    bundled = bundled_models()
+    if not bundled:
+        console.print("no bundled weights: make pretrained", markup=False, highlight=False)
+        return
+    console.print(bundled_table(bundled))
+
+
+def bundled_table(bundled: list[Any]) -> Table:
+    """One row per bundled model: name, preset, coils, training data and its 4x SSIM against zero-filled."""
+    from irecon.models.pretrained.registry import four_x_ssim
+
+    table = Table(title="bundled weights (bundled:NAME)")
+    for column in ("name", "preset", "coils", "trained on", "4x SSIM (zero-filled)"):
+        table.add_column(column, justify="right" if column.startswith("4x") else "left")
+    for model in bundled:
+        coils = "1" if model.coils == 1 else f"multi, {model.virtual_coils or model.coils} virtual"
+        ssim = four_x_ssim(model)
+        score = "-" if ssim is None else f"{ssim[0]:.4f} ({ssim[1]:.4f})"
+        table.add_row(model.name, model.preset, coils, model.trained_on, score)
+    return table

@@ -28,7 +28,8 @@ def _default(name: str) -> Any:
     "--checkpoint",
     type=click.Path(path_type=Path),
     metavar="CKPT",
-    help="Trained model (from irecon train); carries its config.",
+    help="Trained model (from irecon train), or bundled:NAME for a bundled one (irecon models lists them); "
+    "carries its config.  [default: the bundled i-RIM for the inputs' coils]",
 )
 @click.option(
     "--onnx",
@@ -40,15 +41,17 @@ def _default(name: str) -> Any:
     "--model",
     "model",
     default=_default("model"),
-    help="Preset; only zero-filled runs without --checkpoint. With one it must match it.",
+    help="Preset; only zero-filled runs without --checkpoint. With one it must match it.  "
+    "[default: the bundled i-RIM, see --checkpoint]",
 )
 @click.option(
     "--out",
     "out_dir",
-    required=True,
+    default=_default("out_dir"),
+    show_default=True,
     type=click.Path(path_type=Path),
     metavar="OUT_DIR",
-    help="Folder for the reconstructions (created if missing).",
+    help="Folder for the reconstructions (created if missing; the default is in the working directory).",
 )
 @click.option(
     "--mask-type",
@@ -119,6 +122,10 @@ def _default(name: str) -> Any:
 )
 def reconstruct_command(inputs: tuple[Path, ...], **params: Any) -> None:
     """Reconstruct fastMRI volumes (files or folders of .h5) into OUT_DIR, one .h5 per input.
+
+    As typed, irecon reconstruct volume.h5 writes reconstructions/volume.h5 with the bundled i-RIM
+    for the file's coils (single-coil, or multi-coil through its virtual coils); inputs that mix
+    single- and multi-coil files are refused: run them apart.
 
     Volumes with a target are scored (NMSE, PSNR, SSIM as fastmri.evaluate) against zero-filling
     under the same mask. A failed volume gets a one-line error and the others still run; a preview

@@ -12,6 +12,7 @@ from rich.table import Table
 from irecon.cli.options import ListCommand, default_of, device_option, exit_with, threads_option
 from irecon.data.masks import MASK_TYPES
 from irecon.data.splits import SELECTIONS
+from irecon.errors import spell_options
 from irecon.models.names import IRIM_OUTPUTS, PRESET_NAMES
 from irecon.text import say
 from irecon.training.options import TrainOptions
@@ -38,9 +39,16 @@ def _default(name: str) -> Any:
 )
 @click.option(
     "--out",
-    required=True,
     type=click.Path(path_type=Path),
-    help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.",
+    help="RUN_DIR for last.pt, best.pt, metrics.jsonl, training_curve.png.  [default: a new runs/<preset>-<N>; "
+    "with --resume the run in runs/ whose last.pt is newest]",
+)
+@click.option(
+    "--init",
+    metavar="CKPT",
+    help="Start a new run from these weights: default (the bundled model for the training data's coils), "
+    "bundled:NAME or a checkpoint. They fix the model (--model and size options may be left out); "
+    "the optimiser starts fresh.",
 )
 @click.option(
     "--epochs", type=int, default=_default("epochs"), show_default=True, help="Epochs in all (a resume may raise it)."
@@ -127,6 +135,9 @@ def _default(name: str) -> Any:
     default=_default("output"),
     help="Override the i-RIM output head.  [default: the preset's; residual presets take residual-rss "
     "on multi-coil data]",
+)
+@click.option(
+    "--unet-chans", type=int, default=_default("unet_chans"), help="Override the U-Net's first-level channels."
 )
 @click.option(
     "--checkpoint-every",
@@ -270,7 +281,12 @@ def train_command(**params: Any) -> None:
     ctx = click.get_current_context()
     sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     given = {name for name in params if ctx.get_parameter_source(name) in sources}
-    options = TrainOptions(**params)
+    from irecon.training.plan import with_defaults
+    from irecon.training.runtime import World
+
+    options, _, notes = with_defaults(TrainOptions(**params), World.from_env().size)
+    for note in notes:
+        click.echo(spell_options(note))
     try:
         result = train(options, given=given)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from irecon.errors import IreconError
 from irecon.files import atomic_write
 from irecon.models.configs import ModelConfig, config_from_dict
 from irecon.models.presets import PRESETS, preset
+from irecon.models.pretrained.registry import bundled_file, bundled_name, find_bundled
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -49,7 +50,15 @@ def _os_error(err: BaseException) -> OSError | None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a bad file is a one-line IreconError."""
+    """Read a checkpoint with ``weights_only=True``; a bad file is a one-line IreconError.
+
+    ``bundled:NAME`` reads the bundled model NAME (:mod:`irecon.models.pretrained.registry`) once its
+    sha256 matched the manifest's.
+    """
+    name = bundled_name(path)
+    if name is not None:
+        with bundled_file(find_bundled(name)) as real:
+            return load_checkpoint(real, map_location)
     path = Path(path)
     if not path.is_file():
         raise IreconError("checkpoint does not exist", path)

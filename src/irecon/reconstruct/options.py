@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
 OUTPUT_FORMATS = ("h5", "nifti", "dicom")
+DEFAULT_OUT_DIR = "reconstructions"  # relative: beside wherever the command runs
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,12 @@ class ReconstructOptions:
     a checkpoint's torch model.
     ``max_memory`` (``2GiB`` or ``auto``): the planner picks, per volume size, whole volumes or
     overlapping slabs (3-D models) and the slice batch up to ``batch_size`` (2-D) that fit it.
+    Without ``checkpoint``, ``model`` or ``onnx`` the model is the bundled i-RIM that fits the inputs'
+    coils (``bundled:irim-singlecoil`` or ``bundled:irim-multicoil``).
     """
 
     inputs: Sequence[str | Path]
-    out_dir: str | Path
+    out_dir: str | Path = DEFAULT_OUT_DIR
     checkpoint: str | Path | None = None
     model: str | None = None
     mask_type: str = "random"

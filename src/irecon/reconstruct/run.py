@@ -36,6 +36,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,6 +57,7 @@ from irecon.models.presets import preset
 from irecon.physics import common_crop
 from irecon.planning.fit import MemoryFit, resolve_budget
 from irecon.planning.runs import fit_inference
+from irecon.reconstruct.defaults import default_checkpoint
 from irecon.reconstruct.options import ReconstructOptions
 from irecon.reconstruct.outputs import (
     preview_figure,
@@ -86,6 +88,9 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
     files, notes = find_volumes(options.inputs)
     _check_names(files)
     device = resolve_device(options.device)
+    chosen = options.checkpoint is None and options.model is None and options.onnx is None
+    if chosen:
+        options = replace(options, checkpoint=default_checkpoint(files))
     loaded = (
         load_model(options.checkpoint, options.model, device)
         if options.onnx is None
@@ -111,6 +116,8 @@ def reconstruct(options: ReconstructOptions, console: Console | None = None) -> 
         virtual_coils=virtual,
     )
     say(console, *(f"note: {note}" for note in notes))
+    if chosen:
+        say(console, f"model: {loaded.name}, the bundled i-RIM for these inputs (no «model» or «checkpoint» given)")
     plain_progress = console is not None and not console.is_terminal
     with _cudnn_benchmark_off(), progress_bar(console, "{task.description}") as progress:
         run = _Run(options, loaded, device, out_dir, preview_dir, progress, virtual, budget)

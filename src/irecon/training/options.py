@@ -18,9 +18,13 @@ from irecon.values import check_count, check_device_name, check_threads, parse_b
 if TYPE_CHECKING:
     from irecon.data.masks import MaskSpec
 
-MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "output")
+MODEL_OVERRIDES = ("steps", "layers", "n_latent", "multiplicity", "shared_weights", "output", "unet_chans")
 DEFAULT_3D_SLAB = 8
 FIT_CHOICES = ("steps", "batch", "slab")  # what --fit-memory may choose
+MAKE_DATA = (
+    "; «train_dir» and «val_dir» are folders of fastMRI .h5 volumes: make synthetic ones with "
+    "irecon synth data/train && irecon synth data/val --split val"
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class TrainOptions:
     available; ``num_workers`` None means 0 on the CPU and min(4, CPUs per process - 1) on a GPU; ``shard_optimizer`` shards the Adam
     state over the ``torchrun`` processes (plain Adam on one); ``max_steps`` stops after that many
     optimisation steps in total (demos and tests); the model overrides (``steps`` ...
-    ``shared_weights``, ``output``) replace the preset's values when set. Validation uses the first
+    ``shared_weights``, ``output``, ``unet_chans``) replace the preset's values when set. Validation uses the first
     acceleration / center-fraction pair. ``virtual_coils`` N compresses every volume's coils to N
     before the model (``irecon.data.coils``), so files of any coil count >= N train one model.
     ``tensorboard`` writes TensorBoard event files into
@@ -47,13 +51,13 @@ class TrainOptions:
     train_dir: Path | None
     val_dir: Path | None
     model: str | None
-    out: Path
+    out: Path | None
     epochs: int = 10
     batch_size: int = 1
     lr: float = 1e-3
     lr_step: int = 10
     lr_gamma: float = 0.5
-    loss: str = "ssim"
+    loss: str = "ssim-l1"
     train_resolution: tuple[int, int] | None = None
     accelerations: tuple[int, ...] = (4, 8)
     center_fractions: tuple[float, ...] = (0.08, 0.04)
@@ -69,6 +73,7 @@ class TrainOptions:
     multiplicity: int | None = None
     shared_weights: bool | None = None
     output: str | None = None
+    unet_chans: int | None = None
     checkpoint_every: int = 100
     num_workers: int | None = None
     shard_optimizer: bool = False
@@ -89,6 +94,8 @@ class TrainOptions:
     ssdu_selection: str = "uniform"
     ssdu_splits: int = 1
     ssdu_seen_weight: float = 0.1
+    init: str | None = None
+    """Start from these weights: ``default`` (the bundled model for the data's coils), ``bundled:NAME`` or a checkpoint."""
 
     def __post_init__(self) -> None:
         for name in ("train_dir", "val_dir", "out"):
@@ -129,11 +136,14 @@ class TrainOptions:
         Pure: reads no file, changes nothing. The checks that need the data or torch are the run's.
         """
         missing = [name for name in ("train_dir", "val_dir", "model") if getattr(self, name) is None]
+        missing = [name for name in missing if not (name == "model" and self.init is not None)]
         if missing:
             names = [option(name) for name in missing]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            data = "" if "train_dir" not in missing and "val_dir" not in missing else MAKE_DATA
             raise IreconError(
                 f"{named} {'is' if len(missing) == 1 else 'are'} needed for a new run (or «resume» an earlier one)"
+                + data
             )
         for name in (
             "epochs",

@@ -22,10 +22,12 @@ from irecon.device import resolve_device
 from irecon.errors import IreconError, option
 from irecon.losses import LOSSES, SSIM_LOSSES, SSIM_WINDOW
 from irecon.models.checkpoint import load_checkpoint
-from irecon.models.configs import ModelConfig
+from irecon.models.configs import ModelConfig, config_from_dict
 from irecon.models.presets import preset
 from irecon.planning.fit import MemoryFit
 from irecon.planning.runs import fit_training
+from irecon.training.folders import RUNS, latest_run_folder, new_run_folder
+from irecon.training.initial import InitWeights, apply_init, check_init_coils, load_init
 from irecon.training.options import DEFAULT_3D_SLAB, PER_LAUNCH, TrainOptions
 from irecon.training.runtime import World
 from irecon.training.state import check_run_dir, own_run_dir
@@ -60,6 +62,7 @@ def prepare(
     """
     if options.resume and options.overwrite:
         raise IreconError("«resume» and «overwrite» contradict each other; pass one of them")
+    options, init, _ = with_defaults(options, world_size)
     if options.resume:
         options = resumed_options(options, given)
     check_options(options)
@@ -89,10 +92,46 @@ def prepare(
             train_set = training_set(train_files, options, slab)
     coils = first.num_coils if options.virtual_coils is None else options.virtual_coils
     config = preset(options.model, coils=coils, **options.model_overrides())
+    if init is not None:
+        check_init_coils(init, coils)
+        config = init.config
+    elif options.init is not None:  # a resumed run that started from --init weights: their config
+        config = config_from_dict(load_checkpoint(options.out / "last.pt")["model_config"])
     model = build_seeded(config, options)
+    if init is not None:
+        model.load_state_dict(init.weights)
     resume = check_run_dir(options, config, [p.name for p in train_files], world_size, [p.name for p in val_files])
     fit_record = memory_fit.to_dict() if memory_fit is not None else (resume or {}).get("memory_fit")
     return options, Plan(train_set, val_set.volumes, config, model, device, slab, resume, fit_record)
+
+
+def with_defaults(options: TrainOptions, world_size: int = 1) -> tuple[TrainOptions, InitWeights | None, list[str]]:
+    """``options`` with ``--init`` applied and the run folder chosen when ``--out`` is left out, and notes saying so.
+
+    A new run goes to ``runs/<preset>-<N>``; ``--resume`` takes the latest run in ``runs/``. Under
+    torchrun ``--out`` is needed (every process must name the same folder). Returns the loaded
+    ``--init`` weights (None without them, and on a resume: the checkpoint has the run's own).
+    """
+    if options.resume and options.init is not None:
+        raise IreconError("«init» starts a new run from weights; «resume» continues one: pass one of them")
+    if not options.resume:
+        check_options(options)  # what a new run lacks, all at once, before the data is read
+    notes, init = [], None
+    if options.init is not None and not options.resume:
+        init = load_init(options)
+        options = apply_init(options, init)
+        notes.append(f"starting from the weights of {init.source} ({options.model}); the optimiser starts fresh")
+    if options.out is not None:
+        return options, init, notes
+    if world_size > 1:
+        raise IreconError("under torchrun pass «out»: every process must name the same run folder")
+    if options.resume:
+        folder = latest_run_folder()
+        notes.append(f"no «out»: resuming the latest run in {RUNS}/ (the newest last.pt): {folder}")
+    else:
+        folder = new_run_folder(str(options.model))
+        notes.append(f"no «out»: a new run folder {folder}")
+    return replace(options, out=folder), init, notes
 
 
 def training_set(files: Sequence[Path], options: TrainOptions, slab: int) -> MRIDataset:
