@@ -1,4 +1,4 @@
-"""Training losses between magnitude images, each scaled by the sample's data range (the volume's max)."""
+"""Training losses: between magnitude images, each scaled by the data range (the volume's max), and on held-out k-space."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ class ImageLoss(nn.Module):
 def mean_mse(estimates: Sequence[Tensor], target: Tensor) -> Tensor:
     """Mean squared error averaged over the returned estimates (one for the i-RIM, every step for the RIM)."""
     return sum(torch.nn.functional.mse_loss(e, target) for e in estimates) / len(estimates)
+
+
+def normalised_kspace_loss(predicted: Tensor, measured: Tensor) -> Tensor:
+    """SSDU's loss on held-out k-space (Yaman et al. 2020): ||y - ŷ||₂/||y||₂ + ||y - ŷ||₁/||y||₁, batch mean.
+
+    Both are complex ``(B, ...)``, already restricted to the loss lines; a sample with no loss lines
+    (all zero) contributes 0.
+    """
+    error = (measured - predicted).flatten(1)
+    measured = measured.flatten(1)
+    l2 = torch.linalg.vector_norm(error, dim=1) / torch.linalg.vector_norm(measured, dim=1).clamp_min(1e-12)
+    l1 = error.abs().sum(dim=1) / measured.abs().sum(dim=1).clamp_min(1e-12)
+    return (l2 + l1).mean()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from irecon.cli.options import ListCommand, default_of, device_option, exit_with, threads_option
 from irecon.data.masks import MASK_TYPES
+from irecon.data.splits import SELECTIONS
 from irecon.errors import spell_options
 from irecon.models.names import IRIM_OUTPUTS, PRESET_NAMES
 from irecon.text import say
@@ -234,6 +235,40 @@ def _default(name: str) -> Any:
     show_default=True,
     help="What --fit-memory chooses.",
 )
+@click.option(
+    "--self-supervised",
+    is_flag=True,
+    help="SSDU: no targets needed (test-style files welcome); per sample the acquired lines are split at random "
+    "into lines the model sees and held-out lines the k-space loss is computed on (docs/self-supervised.md).",
+)
+@click.option(
+    "--ssdu-rho",
+    type=float,
+    default=_default("ssdu_rho"),
+    show_default=True,
+    help="Fraction of the acquired lines held out for the loss (the calibration region is never held out).",
+)
+@click.option(
+    "--ssdu-selection",
+    type=click.Choice(SELECTIONS),
+    default=_default("ssdu_selection"),
+    show_default=True,
+    help="How held-out lines are drawn: uniformly, or with a Gaussian density around k-space's centre.",
+)
+@click.option(
+    "--ssdu-splits",
+    type=int,
+    default=_default("ssdu_splits"),
+    show_default=True,
+    help="Splits per sample and step (each a forward pass; their losses are averaged).",
+)
+@click.option(
+    "--ssdu-seen-weight",
+    type=float,
+    default=_default("ssdu_seen_weight"),
+    show_default=True,
+    help="Weight of the same k-space loss on the lines the model saw (0: held-out lines only, as in SSDU).",
+)
 def train_command(**params: Any) -> None:
     """Train a preset on TRAIN_DIR, validating on --val after every epoch.
 
@@ -289,9 +324,13 @@ def _duration(value: str | None) -> float | None:
 
 
 def summary_table(result: Any) -> Table:
-    """One row per epoch of a :class:`TrainResult` (the best in bold) and a zero-filled reference row."""
+    """One row per epoch of a :class:`TrainResult` (the best in bold) and a zero-filled reference row.
+
+    A self-supervised run adds the held-out k-space loss column.
+    """
     table = Table(title=f"training run {result.run_dir}")
-    for column in ("epoch", "train loss", "NMSE", "PSNR", "SSIM", "lr"):
+    heldout = any("val_kspace_loss" in r for r in result.history)
+    for column in ("epoch", "train loss", "NMSE", "PSNR", "SSIM", *(("held-out k-space",) if heldout else ()), "lr"):
         table.add_column(column, justify="right")
     for r in result.history:
         table.add_row(
@@ -300,14 +339,15 @@ def summary_table(result: Any) -> Table:
             f"{r['val_nmse']:.4f}",
             f"{r['val_psnr']:.2f}",
             f"{r['val_ssim']:.4f}",
+            *((f"{r['val_kspace_loss']:.4f}",) if heldout else ()),
             f"{r['lr']:.2e}",
             style="bold" if r["epoch"] == result.best_epoch else None,
         )
     zero = result.zero_filled
     if zero:
-        table.add_row(
-            "zero-filled", "", f"{zero['nmse']:.4f}", f"{zero['psnr']:.2f}", f"{zero['ssim']:.4f}", "", style="dim"
-        )
+        blank = ("",) if heldout else ()
+        row = ("zero-filled", "", f"{zero['nmse']:.4f}", f"{zero['psnr']:.2f}", f"{zero['ssim']:.4f}", *blank, "")
+        table.add_row(*row, style="dim")
     if result.best_epoch is not None:
         table.caption = (
             f"best.pt = epoch {result.best_epoch} (SSIM {result.best_ssim:.4f}); "

@@ -208,6 +208,9 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
     zeroed on the header's padded columns, except when ``resolution`` changes the width: the resize
     resamples k-space, so the header's padding no longer describes its columns.
 
+    ``targets=False`` (self-supervised training) serves no targets (shape ``(0,)``), so training may
+    use test-style files, which have none.
+
     ``resolution=(h, w)`` (training only) resizes k-space in image space with
     :func:`resize_kspace` before masking, like the official i-RIM's 368x368 training crop. The
     target is left as it is: it is the centre crop of the image, which the resize does not move, so
@@ -231,6 +234,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         seed: int = 0,
         challenge: str | None = None,
         virtual_coils: int | None = None,
+        targets: bool = True,
     ) -> None:
         if not files:
             raise IreconError("no files given to the dataset")
@@ -251,6 +255,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         self.slab = int(slab)
         self.seed = int(seed)
         self.virtual_coils = virtual_coils
+        self.targets = bool(targets)
         self.epoch = 0
         self._volumes = [read_volume_info(f) for f in files]
         self._check_volumes(challenge)
@@ -308,7 +313,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
         mask = torch.from_numpy(self._mask(volume_index, index, kspace.shape[-1], epoch))
         mask = mask.reshape((1,) * (kspace.dim() - 1) + (-1,))
 
-        target = torch.zeros(0) if target_np is None else torch.from_numpy(target_np)
+        target = torch.zeros(0) if target_np is None or not self.targets else torch.from_numpy(target_np)
         return Sample(
             kspace=kspace.mul_(mask),  # in place: the array was just read, nothing else holds it
             mask=mask,
@@ -355,7 +360,7 @@ class MRIDataset(torch.utils.data.Dataset[Sample]):
                     f"volume has {info.num_slices} slices, fewer than the slab of {self.slab}; {fits}",
                     info.path,
                 )
-            if self.train and info.target_key is None:
+            if self.train and self.targets and info.target_key is None:
                 raise IreconError(
                     "file has no target (a test-style file?); training needs a target in every file",
                     info.path,

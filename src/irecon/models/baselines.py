@@ -15,8 +15,9 @@ class ZeroFilled(nn.Module):
         super().__init__()
         self.coils, self.dims = coils, dims
 
-    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
-        return [root_sum_of_squares_image(zero_filled(kspace, mask))]
+    def forward(self, kspace: Tensor, mask: Tensor, complex_output: bool = False) -> list[Tensor]:
+        image = zero_filled(kspace, mask)
+        return [image if complex_output else root_sum_of_squares_image(image)]
 
 
 class UNetBaseline(nn.Module):
@@ -29,9 +30,19 @@ class UNetBaseline(nn.Module):
         self.coils, self.dims = coils, dims
         self.unet = Unet(in_chans=1, out_chans=1, chans=chans, num_pool_layers=num_pool_layers)
 
-    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
-        image = root_sum_of_squares_image(zero_filled(kspace, mask)).unsqueeze(1)
+    def forward(self, kspace: Tensor, mask: Tensor, complex_output: bool = False) -> list[Tensor]:
+        """The magnitude image; with ``complex_output`` coil images: each zero-filled coil image rescaled to it.
+
+        The U-Net sees magnitudes only, so its coil images borrow phase and coil weighting from the
+        zero-filled image: coil c = zero-filled coil c x (U-Net magnitude / zero-filled magnitude).
+        """
+        channels = zero_filled(kspace, mask)
+        zero_magnitude = root_sum_of_squares_image(channels)
+        image = zero_magnitude.unsqueeze(1)
         mean = image.mean(dim=(-2, -1), keepdim=True)
         std = image.std(dim=(-2, -1), keepdim=True) + 1e-11
         normalised = ((image - mean) / std).clamp(-6, 6)
-        return [(self.unet(normalised) * std + mean).squeeze(1)]
+        magnitude = (self.unet(normalised) * std + mean).squeeze(1)
+        if not complex_output:
+            return [magnitude]
+        return [channels * (magnitude / zero_magnitude.clamp_min(1e-12)).unsqueeze(1)]

@@ -170,17 +170,31 @@ class IRIM(nn.Module):
         imag = state[:, half : 2 * half].unflatten(1, (self.multiplicity, c))[:, :copies].mean(dim=1)
         return torch.cat([real, imag], dim=1)
 
-    def estimate(self, state: Tensor, scale: Tensor) -> Tensor:
-        """Magnitude image (B, 1, [S,] H, W) from the final state, rescaled to the input's units."""
+    def complex_estimate(self, state: Tensor, scale: Tensor) -> Tensor:
+        """Complex image channels ``[Re | Im]`` (B, 2C, [S,] H, W) in the input's units (C = 1 for the official head).
+
+        ``residual-rss`` has a magnitude head only: its coil images are the state's, rescaled to its magnitude.
+        """
         if self.head is None:
-            return root_sum_of_squares_image(self.state_image(state, 1)).unsqueeze(1) * scale
+            return self.state_image(state, 1) * scale
         if self.output == "official":
-            return root_sum_of_squares_image(self.head(state)).unsqueeze(1) * scale
+            return self.head(state) * scale
         image = self.state_image(state, self.multiplicity)
         if self.output == "residual":
-            return root_sum_of_squares_image(image + self.head(state)).unsqueeze(1) * scale
-        return (root_sum_of_squares_image(image).unsqueeze(1) + self.head(state)) * scale
+            return (image + self.head(state)) * scale
+        magnitude = root_sum_of_squares_image(image).unsqueeze(1)
+        return image * ((magnitude + self.head(state)) / magnitude.clamp_min(1e-12)) * scale
 
-    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
+    def estimate(self, state: Tensor, scale: Tensor) -> Tensor:
+        """Magnitude image (B, 1, [S,] H, W) from the final state, rescaled to the input's units."""
+        if self.output == "residual-rss" and self.head is not None:
+            image = self.state_image(state, self.multiplicity)
+            return (root_sum_of_squares_image(image).unsqueeze(1) + self.head(state)) * scale
+        return root_sum_of_squares_image(self.complex_estimate(state, scale)).unsqueeze(1)
+
+    def forward(self, kspace: Tensor, mask: Tensor, complex_output: bool = False) -> list[Tensor]:
+        """Magnitude images (B, [S,] H, W); with ``complex_output`` the complex channels of :meth:`complex_estimate`."""
         state, _, scale = self.run_state(kspace, mask)
+        if complex_output:
+            return [self.complex_estimate(state, scale)]
         return [self.estimate(state, scale).squeeze(1)]

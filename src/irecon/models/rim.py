@@ -79,7 +79,8 @@ class RIM(nn.Module):
         self.out = conv(hidden, image_channels, 3, bias=False)
         nn.init.kaiming_normal_(self.out.weight, nonlinearity="relu")
 
-    def forward(self, kspace: Tensor, mask: Tensor) -> list[Tensor]:
+    def forward(self, kspace: Tensor, mask: Tensor, complex_output: bool = False) -> list[Tensor]:
+        """Every step's magnitude image; with ``complex_output`` every step's coil-image channels."""
         estimate = zero_filled(kspace, mask)
         scale = input_scale(estimate, self.norm_crop)
         estimate, scaled = estimate / scale, kspace / scale
@@ -92,5 +93,6 @@ class RIM(nn.Module):
             h2 = self.gru2(self.enc2(h1), h2)
             update = self.out(F.pad(h2, [1] * (2 * (h2.dim() - 2)), mode="replicate"))
             estimate = estimate + update
-            estimates.append(root_sum_of_squares_image(estimate * scale))
+            step = estimate * scale
+            estimates.append(step if complex_output else root_sum_of_squares_image(step))
         return estimates

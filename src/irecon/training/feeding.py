@@ -231,7 +231,7 @@ class TrainFeed:
                 raise worker_error(err) from None
             stats.wait_s += time.perf_counter() - asked
             stats.read_s += seconds
-            stats.slices += slice_count(batch.target)
+            stats.slices += batch_slices(batch.kspace, batch.target)
             yield batch
 
     def close(self) -> None:
@@ -252,6 +252,13 @@ class TrainFeed:
 def slice_count(target: torch.Tensor) -> int:
     """Slices in a batch of targets: ``(B, h, w)`` or slabs ``(B, S, h, w)``."""
     return int(target.shape[0] * (target.shape[1] if target.dim() == 4 else 1))
+
+
+def batch_slices(kspace: torch.Tensor, target: torch.Tensor) -> int:
+    """Slices in a batch: counted on its targets, or on its k-space ``(B, coils, [S,] H, W)`` when it has none."""
+    if target.numel():
+        return slice_count(target)
+    return int(kspace.shape[0] * (kspace.shape[2] if kspace.dim() == 5 else 1))
 
 
 def worker_error(err: IreconError) -> IreconError:

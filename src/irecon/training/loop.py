@@ -35,7 +35,7 @@ from irecon.planning.fit import MemoryFit
 from irecon.planning.runs import StepWatch
 from irecon.text import say
 from irecon.training.curve import training_curve
-from irecon.training.feeding import TrainFeed, resolve_workers, slice_count
+from irecon.training.feeding import TrainFeed, batch_slices, resolve_workers
 from irecon.training.optim import adam_summary, build_optimizer, gather_state, is_sharded, load_state
 from irecon.training.options import TrainOptions
 from irecon.training.plan import Plan, own_run_folder, prepare
@@ -59,13 +59,8 @@ from irecon.training.runtime import (
     process_group,
     reset_peak_memory,
 )
-from irecon.training.state import (
-    CheckpointNotWritten,
-    not_written,
-    resume_command,
-    set_rng_state,
-    training_payload,
-)
+from irecon.training.selfsup import UNSCORED, SelfSupervision, with_targets
+from irecon.training.state import CheckpointNotWritten, not_written, resume_command, set_rng_state, training_payload
 from irecon.training.state import Progress as RunProgress
 from irecon.training.tracking import Tracker, require_tensorboard
 
@@ -120,6 +115,7 @@ class Trainer:
             self.optimizer, step_size=options.lr_step, gamma=options.lr_gamma
         )
         self.loss_fn = ImageLoss(options.loss).to(self.device)
+        self.selfsup = SelfSupervision.of(options)  # None: supervised
         self.progress = RunProgress()
         workers = resolve_workers(options.num_workers, self.device)
         self.feed = TrainFeed(plan.train_set, options.batch_size, workers, world, options.seed, self.device)
@@ -277,11 +273,11 @@ class Trainer:
         target = batch.target.to(self.device, non_blocking=True)
         max_value = batch.max_value.to(self.device, torch.float32)
         with self.watch.step(self.model, self.optimizer, self.loss_fn, kspace, mask, target, max_value):
-            loss, finite = self._forward_backward(kspace, mask, target, max_value)
+            loss, finite = self._forward_backward(batch, kspace, mask, target, max_value)
         if self.watch.done and self.watch.left == 0:
             self.watch.left = -1
             say(self.console, fit_check_line(self.plan.memory_fit or {}, self.watch))
-        slices = slice_count(target)
+        slices = batch_slices(kspace, target)
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             self._count_bad_step()
@@ -290,13 +286,18 @@ class Trainer:
         return float(loss.detach()), slices
 
     def _forward_backward(
-        self, kspace: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor
+        self, batch: Any, kspace: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor
     ) -> tuple[torch.Tensor, bool]:
-        """Forward, loss, backward and, when every rank's loss and gradients are finite, the Adam step."""
+        """Forward, loss (SSDU's when self-supervised), backward and the Adam step if all is finite on every rank."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
-            estimates = self.network(kspace, mask)
-            losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
-            loss = torch.stack(losses).mean()
+            if self.selfsup is not None:
+                loss = self.selfsup.loss(
+                    self.network, kspace, mask, batch.fname, batch.slice_index, self.progress.epoch
+                )
+            else:
+                estimates = self.network(kspace, mask)
+                losses = [self.loss_fn(center_crop(e, tuple(target.shape[-2:])), target, max_value) for e in estimates]
+                loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         finite = self._finite_step(loss)
@@ -346,14 +347,10 @@ class Trainer:
     def _finish_epoch(self) -> None:
         """Validate, record, step the scheduler, then write best.pt, last.pt and the reports."""
         lr = self.optimizer.param_groups[0]["lr"]
-        volumes = self._my_volumes()
-        progress = volume_progress(
-            self.console, self.options.log_every, self.world.is_main, f"validating epoch {self._epoch_label()}"
-        )
-        scores = score_model(
-            self.model, volumes, self.options.val_mask_spec, self.device, progress, self.options.virtual_coils
-        )
-        record = self._record(self.world.mean_scores(scores, self.device), lr)
+        val = self._scores(self.model, f"validating epoch {self._epoch_label()}") or dict(UNSCORED)
+        if self.selfsup is not None:
+            val["kspace_loss"] = self.selfsup.validate(self.model, self._my_volumes(), self.options, self.world)
+        record = self._record(val, lr)
         self.progress.epoch += 1
         self.progress.epoch_position = 0
         self.progress.epoch_loss = [0.0, 0.0]
@@ -413,10 +410,15 @@ class Trainer:
     def _zero_filled_scores(self) -> dict[str, float]:
         """Zero-filled scores under the validation masks, once per run (every rank takes part)."""
         zero = preset("zero-filled", coils=self.plan.config.coils).build().to(self.device)
-        progress = volume_progress(self.console, self.options.log_every, self.world.is_main, "scoring zero-filled")
-        scores = score_model(
-            zero, self._my_volumes(), self.options.val_mask_spec, self.device, progress, self.options.virtual_coils
-        )
+        return self._scores(zero, "scoring zero-filled")
+
+    def _scores(self, model: nn.Module, label: str) -> dict[str, float]:
+        """Mean scores over the validation volumes with a target, empty when none has one (every rank calls this)."""
+        if not with_targets(self.plan.val_infos):
+            return {}
+        progress = volume_progress(self.console, self.options.log_every, self.world.is_main, label)
+        volumes, spec = with_targets(self._my_volumes()), self.options.val_mask_spec
+        scores = score_model(model, volumes, spec, self.device, progress, self.options.virtual_coils)
         return self.world.mean_scores(scores, self.device)
 
     def _save(self, *names: str, every_rank: bool = True) -> None:
@@ -469,9 +471,8 @@ class Trainer:
         history, out = self.progress.history, self.options.out
         write_jsonl(out / "metrics.jsonl", history)
         title = f"run {out.resolve().name}: {self.options.model} ({self.plan.config.describe()})"
-        save_png(
-            training_curve(history, self.progress.zero_filled, self.options.loss, title), out / "training_curve.png"
-        )
+        loss = "SSDU k-space L1+L2" if self.selfsup is not None else self.options.loss
+        save_png(training_curve(history, self.progress.zero_filled, loss, title), out / "training_curve.png")
 
     def _epoch_label(self) -> str:
         return f"{self.progress.epoch + 1}/{self.options.epochs}"

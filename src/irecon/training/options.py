@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from irecon.data.splits import SplitSpec
 from irecon.errors import IreconError, option
 from irecon.models.names import IRIM_OUTPUTS
 from irecon.values import check_count, check_device_name, check_threads, parse_bytes
@@ -41,6 +42,10 @@ class TrainOptions:
     ``out/tensorboard`` (needs the ``tensorboard`` extra).
     ``fit_memory`` (``22GiB`` or ``auto``) lets the planner
     choose ``fit`` (the time steps T, the batch size or the 3-D slab) as the largest that fits.
+    ``self_supervised`` trains by SSDU (docs/self-supervised.md; no targets needed): per sample,
+    ``ssdu_splits`` seeded splits of the acquired lines, a fraction ``ssdu_rho`` of them held out
+    for the k-space loss, drawn with ``ssdu_selection`` (uniform or gaussian); ``ssdu_seen_weight``
+    weighs the same loss on the lines the model saw (0: Yaman et al.'s loss on the held-out lines only).
     """
 
     train_dir: Path | None
@@ -84,6 +89,11 @@ class TrainOptions:
     tensorboard: bool = False
     fit_memory: str | None = None
     fit: str = "steps"
+    self_supervised: bool = False
+    ssdu_rho: float = 0.4
+    ssdu_selection: str = "uniform"
+    ssdu_splits: int = 1
+    ssdu_seen_weight: float = 0.1
     init: str | None = None
     """Start from these weights: ``default`` (the bundled model for the data's coils), ``bundled:NAME`` or a checkpoint."""
 
@@ -143,6 +153,7 @@ class TrainOptions:
             "max_bad_steps",
             "max_steps",
             "virtual_coils",
+            "ssdu_splits",
         ):
             check_count(name, getattr(self, name))
         for name in ("num_workers", "seed"):
@@ -168,6 +179,11 @@ class TrainOptions:
             raise IreconError(f"«fit» must be one of {', '.join(FIT_CHOICES)}, got {self.fit!r}")
         if self.fit_memory is not None and self.fit_memory.strip().lower() != "auto":
             parse_bytes(self.fit_memory)
+        SplitSpec(self.ssdu_rho, self.ssdu_selection).validate()
+        if not (math.isfinite(self.ssdu_seen_weight) and self.ssdu_seen_weight >= 0):
+            raise IreconError(f"«ssdu_seen_weight» must be a non-negative number, got {self.ssdu_seen_weight}")
+        if self.self_supervised and self.fit_memory is not None:
+            raise IreconError("«fit_memory» plans a supervised step; leave it out with «self_supervised»")
 
     def model_overrides(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_OVERRIDES if getattr(self, name) is not None}

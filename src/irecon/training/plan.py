@@ -77,7 +77,11 @@ def prepare(
     train_set = training_set(train_files, options, slab)
     first = train_set.volumes[0]
     val_set = MRIDataset(val_files, options.val_mask_spec, train=False, virtual_coils=options.virtual_coils)
-    check_validation(val_set.volumes, first, options.virtual_coils)
+    check_validation(val_set.volumes, first, options.virtual_coils, need_targets=not options.self_supervised)
+    if options.tensorboard and val_set.volumes[0].target_key is None:
+        raise IreconError(
+            "«tensorboard» shows the first validation volume beside its target; it has none", val_set.volumes[0].path
+        )
     check_loss_size(train_set.volumes, options.loss)
     memory_fit = None
     if options.fit_memory is not None and not options.resume:
@@ -140,6 +144,7 @@ def training_set(files: Sequence[Path], options: TrainOptions, slab: int) -> MRI
         slab=slab,
         seed=options.seed,
         virtual_coils=options.virtual_coils,
+        targets=not options.self_supervised,
     )
 
 
@@ -211,11 +216,14 @@ def resolve_slab(slab: int | None, dims: int) -> int:
     return slab
 
 
-def check_validation(volumes: Sequence[VolumeInfo], training: VolumeInfo, virtual_coils: int | None = None) -> None:
-    """Every validation volume has a target, the training data's challenge and (unless coils are compressed to
-    ``virtual_coils``) its coil count (``training``: the first training volume)."""
+def check_validation(
+    volumes: Sequence[VolumeInfo], training: VolumeInfo, virtual_coils: int | None = None, need_targets: bool = True
+) -> None:
+    """Every validation volume has a target (unless not ``need_targets``: self-supervised), the training data's
+    challenge and (unless coils are compressed to ``virtual_coils``) its coil count (``training``: the first
+    training volume)."""
     for info in volumes:
-        if info.target_key is None:
+        if need_targets and info.target_key is None:
             raise IreconError("validation file has no target to score against", info.path)
         if info.challenge != training.challenge:
             raise IreconError(

@@ -113,10 +113,12 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
         if waited is not None and waited > SLOW_LOADER_FRACTION
         else ""
     )
+    kspace_loss = record.get("val_kspace_loss")
+    heldout = "" if kspace_loss is None else f"held-out k-space loss {kspace_loss:.4f}  "
     return (
         f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f}  "
         f"val NMSE {record['val_nmse']:.4f} PSNR {record['val_psnr']:.2f} SSIM {record['val_ssim']:.4f}  "
-        f"(zero-filled SSIM {record.get('zero_filled_ssim', math.nan):.4f})  lr {record['lr']:.2e}  "
+        f"(zero-filled SSIM {record.get('zero_filled_ssim', math.nan):.4f})  {heldout}lr {record['lr']:.2e}  "
         f"{rate(record['slices_per_s'])} slices/s{feed}{slow}"
         f"{f'  {skipped} skipped non-finite step(s)' if skipped else ''}{'  [best]' if record['best'] else ''}"
     )
