@@ -131,8 +131,11 @@ def score(bundle: Bundle, weights: Path, folder: Path, acceleration: int, out: P
     }
 
 
-def build(bundle: Bundle, steps: int, retrain: bool = True) -> dict:
-    """Data, training (unless ``retrain`` is False: the run's best.pt is reused), installation and held-out scores."""
+def build(bundle: Bundle, steps: int, retrain: bool = True) -> tuple[dict, dict]:
+    """Data, training (unless ``retrain`` is False: the run's best.pt is reused), installation and held-out scores.
+
+    Returns the manifest entry and the scores on every held-out set.
+    """
     folders = make_data(bundle, OUT / "data")
     run = OUT / "runs" / bundle.name
     coils = ["--virtual-coils", bundle.virtual_coils] if bundle.virtual_coils else []
@@ -168,8 +171,7 @@ def build(bundle: Bundle, steps: int, retrain: bool = True) -> dict:
         "steps": steps,
         "recipe": "make pretrained",
         "scores": scored["held-out"],
-        "held_out": scored,
-    }
+    }, scored
 
 
 def main() -> None:
@@ -185,13 +187,13 @@ def main() -> None:
     for bundle in BUNDLES:
         if args.only and bundle.name not in args.only:
             continue
-        entry = build(bundle, args.steps or bundle.steps, retrain=not args.no_train)
+        entry, held_out = build(bundle, args.steps or bundle.steps, retrain=not args.no_train)
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": []}
         manifest["models"] = [m for m in manifest["models"] if m["name"] != bundle.name] + [entry]
         manifest["models"].sort(key=lambda m: m["name"])
         write_json(manifest_path, manifest)
-        write_json(OUT / f"{bundle.name}.json", entry)
-        print(json.dumps(entry["held_out"], indent=1))
+        write_json(OUT / f"{bundle.name}.json", {**entry, "held_out": held_out})
+        print(json.dumps(held_out, indent=1))
 
 
 if __name__ == "__main__":
