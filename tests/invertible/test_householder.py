@@ -51,3 +51,12 @@ def test_single_reflection_and_few_channels() -> None:
     assert conv.vectors.shape == (2, 2)
     one = HouseholderConv(4, num_reflections=1).double()
     assert torch.allclose(one.matrix(), one.matrix().t())
+
+
+def test_compact_wy_form_is_the_product_of_reflections() -> None:
+    torch.manual_seed(2)
+    for n in (1, 2, 3, 5):
+        conv = HouseholderConv(7, num_reflections=n).double()
+        v, t = conv.compact_wy()
+        assert torch.allclose(torch.eye(7, dtype=torch.float64) - v @ t @ v.t(), conv.matrix(), atol=1e-14)
+        assert torch.equal(t, t.triu())
