@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from irecon.invertible.engine import Grads, InvertibleOp, detached_alias
+from irecon.invertible.engine import Grads, InvertibleOp
 
 
 class BlockWeights(NamedTuple):
@@ -76,10 +76,41 @@ class ResidualBlock(nn.Module):
             conv_weight(self.up, swap),
         )
 
+    def down_conv(self, x1: Tensor, w: BlockWeights) -> Tensor:
+        """The patchify conv, before its ReLU; with a one-pixel patch a GEMM that reads x1 where it lies."""
+        if any(p != 1 for p in self.patch):
+            return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
+        b, c = x1.shape[:2]
+        h = _batched(w.down.reshape(-1, c), x1.reshape(b, c, -1))
+        h = h if w.down_bias is None else h + w.down_bias.view(1, -1, 1)
+        return h.view(b, -1, *x1.shape[2:])
+
+    def after_down(self, h: Tensor, w: BlockWeights, inplace: bool = True) -> Tensor:
+        """ReLU, the 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
+        h = F.relu(h, inplace=inplace)
+        return F.relu(self.conv_fn(h, w.mix, w.mix_bias, padding=1), inplace=True)
+
     def hidden(self, x1: Tensor, w: BlockWeights) -> Tensor:
         """The two ReLU convs: (B, n_in, ...) -> (B, k, ...) at 1/d resolution."""
-        h = F.relu(self.conv_fn(x1, w.down, w.down_bias, stride=self.patch), inplace=True)
-        return F.relu(self.conv_fn(h, w.mix, w.mix_bias, padding=1), inplace=True)
+        return self.after_down(self.down_conv(x1, w), w)
+
+    @torch.no_grad()
+    def down_backward_(self, x1: Tensor, down: Tensor, grad: Tensor, grad_x1: Tensor) -> Tensor:
+        """Add dL/dx1 of the patchify conv into ``grad_x1`` in place (a GEMM in patch-major order, no
+        full-size temporary); return dL/d(its weight). ``grad`` is dL/d(its output)."""
+        b, k = grad.shape[:2]
+        c = x1.shape[1]
+        flat = grad.reshape(b, k, -1)
+        pulled = _batched(down.reshape(k, -1).t().to(flat.dtype), flat)
+        patch_major(grad_x1, self.patch).add_(pulled.view(b, c, *self.patch, *grad.shape[2:]))
+        if all(p == 1 for p in self.patch):
+            return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
+        m = len(self.patch)
+        mask = [False, True, False]
+        weight_grad = torch.ops.aten.convolution_backward(
+            grad, x1.to(grad.dtype), down.to(grad.dtype), None, self.patch, [0] * m, [1] * m, False, [0] * m, 1, mask
+        )[1]
+        return weight_grad
 
     def up_weight(self, up: Tensor, lo: int, hi: int) -> Tensor:
         """The up conv's weight for pre-gate channels [values lo:hi | gates lo:hi], (k, 2 (hi - lo), *patch)."""
@@ -94,7 +125,7 @@ class ResidualBlock(nn.Module):
         """
         up = self.up_weight(up, lo, hi)
         b, k = h.shape[:2]
-        products = torch.matmul(up.reshape(k, -1).t(), h.reshape(b, k, -1))
+        products = _batched(up.reshape(k, -1).t(), h.reshape(b, k, -1))
         return products.view(b, up.shape[1], *up.shape[2:], *h.shape[2:])
 
     def chunks(self) -> Iterator[tuple[int, int]]:
@@ -146,22 +177,33 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
+        """G is differentiated in three parts: the up conv and GLU by hand (:meth:`_up_backward_`), the
+        hidden convs by autograd from the patchify conv's output, the patchify conv by hand."""
         params = self.op_parameters
         aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
         with torch.enable_grad():
             w = self.block.weights({id(p): a for p, a in zip(params, aliases)})
-            x1 = detached_alias(y1).requires_grad_()
-            h = self.block.hidden(x1, w)
+        with torch.no_grad():
+            h0 = self.block.down_conv(y1, w).requires_grad_()
+        with torch.enable_grad():
+            h = self.block.after_down(h0, w, inplace=False)
         grad_h, grad_up = self._up_backward_(h.detach(), w.up.detach(), y2, g2, w.up.requires_grad)
         outputs, grad_outputs = ([h, w.up], [grad_h, grad_up]) if grad_up is not None else ([h], [grad_h])
-        inputs = [t for t in (x1, *aliases) if t.requires_grad]
-        found = iter(torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True))
-        grads = tuple(next(found) if t.requires_grad else None for t in (x1, *aliases))
-        with torch.no_grad():
-            g1.add_(grads[0])
-        return grads[1:], ()
+        inputs = [h0, *(a for a in aliases if a.requires_grad)]
+        grad_h0, *found = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
+        grad_down = self.block.down_backward_(y1, w.down.detach(), grad_h0, g1)
+        if w.down.requires_grad:
+            wanted = [a for a in aliases if a.requires_grad]
+            more = torch.autograd.grad(w.down, wanted, grad_down.to(w.down.dtype), allow_unused=True)
+            found = [a if b is None else b if a is None else a + b for a, b in zip(found, more)]
+        grads = iter(found)
+        result = tuple(next(grads) if a.requires_grad else None for a in aliases)
+        bias_grad = grad_h0.sum([0, *range(2, grad_h0.dim())])
+        return tuple(
+            bias_grad.to(a.dtype) if a is w.down_bias and a.requires_grad else g for a, g in zip(aliases, result)
+        ), ()
 
     @torch.no_grad()
     def _up_backward_(
@@ -183,13 +225,19 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             patch = self.block.patch
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
             flat_buf = buf.view(b, weight[0].numel(), -1)
-            grad_h.add_(torch.matmul(weight.reshape(k, -1), flat_buf))
+            grad_h.baddbmm_(weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf)
             if grad_up is not None:
                 pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
                 grad_up[:, lo:hi] = pulled[:, : hi - lo]
                 grad_up[:, n + lo : n + hi] = pulled[:, hi - lo :]
             del buf, flat_buf
         return grad_h.view_as(h), grad_up
+
+
+def _batched(m: Tensor, x: Tensor) -> Tensor:
+    """m @ x_b for every b of a (B, K, N) tensor, contiguous (torch.matmul folds the batch into a transposed,
+    non-contiguous result that every later op then pays for)."""
+    return torch.bmm(m.expand(x.shape[0], -1, -1), x)
 
 
 def patch_major(x: Tensor, patch: Sequence[int]) -> Tensor:

@@ -33,13 +33,15 @@ def _pull(g: Tensor, s: Tensor) -> Tensor:
 
 
 def compact_wy(vectors: Tensor) -> tuple[Tensor, Tensor]:
-    """(V, T) with H_1 ... H_n = I - V T V^T for the (n, C) ``vectors`` (Schreiber-Van Loan recurrence)."""
-    tau = 2 / (vectors * vectors).sum(1)
-    t = tau[:1].view(1, 1)
-    for i in range(1, vectors.shape[0]):
-        column = -tau[i] * (t @ (vectors[:i] @ vectors[i]))
-        t = torch.cat([torch.cat([t, column[:, None]], 1), torch.cat([t.new_zeros(1, i), tau[i].view(1, 1)], 1)])
-    return vectors.t(), t
+    """(V, T) with H_1 ... H_n = I - V T V^T for the (n, C) ``vectors``.
+
+    T^-1 = strict upper triangle of V^T V + diag(v_k . v_k) / 2 (Joffrain et al. 2006): a few small ops
+    for any n, differentiable in the vectors.
+    """
+    gram = vectors @ vectors.t()
+    inverse = gram.triu(1) + torch.diag_embed(gram.diagonal() / 2)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return vectors.t(), torch.linalg.solve_triangular(inverse, eye, upper=True)
 
 
 class HouseholderConv(nn.Module):
@@ -85,7 +87,8 @@ class HouseholderOp(InvertibleOp):
 
     def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """(A, V, K) with the op's map y = x - A V^T x and A = V K: K = T for W, T^T for W^T (detached)."""
-        v, t = (f.detach().to(dtype) for f in self.conv.compact_wy())
+        with torch.no_grad():
+            v, t = (f.to(dtype) for f in compact_wy(self.conv.vectors))
         k = t.t() if self.transpose else t
         return v @ k, v, k
 
