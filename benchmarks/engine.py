@@ -34,6 +34,7 @@ from pathlib import Path
 
 FORMS = ("memory-free", "plain", "official")
 CONV_MARKERS = ("conv", "mkldnn_convolution")
+CONV_GEMM_LABEL = "irecon::conv_gemm"  # irecon.invertible.coupling.CONV_GEMM; absent from the baseline tree
 
 
 def _is_conv(name: str) -> bool:
@@ -89,6 +90,7 @@ class Stepper:
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         conv = sum(e.self_cpu_time_total for e in events if _is_conv(e.key))
+        gemm = sum(e.self_cpu_time_total for e in prof.events() if not _is_conv(e.name) and _in_conv_gemm(e))
         copies = [
             e
             for e in prof.events()
@@ -98,10 +100,20 @@ class Stepper:
         return {
             "total_ms": total / 1e3,
             "conv_share": conv / total,
+            "conv_gemm_share": gemm / total,
             "top": [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in ranked],
             "state_copies": len(copies),
             "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3,
         }
+
+
+def _in_conv_gemm(event) -> bool:
+    """Whether a profiler event runs inside irecon's ``irecon::conv_gemm`` label (convolutions done as GEMMs)."""
+    while event is not None:
+        if event.name == CONV_GEMM_LABEL:
+            return True
+        event = event.cpu_parent
+    return False
 
 
 def _numel(shape: list[int]) -> int:
@@ -182,7 +194,9 @@ def compare(args: argparse.Namespace) -> None:
         p = w.ask("profile")
         print(
             f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU, convolutions "
-            f"{100 * p['conv_share']:.1f}%, state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
+            f"{100 * (p['conv_share'] + p['conv_gemm_share']):.1f}% ({100 * p['conv_share']:.1f}% conv ops + "
+            f"{100 * p['conv_gemm_share']:.1f}% convs run as GEMMs), "
+            f"state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
         )
         for name, ms, count in p["top"]:
             print(f"    {name[:48]:<48} {ms:9.1f} ms {100 * ms / p['total_ms']:5.1f}% {count:6d} calls")

@@ -23,8 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
+from torch.profiler import record_function
 
 from irecon.invertible.engine import Grads, InvertibleOp
+
+CONV_GEMM = "irecon::conv_gemm"
+"""Profiler label of the GEMMs that compute G's patchify and transposed convolutions (benchmarks/engine.py)."""
 
 
 class BlockWeights(NamedTuple):
@@ -104,7 +108,8 @@ class ResidualBlock(nn.Module):
         pulled = _batched(down.reshape(k, -1).t().to(flat.dtype), flat)
         patch_major(grad_x1, self.patch).add_(pulled.view(b, c, *self.patch, *grad.shape[2:]))
         if all(p == 1 for p in self.patch):
-            return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
+            with record_function(CONV_GEMM):
+                return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
         m = len(self.patch)
         mask = [False, True, False]
         weight_grad = torch.ops.aten.convolution_backward(
@@ -225,9 +230,11 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             patch = self.block.patch
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
             flat_buf = buf.view(b, weight[0].numel(), -1)
-            grad_h.baddbmm_(weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf)
+            with record_function(CONV_GEMM):
+                grad_h.baddbmm_(weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf)
             if grad_up is not None:
-                pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
+                with record_function(CONV_GEMM):
+                    pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
                 grad_up[:, lo:hi] = pulled[:, : hi - lo]
                 grad_up[:, n + lo : n + hi] = pulled[:, hi - lo :]
             del buf, flat_buf
@@ -237,7 +244,8 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
 def _batched(m: Tensor, x: Tensor) -> Tensor:
     """m @ x_b for every b of a (B, K, N) tensor, contiguous (torch.matmul folds the batch into a transposed,
     non-contiguous result that every later op then pays for)."""
-    return torch.bmm(m.expand(x.shape[0], -1, -1), x)
+    with record_function(CONV_GEMM):
+        return torch.bmm(m.expand(x.shape[0], -1, -1), x)
 
 
 def patch_major(x: Tensor, patch: Sequence[int]) -> Tensor:
