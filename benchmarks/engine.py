@@ -7,7 +7,8 @@ on the state's two image channels, memory-free). Each form of each tree runs in 
 process; the workers take turns step by step, so every measurement sees the same machine load, and
 the report gives medians and ratios of medians. Each worker then profiles one step
 (torch.profiler, self CPU time): total, share of the convolution kernels, top ops, and the
-``aten::copy_`` calls of at least a state's size.
+``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
+copy the result onto the same tensor: no data moves).
 
 Compare with the tree of another commit (``--baseline``), e.g. the one before the engine work:
 
@@ -94,7 +95,10 @@ class Stepper:
         copies = [
             e
             for e in prof.events()
-            if e.name == "aten::copy_" and e.input_shapes and _numel(e.input_shapes[0]) >= self.state_numel
+            if e.name == "aten::copy_"
+            and e.input_shapes
+            and _numel(e.input_shapes[0]) >= self.state_numel
+            and not (e.cpu_parent is not None and e.cpu_parent.name == "aten::baddbmm_")  # result onto itself
         ]
         ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
         return {
