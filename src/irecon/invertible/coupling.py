@@ -89,14 +89,13 @@ class ResidualBlock(nn.Module):
         h = h if w.down_bias is None else h + w.down_bias.view(1, -1, 1)
         return h.view(b, -1, *x1.shape[2:])
 
-    def after_down(self, h: Tensor, w: BlockWeights, inplace: bool = True) -> Tensor:
-        """ReLU, the 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
-        h = F.relu(h, inplace=inplace)
+    def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
+        """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
         return F.relu(self.conv_fn(h, w.mix, w.mix_bias, padding=1), inplace=True)
 
     def hidden(self, x1: Tensor, w: BlockWeights) -> Tensor:
         """The two ReLU convs: (B, n_in, ...) -> (B, k, ...) at 1/d resolution."""
-        return self.after_down(self.down_conv(x1, w), w)
+        return self.mix_conv(F.relu(self.down_conv(x1, w), inplace=True), w)
 
     @torch.no_grad()
     def down_backward_(self, x1: Tensor, down: Tensor, grad: Tensor, grad_x1: Tensor) -> Tensor:
@@ -105,8 +104,11 @@ class ResidualBlock(nn.Module):
         b, k = grad.shape[:2]
         c = x1.shape[1]
         flat = grad.reshape(b, k, -1)
-        pulled = _batched(down.reshape(k, -1).t().to(flat.dtype), flat)
-        patch_major(grad_x1, self.patch).add_(pulled.view(b, c, *self.patch, *grad.shape[2:]))
+        weight = down.reshape(k, c, -1).to(flat.dtype)
+        for lo, hi in _halves(c):  # half of x1's size at a time
+            pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat)
+            patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled.view(b, hi - lo, *self.patch, *grad.shape[2:]))
+            del pulled
         if all(p == 1 for p in self.patch):
             with record_function(CONV_GEMM):
                 return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
@@ -191,13 +193,16 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         with torch.enable_grad():
             w = self.block.weights({id(p): a for p, a in zip(params, aliases)})
         with torch.no_grad():
-            h0 = self.block.down_conv(y1, w).requires_grad_()
+            h0 = F.relu(self.block.down_conv(y1, w), inplace=True).requires_grad_()
         with torch.enable_grad():
-            h = self.block.after_down(h0, w, inplace=False)
+            h = self.block.mix_conv(h0, w)
         grad_h, grad_up = self._up_backward_(h.detach(), w.up.detach(), y2, g2, w.up.requires_grad)
         outputs, grad_outputs = ([h, w.up], [grad_h, grad_up]) if grad_up is not None else ([h], [grad_h])
         inputs = [h0, *(a for a in aliases if a.requires_grad)]
         grad_h0, *found = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
+        del h, outputs, grad_outputs, grad_h
+        with torch.no_grad():
+            grad_h0.mul_(h0.detach().sign_())  # the ReLU's derivative: h0 >= 0 becomes its 0/1 mask in place
         grad_down = self.block.down_backward_(y1, w.down.detach(), grad_h0, g1)
         if w.down.requires_grad:
             wanted = [a for a in aliases if a.requires_grad]
@@ -239,6 +244,11 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
                 grad_up[:, n + lo : n + hi] = pulled[:, hi - lo :]
             del buf, flat_buf
         return grad_h.view_as(h), grad_up
+
+
+def _halves(n: int) -> tuple[tuple[int, int], ...]:
+    """[0, n) in two ranges (one when n is 1)."""
+    return ((0, n),) if n < 2 else ((0, n // 2), (n // 2, n))
 
 
 def _batched(m: Tensor, x: Tensor) -> Tensor:
