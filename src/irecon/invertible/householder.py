@@ -85,12 +85,11 @@ class HouseholderOp(InvertibleOp):
             xf = _flat(x)
             return torch.bmm(w.expand(xf.shape[0], -1, -1), xf).view_as(x)
 
-    def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """(A, V, K) with the op's map y = x - A V^T x and A = V K: K = T for W, T^T for W^T (detached)."""
+    def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(A, V) with the op's map y = x - A V^T x: A = V T for W, V T^T for W^T (detached)."""
         with torch.no_grad():
             v, t = (f.to(dtype) for f in compact_wy(self.conv.vectors))
-        k = t.t() if self.transpose else t
-        return v @ k, v, k
+        return v @ (t.t() if self.transpose else t), v
 
     @torch.no_grad()
     def _update_(self, x: Tensor, left: Tensor, right: Tensor) -> None:
@@ -100,30 +99,28 @@ class HouseholderOp(InvertibleOp):
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
         with autocast(x.device.type, enabled=False):
-            a, v, _ = self._factors(x.dtype)
+            a, v = self._factors(x.dtype)
             self._update_(x, a, v)
 
     def invert_(self, y: Tensor, data: Sequence[Tensor]) -> None:
         with autocast(y.device.type, enabled=False):
-            a, v, _ = self._factors(y.dtype)
+            a, v = self._factors(y.dtype)
             self._update_(y, v, a)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """Undo y = x - A S (S = V^T x) in place, turn grad_y into dL/dx and return dL/dvectors.
 
         x = y - V A^T y; dL/dx = g - V R with R = A^T g; dL/dA = -g S^T and dL/dV = -x R^T, pulled back to
-        the vectors through the small WY factors by autograd. S = P - (V^T V) K^T P comes from P = V^T y
-        without another pass, so the whole backward is six passes over the state.
+        the vectors through the small WY factors by autograd: seven passes over the state, each a GEMM
+        with n rows or columns (S from x rather than from V^T y by an n x n product: GEMMs with an inner
+        size of n ran slower than a pass over the state).
         """
         vectors = self.conv.vectors
         with torch.no_grad(), autocast(y.device.type, enabled=False):
-            a, v, k = self._factors(y.dtype)
+            a, v = self._factors(y.dtype)
             yf, gf = _flat(y), _flat(grad_y)
-            p = _apply(v.t(), yf)
-            q = _apply(k.t(), p)
-            s = p.baddbmm_((v.t() @ v).expand(p.shape[0], -1, -1), q, alpha=-1)
-            yf.baddbmm_(v.expand(yf.shape[0], -1, -1), q, alpha=-1)
-            del p, q
+            self._update_(y, v, a)
+            s = _apply(v.t(), yf)
             r = _apply(a.t(), gf)
             grad_a = -_pull(gf, s) if vectors.requires_grad else None
             gf.baddbmm_(v.expand(gf.shape[0], -1, -1), r, alpha=-1)
