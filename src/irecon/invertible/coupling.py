@@ -15,6 +15,7 @@ made (torch's own transposed conv copied its full-resolution output, 3x slower t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -110,7 +111,7 @@ class ResidualBlock(nn.Module):
             patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled.view(b, hi - lo, *self.patch, *grad.shape[2:]))
             del pulled
         if all(p == 1 for p in self.patch):
-            with record_function(CONV_GEMM):
+            with _conv_gemm_label():
                 return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
         m = len(self.patch)
         mask = [False, True, False]
@@ -235,15 +236,20 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             patch = self.block.patch
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
             flat_buf = buf.view(b, weight[0].numel(), -1)
-            with record_function(CONV_GEMM):
+            with _conv_gemm_label():
                 grad_h.baddbmm_(weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf)
             if grad_up is not None:
-                with record_function(CONV_GEMM):
+                with _conv_gemm_label():
                     pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
                 grad_up[:, lo:hi] = pulled[:, : hi - lo]
                 grad_up[:, n + lo : n + hi] = pulled[:, hi - lo :]
             del buf, flat_buf
         return grad_h.view_as(h), grad_up
+
+
+def _conv_gemm_label() -> contextlib.AbstractContextManager:
+    """The profiler label of a convolution run as a GEMM; nothing when no profiler runs (it costs ~4 us)."""
+    return record_function(CONV_GEMM) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
 
 
 def _halves(n: int) -> tuple[tuple[int, int], ...]:
@@ -254,7 +260,7 @@ def _halves(n: int) -> tuple[tuple[int, int], ...]:
 def _batched(m: Tensor, x: Tensor) -> Tensor:
     """m @ x_b for every b of a (B, K, N) tensor, contiguous (torch.matmul folds the batch into a transposed,
     non-contiguous result that every later op then pays for)."""
-    with record_function(CONV_GEMM):
+    with _conv_gemm_label():
         return torch.bmm(m.expand(x.shape[0], -1, -1), x)
 
 

@@ -32,16 +32,16 @@ def _pull(g: Tensor, s: Tensor) -> Tensor:
     return torch.bmm(g, s.transpose(1, 2)).sum(0)
 
 
-def compact_wy(vectors: Tensor) -> tuple[Tensor, Tensor]:
-    """(V, T) with H_1 ... H_n = I - V T V^T for the (n, C) ``vectors``.
+def wy_factors(vectors: Tensor, transpose: bool) -> tuple[Tensor, Tensor]:
+    """(A, V) with W = H_1 ... H_n = I - A V^T (or W^T when ``transpose``) for the (n, C) ``vectors``.
 
-    T^-1 = strict upper triangle of V^T V + diag(v_k . v_k) / 2 (Joffrain et al. 2006): a few small ops
-    for any n, differentiable in the vectors.
+    Compact WY form W = I - V T V^T, A = V T (V T^T for W^T), with T^-1 = M = strict upper triangle of
+    V^T V + diag(v_k . v_k) / 2 (Joffrain et al. 2006): A is one small triangular solve, differentiable.
     """
     gram = vectors @ vectors.t()
-    inverse = gram.triu(1) + torch.diag_embed(gram.diagonal() / 2)
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    return vectors.t(), torch.linalg.solve_triangular(inverse, eye, upper=True)
+    m = gram.triu(1) + torch.diag(gram.diagonal() / 2)
+    v = vectors.t()
+    return torch.linalg.solve_triangular(m.t() if transpose else m, v, upper=not transpose, left=False), v
 
 
 class HouseholderConv(nn.Module):
@@ -57,10 +57,6 @@ class HouseholderConv(nn.Module):
         eye = torch.eye(self.channels, dtype=self.vectors.dtype, device=self.vectors.device)
         reflections = [eye - 2 * torch.outer(v, v) / torch.dot(v, v) for v in self.vectors]
         return reflections[0] if len(reflections) == 1 else torch.linalg.multi_dot(reflections)
-
-    def compact_wy(self) -> tuple[Tensor, Tensor]:
-        """(V, T) with W = I - V T V^T, differentiable in the vectors."""
-        return compact_wy(self.vectors)
 
     def op(self, transpose: bool = False) -> "HouseholderOp":
         """The chain op applying W (or W^T when ``transpose``)."""
@@ -86,10 +82,9 @@ class HouseholderOp(InvertibleOp):
             return torch.bmm(w.expand(xf.shape[0], -1, -1), xf).view_as(x)
 
     def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """(A, V) with the op's map y = x - A V^T x: A = V T for W, V T^T for W^T (detached)."""
+        """(A, V) with the op's map y = x - A V^T x, detached, in ``dtype``."""
         with torch.no_grad():
-            v, t = (f.to(dtype) for f in compact_wy(self.conv.vectors))
-        return v @ (t.t() if self.transpose else t), v
+            return tuple(f.to(dtype) for f in wy_factors(self.conv.vectors, self.transpose))  # type: ignore[return-value]
 
     @torch.no_grad()
     def _update_(self, x: Tensor, left: Tensor, right: Tensor) -> None:
@@ -116,8 +111,11 @@ class HouseholderOp(InvertibleOp):
         size of n ran slower than a pass over the state).
         """
         vectors = self.conv.vectors
+        with torch.enable_grad(), autocast(y.device.type, enabled=False):
+            alias = vectors.detach().requires_grad_(vectors.requires_grad)
+            factors = wy_factors(alias, self.transpose)
         with torch.no_grad(), autocast(y.device.type, enabled=False):
-            a, v = self._factors(y.dtype)
+            a, v = (f.detach().to(y.dtype) for f in factors)
             yf, gf = _flat(y), _flat(grad_y)
             self._update_(y, v, a)
             s = _apply(v.t(), yf)
@@ -128,9 +126,7 @@ class HouseholderOp(InvertibleOp):
             del r, s
         if grad_a is None or grad_v is None:
             return (None,), ()
-        with torch.enable_grad(), autocast(y.device.type, enabled=False):
-            alias = vectors.detach().requires_grad_()
-            v_full, t = compact_wy(alias)
-            a_full = v_full @ (t.t() if self.transpose else t)
-            (grad,) = torch.autograd.grad([a_full, v_full], [alias], [grad_a.to(a_full.dtype), grad_v.to(v_full.dtype)])
+        grad_outputs = [grad_a.to(factors[0].dtype), grad_v.to(factors[1].dtype)]
+        with autocast(y.device.type, enabled=False):
+            (grad,) = torch.autograd.grad(factors, [alias], grad_outputs)
         return (grad,), ()
