@@ -86,8 +86,12 @@ class ResidualBlock(nn.Module):
         if any(p != 1 for p in self.patch):
             return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
         b, c = x1.shape[:2]
-        h = _batched(w.down.reshape(-1, c), x1.reshape(b, c, -1))
-        h = h if w.down_bias is None else h + w.down_bias.view(1, -1, 1)
+        weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
+        if w.down_bias is None:
+            return _batched(weight, flat).view(b, -1, *x1.shape[2:])
+        bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+        with _conv_gemm_label():
+            h = torch.baddbmm(bias, weight.expand(b, -1, -1), flat)
         return h.view(b, -1, *x1.shape[2:])
 
     def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
