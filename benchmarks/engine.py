@@ -6,8 +6,10 @@ under plain autograd), and ``official`` (the official i-RIM form: no output head
 on the state's two image channels, memory-free). Each form of each tree runs in its own worker
 process; the workers take turns step by step, so every measurement sees the same machine load, and
 the report gives medians and ratios of medians. Each worker then profiles one step
-(torch.profiler, self CPU time): total, share of the convolution kernels, top ops, and the
-``aten::copy_`` calls of at least a state's size.
+(torch.profiler, self CPU time): total, share of the convolution kernels (torch's conv ops, plus
+the GEMMs irecon runs as convolutions under the ``irecon::conv_gemm`` label), top ops, and the
+``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
+copy the result onto the same tensor: no data moves).
 
 Compare with the tree of another commit (``--baseline``), e.g. the one before the engine work:
 
@@ -34,6 +36,7 @@ from pathlib import Path
 
 FORMS = ("memory-free", "plain", "official")
 CONV_MARKERS = ("conv", "mkldnn_convolution")
+CONV_GEMM_LABEL = "irecon::conv_gemm"  # irecon.invertible.coupling.CONV_GEMM; absent from the baseline tree
 
 
 def _is_conv(name: str) -> bool:
@@ -89,19 +92,33 @@ class Stepper:
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         conv = sum(e.self_cpu_time_total for e in events if _is_conv(e.key))
+        gemm = sum(e.self_cpu_time_total for e in prof.events() if not _is_conv(e.name) and _in_conv_gemm(e))
         copies = [
             e
             for e in prof.events()
-            if e.name == "aten::copy_" and e.input_shapes and _numel(e.input_shapes[0]) >= self.state_numel
+            if e.name == "aten::copy_"
+            and e.input_shapes
+            and _numel(e.input_shapes[0]) >= self.state_numel
+            and not (e.cpu_parent is not None and e.cpu_parent.name == "aten::baddbmm_")  # result onto itself
         ]
         ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
         return {
             "total_ms": total / 1e3,
             "conv_share": conv / total,
+            "conv_gemm_share": gemm / total,
             "top": [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in ranked],
             "state_copies": len(copies),
             "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3,
         }
+
+
+def _in_conv_gemm(event) -> bool:
+    """Whether a profiler event runs inside irecon's ``irecon::conv_gemm`` label (convolutions done as GEMMs)."""
+    while event is not None:
+        if event.name == CONV_GEMM_LABEL:
+            return True
+        event = event.cpu_parent
+    return False
 
 
 def _numel(shape: list[int]) -> int:
@@ -182,7 +199,9 @@ def compare(args: argparse.Namespace) -> None:
         p = w.ask("profile")
         print(
             f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU, convolutions "
-            f"{100 * p['conv_share']:.1f}%, state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
+            f"{100 * (p['conv_share'] + p['conv_gemm_share']):.1f}% ({100 * p['conv_share']:.1f}% conv ops + "
+            f"{100 * p['conv_gemm_share']:.1f}% convs run as GEMMs), "
+            f"state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
         )
         for name, ms, count in p["top"]:
             print(f"    {name[:48]:<48} {ms:9.1f} ms {100 * ms / p['total_ms']:5.1f}% {count:6d} calls")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from irecon.invertible.coupling import AdditiveCoupling, ResidualBlock
+from irecon.invertible.coupling import AdditiveCoupling, ResidualBlock, patch_image, patch_major
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 6, 13, 11)), (3, (1, 6, 3, 9, 7))])
@@ -53,3 +53,20 @@ def test_coupling_backward_matches_autograd() -> None:
     assert torch.allclose(grad, reference[0], atol=1e-12)
     for a, b in zip(param_grads, reference[1:]):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 4, 13, 11)), (3, (1, 4, 3, 9, 7))])
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_up_products_equal_the_transposed_conv(dims: int, shape: tuple[int, ...], stride: int) -> None:
+    torch.manual_seed(2)
+    block = ResidualBlock(2, 3, hidden=4, stride=stride, dims=dims).double()
+    h = torch.randn(shape[0], 4, *(s // p for s, p in zip(shape[2:], block.patch)), dtype=torch.float64)
+    w = block.weights()
+    conv_t = torch.nn.functional.conv_transpose2d if dims == 2 else torch.nn.functional.conv_transpose3d
+    padding = [s - i * p for s, i, p in zip(shape[2:], h.shape[2:], block.patch)]
+    reference = conv_t(h, w.up, stride=block.patch, output_padding=padding)
+    assert torch.allclose(patch_image(block.up_products(h, w.up, 0, 3), shape[2:]), reference, atol=1e-13)
+    chunk = block.up_products(h, w.up, 1, 3)
+    state = torch.zeros(shape[0], 2, *shape[2:], dtype=torch.float64)
+    patch_major(state, block.patch).copy_(chunk[:, :2])
+    assert torch.allclose(state, reference[:, 1:3], atol=1e-13)

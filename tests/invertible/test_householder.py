@@ -1,6 +1,6 @@
 import torch
 
-from irecon.invertible.householder import HouseholderConv
+from irecon.invertible.householder import HouseholderConv, wy_factors
 
 
 def test_matrix_is_orthogonal_product_of_reflections() -> None:
@@ -51,3 +51,13 @@ def test_single_reflection_and_few_channels() -> None:
     assert conv.vectors.shape == (2, 2)
     one = HouseholderConv(4, num_reflections=1).double()
     assert torch.allclose(one.matrix(), one.matrix().t())
+
+
+def test_compact_wy_factors_give_the_product_of_reflections() -> None:
+    torch.manual_seed(2)
+    for n in (1, 2, 3, 5):
+        conv = HouseholderConv(7, num_reflections=n).double()
+        eye = torch.eye(7, dtype=torch.float64)
+        for transpose, expected in ((False, conv.matrix()), (True, conv.matrix().t())):
+            a, v = wy_factors(conv.vectors, transpose)
+            assert torch.allclose(eye - a @ v.t(), expected, atol=1e-14)

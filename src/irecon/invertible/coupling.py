@@ -8,10 +8,14 @@ aliases of its weights, so hooks on them run only when the engine returns their 
 
 The in-place paths compute each weight once per call and run the transposed conv and the GLU in
 ``glu_chunks`` groups of output channels, so G's full-resolution output is never whole in memory.
+The transposed conv (kernel = stride) is one GEMM whose output stays in patch-major order
+(B, c, *patch, *low); the GLU reads it and the state through strided views, so no layout copy is
+made (torch's own transposed conv copied its full-resolution output, 3x slower than the GEMM).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -20,8 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
+from torch.profiler import record_function
 
-from irecon.invertible.engine import Grads, InvertibleOp, detached_alias
+from irecon.invertible.engine import Grads, InvertibleOp
+
+CONV_GEMM = "irecon::conv_gemm"
+"""Profiler label of the GEMMs that compute G's patchify and transposed convolutions (benchmarks/engine.py)."""
 
 
 class BlockWeights(NamedTuple):
@@ -58,7 +66,6 @@ class ResidualBlock(nn.Module):
         self.n_out = n_out
         self.glu_chunks = max(1, min(glu_chunks, n_out))
         self.conv_fn = F.conv2d if dims == 2 else F.conv3d
-        self.conv_t_fn = F.conv_transpose2d if dims == 2 else F.conv_transpose3d
         self.down = weight_norm(conv(n_in, hidden, kernel_size=self.patch, stride=self.patch))
         self.mix = weight_norm(conv(hidden, hidden, kernel_size=3, padding=1))
         self.up = weight_norm(conv_t(hidden, 2 * n_out, kernel_size=self.patch, stride=self.patch, bias=False))
@@ -74,18 +81,64 @@ class ResidualBlock(nn.Module):
             conv_weight(self.up, swap),
         )
 
-    def hidden(self, x1: Tensor, w: BlockWeights) -> Tensor:
-        """The two ReLU convs: (B, n_in, ...) -> (B, k, ...) at 1/d resolution."""
-        h = F.relu(self.conv_fn(x1, w.down, w.down_bias, stride=self.patch), inplace=True)
+    def down_conv(self, x1: Tensor, w: BlockWeights) -> Tensor:
+        """The patchify conv, before its ReLU; with a one-pixel patch a GEMM that reads x1 where it lies."""
+        if any(p != 1 for p in self.patch):
+            return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
+        b, c = x1.shape[:2]
+        weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
+        if w.down_bias is None:
+            return _batched(weight, flat).view(b, -1, *x1.shape[2:])
+        bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+        with _conv_gemm_label():
+            h = torch.baddbmm(bias, weight.expand(b, -1, -1), flat)
+        return h.view(b, -1, *x1.shape[2:])
+
+    def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
+        """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
         return F.relu(self.conv_fn(h, w.mix, w.mix_bias, padding=1), inplace=True)
 
-    def up_chunk(self, h: Tensor, up: Tensor, size: Sequence[int], lo: int, hi: int) -> Tensor:
-        """Pre-gate channels [values lo:hi | gates lo:hi] of G at spatial ``size``."""
+    def hidden(self, x1: Tensor, w: BlockWeights) -> Tensor:
+        """The two ReLU convs: (B, n_in, ...) -> (B, k, ...) at 1/d resolution."""
+        return self.mix_conv(F.relu(self.down_conv(x1, w), inplace=True), w)
+
+    @torch.no_grad()
+    def down_backward_(self, x1: Tensor, down: Tensor, grad: Tensor, grad_x1: Tensor) -> Tensor:
+        """Add dL/dx1 of the patchify conv into ``grad_x1`` in place (a GEMM in patch-major order, no
+        full-size temporary); return dL/d(its weight). ``grad`` is dL/d(its output)."""
+        b, k = grad.shape[:2]
+        c = x1.shape[1]
+        flat = grad.reshape(b, k, -1)
+        weight = down.reshape(k, c, -1).to(flat.dtype)
+        for lo, hi in _halves(c):  # half of x1's size at a time
+            pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat)
+            patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled.view(b, hi - lo, *self.patch, *grad.shape[2:]))
+            del pulled
+        if all(p == 1 for p in self.patch):
+            with _conv_gemm_label():
+                return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
+        m = len(self.patch)
+        mask = [False, True, False]
+        weight_grad = torch.ops.aten.convolution_backward(
+            grad, x1.to(grad.dtype), down.to(grad.dtype), None, self.patch, [0] * m, [1] * m, False, [0] * m, 1, mask
+        )[1]
+        return weight_grad
+
+    def up_weight(self, up: Tensor, lo: int, hi: int) -> Tensor:
+        """The up conv's weight for pre-gate channels [values lo:hi | gates lo:hi], (k, 2 (hi - lo), *patch)."""
         n = self.n_out
-        if (lo, hi) != (0, n):
-            up = torch.cat([up[:, lo:hi], up[:, n + lo : n + hi]], dim=1)
-        padding = [s - i * p for s, i, p in zip(size, h.shape[2:], self.patch)]
-        return self.conv_t_fn(h, up, stride=self.patch, output_padding=padding)
+        return up if (lo, hi) == (0, n) else torch.cat([up[:, lo:hi], up[:, n + lo : n + hi]], dim=1)
+
+    def up_products(self, h: Tensor, up: Tensor, lo: int, hi: int) -> Tensor:
+        """Pre-gate channels [values lo:hi | gates lo:hi] as (B, 2 (hi - lo), *patch, *low), patch-major.
+
+        The transposed conv with kernel = stride is one GEMM over the hidden channels; see
+        :func:`patch_major` for the state's matching view and :func:`patch_image` for the image.
+        """
+        up = self.up_weight(up, lo, hi)
+        b, k = h.shape[:2]
+        products = _batched(up.reshape(k, -1).t(), h.reshape(b, k, -1))
+        return products.view(b, up.shape[1], *up.shape[2:], *h.shape[2:])
 
     def chunks(self) -> Iterator[tuple[int, int]]:
         """The output-channel ranges [lo, hi) the in-place paths treat one at a time."""
@@ -95,7 +148,7 @@ class ResidualBlock(nn.Module):
     def pre_gate(self, x1: Tensor) -> Tensor:
         """Everything up to the GLU: (B, 2 n_out, ...) holding the values, then the gates."""
         w = self.weights()
-        return self.up_chunk(self.hidden(x1, w), w.up, x1.shape[2:], 0, self.n_out)
+        return patch_image(self.up_products(self.hidden(x1, w), w.up, 0, self.n_out), x1.shape[2:])
 
     def forward(self, x1: Tensor) -> Tensor:
         return F.glu(self.pre_gate(x1), dim=1)
@@ -125,8 +178,8 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         w = self.block.weights()
         h = self.block.hidden(x1, w)
         for lo, hi in self.block.chunks():
-            values, gates = self.block.up_chunk(h, w.up, x1.shape[2:], lo, hi).chunk(2, dim=1)
-            x2[:, lo:hi].addcmul_(values, gates.sigmoid_(), value=sign)
+            values, gates = self.block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
+            patch_major(x2[:, lo:hi], self.block.patch).addcmul_(values, gates.sigmoid_(), value=sign)
             del values, gates  # before the next chunk is computed
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
@@ -136,31 +189,105 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
+        """G is differentiated in three parts: the up conv and GLU by hand (:meth:`_up_backward_`), the
+        hidden convs by autograd from the patchify conv's output, the patchify conv by hand."""
         params = self.op_parameters
         aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
         with torch.enable_grad():
             w = self.block.weights({id(p): a for p, a in zip(params, aliases)})
-            x1 = detached_alias(y1).requires_grad_()
-            h = self.block.hidden(x1, w)
-        h_leaf = h.detach().requires_grad_()
-        wanted = (h_leaf, w.up) if w.up.requires_grad else (h_leaf,)
-        sums: list[Tensor | None] = [None] * len(wanted)
-        for lo, hi in self.block.chunks():
-            with torch.enable_grad():
-                pre = self.block.up_chunk(h_leaf, w.up, x1.shape[2:], lo, hi)
-            _glu_grad_(pre.detach(), y2[:, lo:hi], g2[:, lo:hi])
-            for i, g in enumerate(torch.autograd.grad(pre, wanted, pre.detach())):
-                sums[i] = g if sums[i] is None else sums[i].add_(g)
-            del pre
-        outputs, grad_outputs = [h, w.up][: len(wanted)], sums
-        inputs = [t for t in (x1, *aliases) if t.requires_grad]
-        found = iter(torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True))
-        grads = tuple(next(found) if t.requires_grad else None for t in (x1, *aliases))
         with torch.no_grad():
-            g1.add_(grads[0])
-        return grads[1:], ()
+            h0 = F.relu(self.block.down_conv(y1, w), inplace=True).requires_grad_()
+        with torch.enable_grad():
+            h = self.block.mix_conv(h0, w)
+        grad_h, grad_up = self._up_backward_(h.detach(), w.up.detach(), y2, g2, w.up.requires_grad)
+        outputs, grad_outputs = ([h, w.up], [grad_h, grad_up]) if grad_up is not None else ([h], [grad_h])
+        inputs = [h0, *(a for a in aliases if a.requires_grad)]
+        grad_h0, *found = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
+        del h, outputs, grad_outputs, grad_h
+        with torch.no_grad():
+            grad_h0.mul_(h0.detach().sign_())  # the ReLU's derivative: h0 >= 0 becomes its 0/1 mask in place
+        grad_down = self.block.down_backward_(y1, w.down.detach(), grad_h0, g1)
+        if w.down.requires_grad:
+            wanted = [a for a in aliases if a.requires_grad]
+            more = torch.autograd.grad(w.down, wanted, grad_down.to(w.down.dtype), allow_unused=True)
+            found = [a if b is None else b if a is None else a + b for a, b in zip(found, more)]
+        grads = iter(found)
+        result = tuple(next(grads) if a.requires_grad else None for a in aliases)
+        bias_grad = grad_h0.sum([0, *range(2, grad_h0.dim())])
+        return tuple(
+            bias_grad.to(a.dtype) if a is w.down_bias and a.requires_grad else g for a, g in zip(aliases, result)
+        ), ()
+
+    @torch.no_grad()
+    def _up_backward_(
+        self, h: Tensor, up: Tensor, y2: Tensor, g2: Tensor, want_up: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Undo y2 += GLU(up conv(h)) in place, chunk by chunk; return dL/dh and dL/d(up weight).
+
+        Both are GEMMs on each chunk's [dL/da | dL/db] in patch-major order: dL/dh = U dL/dP and
+        dL/dU = sum_b h_b dL/dP_b^T, with U the chunk's weight as (k, 2 m prod(patch)).
+        """
+        b, k = h.shape[:2]
+        flat_h = h.reshape(b, k, -1)
+        grad_h = torch.zeros_like(flat_h)
+        grad_up = torch.zeros_like(up) if want_up else None
+        n = self.block.n_out
+        for lo, hi in self.block.chunks():
+            weight = self.block.up_weight(up, lo, hi)
+            buf = self.block.up_products(h, up, lo, hi)
+            patch = self.block.patch
+            _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
+            flat_buf = buf.view(b, weight[0].numel(), -1)
+            with _conv_gemm_label():
+                grad_h.baddbmm_(weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf)
+            if grad_up is not None:
+                with _conv_gemm_label():
+                    pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
+                grad_up[:, lo:hi] = pulled[:, : hi - lo]
+                grad_up[:, n + lo : n + hi] = pulled[:, hi - lo :]
+            del buf, flat_buf
+        return grad_h.view_as(h), grad_up
+
+
+def _conv_gemm_label() -> contextlib.AbstractContextManager:
+    """The profiler label of a convolution run as a GEMM; nothing when no profiler runs (it costs ~4 us)."""
+    return record_function(CONV_GEMM) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
+
+
+def _halves(n: int) -> tuple[tuple[int, int], ...]:
+    """[0, n) in two ranges (one when n is 1)."""
+    return ((0, n),) if n < 2 else ((0, n // 2), (n // 2, n))
+
+
+def _batched(m: Tensor, x: Tensor) -> Tensor:
+    """m @ x_b for every b of a (B, K, N) tensor, contiguous (torch.matmul folds the batch into a transposed,
+    non-contiguous result that every later op then pays for)."""
+    with _conv_gemm_label():
+        return torch.bmm(m.expand(x.shape[0], -1, -1), x)
+
+
+def patch_major(x: Tensor, patch: Sequence[int]) -> Tensor:
+    """View of x (B, c, *size) as (B, c, *patch, *low) over the pixels a kernel = stride = patch conv covers."""
+    m = len(patch)
+    if all(p == 1 for p in patch):
+        return x.view(*x.shape[:2], *patch, *x.shape[2:])
+    for i, p in enumerate(patch):
+        low = x.shape[2 + 2 * i] // p
+        x = x.narrow(2 + 2 * i, 0, low * p) if low * p != x.shape[2 + 2 * i] else x
+        x = x.unflatten(2 + 2 * i, (low, p))
+    return x.permute(0, 1, *(3 + 2 * i for i in range(m)), *(2 + 2 * i for i in range(m)))
+
+
+def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:
+    """(B, c, *patch, *low) patch-major products -> the (B, c, *size) image, zero where no patch reaches."""
+    m = (products.dim() - 2) // 2
+    patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
+    order = [d for i in range(m) for d in (2 + m + i, 2 + i)]
+    image = products.permute(0, 1, *order).reshape(*products.shape[:2], *(lo * p for lo, p in zip(low, patch)))
+    padding = [x for s, lo, p in zip(reversed(size), reversed(low), reversed(patch)) for x in (0, s - lo * p)]
+    return F.pad(image, padding) if any(padding) else image
 
 
 @torch.no_grad()

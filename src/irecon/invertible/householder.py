@@ -2,7 +2,9 @@
 
 W = H_1 H_2 ... H_n with H_k = I - 2 v_k v_k^T / (v_k^T v_k). W is orthogonal by construction, so its
 inverse is its transpose and reconstruction errors are never amplified. Plain autograd applies W as
-one dense 1x1 convolution; the memory-free path applies the reflections one by one in place.
+one dense 1x1 convolution; the memory-free path uses the compact WY form W = I - V T V^T (V the
+C x n vectors, T n x n upper triangular): x <- x - (V T) (V^T x) in place is two passes over the
+state whatever n is, against two per reflection (and eight per reflection in backward).
 """
 
 from __future__ import annotations
@@ -20,20 +22,26 @@ def _flat(x: Tensor) -> Tensor:
     return x.view(x.shape[0], x.shape[1], -1)
 
 
-def _project(v: Tensor, xf: Tensor) -> Tensor:
-    """v . x at every pixel of a (B, C, N) tensor, as (B, 1, N): one batched (1, C) @ (C, N) product.
+def _apply(m: Tensor, xf: Tensor) -> Tensor:
+    """m @ x at every pixel of a (B, C, N) tensor: one batched GEMM that reads the state in place."""
+    return torch.bmm(m.expand(xf.shape[0], -1, -1), xf)
 
-    ``torch.matmul(v, xf)`` would copy the whole state into (B, N, C) layout first; bmm reads it in place.
+
+def _pull(g: Tensor, s: Tensor) -> Tensor:
+    """sum_b g_b s_b^T for (B, C, N) and (B, n, N) tensors, as (C, n): a transposed GEMM on views."""
+    return torch.bmm(g, s.transpose(1, 2)).sum(0)
+
+
+def wy_factors(vectors: Tensor, transpose: bool) -> tuple[Tensor, Tensor]:
+    """(A, V) with W = H_1 ... H_n = I - A V^T (or W^T when ``transpose``) for the (n, C) ``vectors``.
+
+    Compact WY form W = I - V T V^T, A = V T (V T^T for W^T), with T^-1 = M = strict upper triangle of
+    V^T V + diag(v_k . v_k) / 2 (Joffrain et al. 2006): A is one small triangular solve, differentiable.
     """
-    return torch.bmm(v.view(1, 1, -1).expand(xf.shape[0], 1, -1), xf)
-
-
-def _pull(p: Tensor, xf: Tensor) -> Tensor:
-    """sum_p x_p p_p over the pixels of a (B, C, N) tensor and a (B, 1, N) field, as (C,).
-
-    bmm with the transposed view of ``xf`` runs as a transposed GEMM, without copying the state.
-    """
-    return torch.bmm(p, xf.transpose(1, 2)).sum((0, 1))
+    gram = vectors @ vectors.t()
+    m = gram.triu(1) + torch.diag(gram.diagonal() / 2)
+    v = vectors.t()
+    return torch.linalg.solve_triangular(m.t() if transpose else m, v, upper=not transpose, left=False), v
 
 
 class HouseholderConv(nn.Module):
@@ -54,11 +62,6 @@ class HouseholderConv(nn.Module):
         """The chain op applying W (or W^T when ``transpose``)."""
         return HouseholderOp(self, transpose)
 
-    def _order(self, transpose: bool) -> range:
-        """Reflection indices in the order they act on x: W x applies H_n first, W^T x applies H_1 first."""
-        n = self.vectors.shape[0]
-        return range(n) if transpose else range(n - 1, -1, -1)
-
 
 class HouseholderOp(InvertibleOp):
     """y = W x (or W^T x) for one :class:`HouseholderConv`; both directions share its vectors."""
@@ -78,50 +81,52 @@ class HouseholderOp(InvertibleOp):
             xf = _flat(x)
             return torch.bmm(w.expand(xf.shape[0], -1, -1), xf).view_as(x)
 
-    def _scaled(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """(v, c, c v) for every reflection at once, c = 2 / (v.v), in the state's dtype."""
-        v = self.conv.vectors.detach().to(dtype)
-        c = 2 / torch.stack([torch.dot(u, u) for u in v])
-        return v, c, c.unsqueeze(1) * v
+    def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(A, V) with the op's map y = x - A V^T x, detached, in ``dtype``."""
+        with torch.no_grad():
+            return tuple(f.to(dtype) for f in wy_factors(self.conv.vectors, self.transpose))  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _reflect_all_(self, x: Tensor, order: Sequence[int]) -> None:
+    def _update_(self, x: Tensor, left: Tensor, right: Tensor) -> None:
+        """x <- x - left (right^T x) at every pixel, in place (two passes over the state)."""
         xf = _flat(x)
-        with autocast(x.device.type, enabled=False):
-            v, _, cv = self._scaled(x.dtype)
-            for k in order:
-                xf.addcmul_(cv[k].view(1, -1, 1), _project(v[k], xf), value=-1)
+        xf.baddbmm_(left.expand(xf.shape[0], -1, -1), _apply(right.t(), xf), alpha=-1)
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
-        self._reflect_all_(x, self.conv._order(self.transpose))
+        with autocast(x.device.type, enabled=False):
+            a, v = self._factors(x.dtype)
+            self._update_(x, a, v)
 
     def invert_(self, y: Tensor, data: Sequence[Tensor]) -> None:
-        self._reflect_all_(y, list(reversed(self.conv._order(self.transpose))))
+        with autocast(y.device.type, enabled=False):
+            a, v = self._factors(y.dtype)
+            self._update_(y, v, a)
 
-    @torch.no_grad()
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
-        """Undo each reflection x = H y and pull the gradient back, H being its own inverse.
+        """Undo y = x - A S (S = V^T x) in place, turn grad_y into dL/dx and return dL/dvectors.
 
-        For out = x - c v (v.x) with c = 2 / (v.v), r = v.grad_out and s = v.x = -v.out per pixel:
-        dL/dv = -c sum_p (grad_out_p s_p + x_p r_p) + c^2 v sum_p r_p s_p,  dL/dx = H grad_out.
+        x = y - V A^T y; dL/dx = g - V R with R = A^T g; dL/dA = -g S^T and dL/dV = -x R^T, pulled back to
+        the vectors through the small WY factors by autograd: seven passes over the state, each a GEMM
+        with n rows or columns (S from x rather than from V^T y by an n x n product: GEMMs with an inner
+        size of n ran slower than a pass over the state).
         """
         vectors = self.conv.vectors
-        yf, gf = _flat(y), _flat(grad_y)
-        pulled, rs = [], []
-        with autocast(y.device.type, enabled=False):
-            v, c, cv = self._scaled(y.dtype)
-            order = list(reversed(self.conv._order(self.transpose)))
-            for k in order:
-                s_out = _project(v[k], yf)
-                yf.addcmul_(cv[k].view(1, -1, 1), s_out, value=-1)
-                r = _project(v[k], gf)
-                if vectors.requires_grad:
-                    pulled.append(_pull(r, yf) - _pull(s_out, gf))
-                    rs.append(-(r * s_out).sum())
-                gf.addcmul_(cv[k].view(1, -1, 1), r, value=-1)
-        if not vectors.requires_grad:
+        with torch.enable_grad(), autocast(y.device.type, enabled=False):
+            alias = vectors.detach().requires_grad_(vectors.requires_grad)
+            factors = wy_factors(alias, self.transpose)
+        with torch.no_grad(), autocast(y.device.type, enabled=False):
+            a, v = (f.detach().to(y.dtype) for f in factors)
+            yf, gf = _flat(y), _flat(grad_y)
+            self._update_(y, v, a)
+            s = _apply(v.t(), yf)
+            r = _apply(a.t(), gf)
+            grad_a = -_pull(gf, s) if vectors.requires_grad else None
+            gf.baddbmm_(v.expand(gf.shape[0], -1, -1), r, alpha=-1)
+            grad_v = -_pull(yf, r) if vectors.requires_grad else None
+            del r, s
+        if grad_a is None or grad_v is None:
             return (None,), ()
-        index = torch.tensor(order, device=v.device)
-        pulled_k = torch.stack(pulled)
-        grads = -c[index, None] * pulled_k + (c[index] ** 2 * torch.stack(rs)).unsqueeze(1) * v[index]
-        return (torch.zeros_like(vectors).index_copy_(0, index, grads.to(vectors.dtype)),), ()
+        grad_outputs = [grad_a.to(factors[0].dtype), grad_v.to(factors[1].dtype)]
+        with autocast(y.device.type, enabled=False):
+            (grad,) = torch.autograd.grad(factors, [alias], grad_outputs)
+        return (grad,), ()
