@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -346,7 +347,8 @@ def ssim_bars(tables: Sequence[Table], zero_filled: dict[int, Scores], args: arg
             )
             ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
         ax.set_xticks(range(len(accelerations)), [f"{a}x" for a in accelerations])
-        ax.set(ylabel="scored SSIM, last model", ylim=(0, 1.1), title=f"{table.title}, seeds {args.seeds}")
+        title = textwrap.fill(f"{table.title}, seeds {args.seeds}", 60)
+        ax.set(ylabel="scored SSIM, last model", ylim=(0, 1.1), title=title)
         ax.legend(fontsize=8, loc="lower right")
     return figure
 
