@@ -14,7 +14,6 @@ Every step is the real command, printed before it runs; figures go to ``pretrain
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from irecon.files import write_json
+from irecon.files import sha256_of, write_json
 from irecon.models.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +158,7 @@ def build(bundle: Bundle, steps: int, retrain: bool = True) -> tuple[dict, dict]
     return {
         "name": bundle.name,
         "file": weights.name,
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "sha256": sha256_of(weights),
         "preset": PRESET,
         "coils": 1 if bundle.challenge == "singlecoil" else bundle.virtual_coils,
         "virtual_coils": bundle.virtual_coils,

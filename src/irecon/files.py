@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -326,3 +327,12 @@ def _lock_holder(fd: int) -> str:
         return f"pid {int(holder['pid'])} on {holder['host']}, started {holder['started']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def sha256_of(path: str | Path) -> str:
+    """The file's sha256 as lowercase hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

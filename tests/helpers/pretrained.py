@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from irecon.files import write_json
+from irecon.files import sha256_of, write_json
 from irecon.models.checkpoint import save_checkpoint
 from irecon.models.presets import preset
-from irecon.models.pretrained.registry import MULTICOIL, SINGLECOIL, sha256_of
+from irecon.models.pretrained.registry import MULTICOIL, SINGLECOIL
 
 # name -> (coils of the model, virtual coils it was trained on)
 MODELS = {SINGLECOIL: (1, None), MULTICOIL: (2, 2)}

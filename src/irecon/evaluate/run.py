@@ -8,7 +8,6 @@ acquisition (mean and sample sd over volumes) and written with the protocol that
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from irecon import __version__
 from irecon.data.volumes import open_h5
 from irecon.errors import IreconError
 from irecon.evaluate.options import TARGET_KEYS, EvaluateOptions
-from irecon.files import check_writable_file, write_json
+from irecon.files import check_writable_file, sha256_of, write_json
 from irecon.metrics import Scores, score_volume
 from irecon.physics import center_crop
 
@@ -158,8 +157,8 @@ def score_file(prediction_path: Path, target_path: Path, challenge: str) -> Volu
     mask = {k: plain(prediction_attrs.get(k, target_attrs.get(k))) for k in MASK_ATTRS}
     return VolumeScore(
         name=target_path.name,
-        prediction_sha256=sha256(prediction_path),
-        target_sha256=sha256(target_path),
+        prediction_sha256=sha256_of(prediction_path),
+        target_sha256=sha256_of(target_path),
         target_key=key,
         acceleration=UNKNOWN if acceleration is None else f"{float(acceleration):g}x",
         acquisition=str(plain(target_attrs.get("acquisition", UNKNOWN))),
@@ -199,15 +198,6 @@ def mean_and_sd(scores: list[Scores]) -> tuple[Scores, Scores]:
     mean = Scores(*(float(c.mean()) for c in columns))
     sd = Scores(*(float(c.std(ddof=1)) if len(c) > 1 else 0.0 for c in columns))
     return mean, sd
-
-
-def sha256(path: Path) -> str:
-    """The file's sha256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plain(value: Any) -> Any:

@@ -9,7 +9,6 @@ wherever a checkpoint is taken. Torch-free, so ``irecon models`` can list the we
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from irecon.errors import IreconError
+from irecon.files import sha256_of
 
 ENV_FOLDER = "IRECON_PRETRAINED_DIR"
 MANIFEST = "manifest.json"
@@ -105,15 +105,6 @@ def bundled_file(model: BundledModel, folder: str | Path | None = None) -> Itera
                 path,
             )
         yield path
-
-
-def sha256_of(path: Path) -> str:
-    """The file's sha256 as lowercase hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def four_x_ssim(model: BundledModel) -> tuple[float, float] | None:
