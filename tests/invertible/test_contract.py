@@ -6,7 +6,7 @@ from torch import Tensor
 
 from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import InvertibleOp
-from irecon.invertible.householder import HouseholderConv
+from irecon.invertible.householder import HouseholderConv, fuse_rotations
 from irecon.invertible.layers import DataConsistencyLayer
 from irecon.invertible.testing import ChannelAffine, check_op_contract
 from irecon.physics import data_consistency_gradient
@@ -23,6 +23,18 @@ def _data(coils: int, spatial: tuple[int, ...], batch: int = 2) -> tuple[Tensor,
 def householder(transpose: bool) -> Case:
     op = HouseholderConv(6).double().op(transpose)
     return op, torch.randn(2, 6, 5, 4, dtype=torch.float64), _data(1, (5, 4))
+
+
+def fused_householder(*transposes: bool) -> Callable[[], Case]:
+    """Neighbouring rotations of different convs merged into one op (one WY update)."""
+
+    def make() -> Case:
+        convs = [HouseholderConv(6, num_reflections=n).double() for n in range(3, 3 + len(transposes))]
+        ops = [conv.op(t) for conv, t in zip(convs, transposes)]
+        (op,) = fuse_rotations(ops)
+        return op, torch.randn(2, 6, 5, 4, dtype=torch.float64), _data(1, (5, 4))
+
+    return make
 
 
 def coupling_2d() -> Case:
@@ -52,6 +64,8 @@ def channel_affine() -> Case:
 CASES = {
     "householder": lambda: householder(False),
     "householder-transpose": lambda: householder(True),
+    "householder-fused-pair": fused_householder(True, False),
+    "householder-fused-three": fused_householder(False, True, True),
     "coupling-2d": coupling_2d,
     "coupling-3d": coupling_3d,
     "dc-single-coil": data_consistency(1, 1, (9, 8)),

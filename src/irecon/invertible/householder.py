@@ -60,31 +60,47 @@ class HouseholderConv(nn.Module):
 
     def op(self, transpose: bool = False) -> "HouseholderOp":
         """The chain op applying W (or W^T when ``transpose``)."""
-        return HouseholderOp(self, transpose)
+        return HouseholderOp(((self, transpose),))
+
+
+Factor = tuple[HouseholderConv, bool]
 
 
 class HouseholderOp(InvertibleOp):
-    """y = W x (or W^T x) for one :class:`HouseholderConv`; both directions share its vectors."""
+    """y = M_k ... M_1 x for ``factors`` (conv, transpose) in chain order, M = W or W^T of the conv.
 
-    def __init__(self, conv: HouseholderConv, transpose: bool) -> None:
-        self.conv = conv
-        self.transpose = transpose
+    Several factors are one product of reflections (W^T reverses a conv's vectors), so one WY update
+    applies them all: :func:`fuse_rotations` merges neighbouring rotations of a chain this way.
+    """
+
+    def __init__(self, factors: Sequence[Factor]) -> None:
+        self.factors = tuple(factors)
 
     @property
     def op_parameters(self) -> tuple[Tensor, ...]:
-        return (self.conv.vectors,)
+        return tuple(conv.vectors for conv, _ in self.factors)
+
+    def _wy(self, vectors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """(A, V) with the op's map y = x - A V^T x, from each factor's vectors (differentiable)."""
+        if len(self.factors) == 1:
+            return wy_factors(vectors[0], self.factors[0][1])
+        reflections = [v.flip(0) if t else v for (_, t), v in zip(reversed(self.factors), reversed(vectors))]
+        return wy_factors(torch.cat(reflections), False)
 
     def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
         with autocast(x.device.type, enabled=False):
-            w = self.conv.matrix().to(x.dtype)
-            w = w.t() if self.transpose else w
+            w = None
+            for conv, transpose in self.factors:
+                m = conv.matrix().t() if transpose else conv.matrix()
+                w = m if w is None else m @ w
+            assert w is not None
             xf = _flat(x)
-            return torch.bmm(w.expand(xf.shape[0], -1, -1), xf).view_as(x)
+            return torch.bmm(w.to(x.dtype).expand(xf.shape[0], -1, -1), xf).view_as(x)
 
     def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """(A, V) with the op's map y = x - A V^T x, detached, in ``dtype``."""
         with torch.no_grad():
-            return tuple(f.to(dtype) for f in wy_factors(self.conv.vectors, self.transpose))  # type: ignore[return-value]
+            return tuple(f.to(dtype) for f in self._wy(self.op_parameters))  # type: ignore[return-value]
 
     @torch.no_grad()
     def _update_(self, x: Tensor, left: Tensor, right: Tensor) -> None:
@@ -110,23 +126,37 @@ class HouseholderOp(InvertibleOp):
         with n rows or columns (S from x rather than from V^T y by an n x n product: GEMMs with an inner
         size of n ran slower than a pass over the state).
         """
-        vectors = self.conv.vectors
+        params = self.op_parameters
+        wanted = any(p.requires_grad for p in params)
         with torch.enable_grad(), autocast(y.device.type, enabled=False):
-            alias = vectors.detach().requires_grad_(vectors.requires_grad)
-            factors = wy_factors(alias, self.transpose)
+            aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
+            factors = self._wy(aliases)
         with torch.no_grad(), autocast(y.device.type, enabled=False):
             a, v = (f.detach().to(y.dtype) for f in factors)
             yf, gf = _flat(y), _flat(grad_y)
             self._update_(y, v, a)
             s = _apply(v.t(), yf)
             r = _apply(a.t(), gf)
-            grad_a = -_pull(gf, s) if vectors.requires_grad else None
+            grad_a = -_pull(gf, s) if wanted else None
             gf.baddbmm_(v.expand(gf.shape[0], -1, -1), r, alpha=-1)
-            grad_v = -_pull(yf, r) if vectors.requires_grad else None
+            grad_v = -_pull(yf, r) if wanted else None
             del r, s
         if grad_a is None or grad_v is None:
-            return (None,), ()
+            return (None,) * len(params), ()
         grad_outputs = [grad_a.to(factors[0].dtype), grad_v.to(factors[1].dtype)]
+        inputs = [alias for alias in aliases if alias.requires_grad]
         with autocast(y.device.type, enabled=False):
-            (grad,) = torch.autograd.grad(factors, [alias], grad_outputs)
-        return (grad,), ()
+            found = iter(torch.autograd.grad(factors, inputs, grad_outputs))
+        return tuple(next(found) if alias.requires_grad else None for alias in aliases), ()
+
+
+def fuse_rotations(ops: Sequence[InvertibleOp]) -> list[InvertibleOp]:
+    """``ops`` with every run of neighbouring Householder ops merged into one (a layer's U^T and the
+    next layer's U): one WY update instead of several, the same map and the same parameters."""
+    fused: list[InvertibleOp] = []
+    for op in ops:
+        if isinstance(op, HouseholderOp) and fused and isinstance(fused[-1], HouseholderOp):
+            fused[-1] = HouseholderOp(fused[-1].factors + op.factors)
+        else:
+            fused.append(op)
+    return fused
