@@ -110,7 +110,11 @@ class ResidualBlock(nn.Module):
         c = x1.shape[1]
         flat = grad.reshape(b, k, -1)
         weight = down.reshape(k, c, -1).to(flat.dtype)
-        for lo, hi in _halves(c):  # half of x1's size at a time
+        in_place = all(p == 1 for p in self.patch) and grad_x1.dtype == flat.dtype
+        if in_place:  # the GEMM adds into grad_x1 where it lies
+            with _conv_gemm_label():
+                grad_x1.view(b, c, -1).baddbmm_(weight.reshape(k, c).t().expand(b, -1, -1), flat)
+        for lo, hi in () if in_place else _halves(c):  # half of x1's size at a time
             pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat)
             patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled.view(b, hi - lo, *self.patch, *grad.shape[2:]))
             del pulled
@@ -207,7 +211,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         grad_h0, *found = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
         del h, outputs, grad_outputs, grad_h
         with torch.no_grad():
-            grad_h0.mul_(h0.detach().sign_())  # the ReLU's derivative: h0 >= 0 becomes its 0/1 mask in place
+            torch.ops.aten.threshold_backward.grad_input(grad_h0, h0.detach(), 0, grad_input=grad_h0)  # ReLU, in place
         grad_down = self.block.down_backward_(y1, w.down.detach(), grad_h0, g1)
         if w.down.requires_grad:
             wanted = [a for a in aliases if a.requires_grad]
@@ -226,28 +230,32 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
     ) -> tuple[Tensor, Tensor | None]:
         """Undo y2 += GLU(up conv(h)) in place, chunk by chunk; return dL/dh and dL/d(up weight).
 
-        Both are GEMMs on each chunk's [dL/da | dL/db] in patch-major order: dL/dh = U dL/dP and
+        Both are GEMMs on each chunk's [dL/db | dL/da] (see :func:`_glu_grad_`) in patch-major order: dL/dh = U dL/dP and
         dL/dU = sum_b h_b dL/dP_b^T, with U the chunk's weight as (k, 2 m prod(patch)).
         """
         b, k = h.shape[:2]
         flat_h = h.reshape(b, k, -1)
-        grad_h = torch.zeros_like(flat_h)
-        grad_up = torch.zeros_like(up) if want_up else None
+        grad_h: Tensor | None = None
+        values_grads: list[Tensor] = []
+        gates_grads: list[Tensor] = []
         n = self.block.n_out
         for lo, hi in self.block.chunks():
-            weight = self.block.up_weight(up, lo, hi)
             buf = self.block.up_products(h, up, lo, hi)
             patch = self.block.patch
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
+            weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
             flat_buf = buf.view(b, weight[0].numel(), -1)
+            weight_t = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1)
             with _conv_gemm_label():
-                grad_h.baddbmm_(weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf)
-            if grad_up is not None:
+                grad_h = torch.bmm(weight_t, flat_buf) if grad_h is None else grad_h.baddbmm_(weight_t, flat_buf)
+            if want_up:
                 with _conv_gemm_label():
                     pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
-                grad_up[:, lo:hi] = pulled[:, : hi - lo]
-                grad_up[:, n + lo : n + hi] = pulled[:, hi - lo :]
+                gates_grads.append(pulled[:, : hi - lo])
+                values_grads.append(pulled[:, hi - lo :])
             del buf, flat_buf
+        assert grad_h is not None
+        grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
         return grad_h.view_as(h), grad_up
 
 
@@ -292,14 +300,14 @@ def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:
 
 @torch.no_grad()
 def _glu_grad_(buf: Tensor, y2: Tensor, g2: Tensor) -> None:
-    """Undo y2 = x2 + a * sigmoid(b) in place and turn buf = [a | b] into [dL/da | dL/db].
+    """Undo y2 = x2 + a * sigmoid(b) in place and turn buf = [a | b] into [dL/db | dL/da] (note the order).
 
-    With s = sigmoid(b): dL/da = g2 s and dL/db = g2 a s (1 - s); one temporary of a's size.
+    With s = sigmoid(b): dL/da = g2 s and dL/db = g2 a s (1 - s); six passes, no temporary.
     """
     values, gates = buf.chunk(2, dim=1)
     gates.sigmoid_()
-    y2.addcmul_(values, gates, value=-1)
-    grad_values = g2 * gates
-    gates.addcmul_(gates, gates, value=-1)
-    gates.mul_(values).mul_(g2)
-    values.copy_(grad_values)
+    values.mul_(gates)
+    y2.sub_(values)
+    values.addcmul_(values, gates, value=-1)
+    values.mul_(g2)
+    gates.mul_(g2)
