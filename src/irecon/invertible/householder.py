@@ -33,14 +33,20 @@ def _pull(g: Tensor, s: Tensor) -> Tensor:
     return torch.bmm(s, g.transpose(1, 2)).sum(0).t()
 
 
+def _half_diagonal(square: Tensor) -> Tensor:
+    """The upper triangle of a square matrix with its diagonal halved (a new tensor)."""
+    upper = square.triu()
+    upper.diagonal().mul_(0.5)
+    return upper
+
+
 def wy_factors(vectors: Tensor, transpose: bool) -> tuple[Tensor, Tensor]:
     """(A, V) with W = H_1 ... H_n = I - A V^T (or W^T when ``transpose``) for the (n, C) ``vectors``.
 
     Compact WY form W = I - V T V^T, A = V T (V T^T for W^T), with T^-1 = M = strict upper triangle of
     V^T V + diag(v_k . v_k) / 2 (Joffrain et al. 2006): A is one small triangular solve, differentiable.
     """
-    gram = vectors @ vectors.t()
-    m = gram.triu(1) + torch.diag(gram.diagonal() / 2)
+    m = _half_diagonal(vectors @ vectors.t())
     v = vectors.t()
     return torch.linalg.solve_triangular(m.t() if transpose else m, v, upper=not transpose, left=False), v
 
@@ -51,16 +57,15 @@ def wy_factors_backward(vectors: Tensor, transpose: bool, a: Tensor, grad_a: Ten
     With P = dL/dA M^-T (M^-1 for W^T): dL/dV += P, dL/dM = -A^T P (-P^T A), which reaches the Gram
     matrix through its upper triangle and then V: a few (n, n) and (C, n) products, no autograd graph.
     """
-    gram = vectors @ vectors.t()
-    m = gram.triu(1) + torch.diag(gram.diagonal() / 2)
+    m = _half_diagonal(vectors @ vectors.t())
     if transpose:
         p = torch.linalg.solve_triangular(m, grad_a, upper=True, left=False)
-        grad_m = -(p.t() @ a)
+        grad_m = p.t() @ a
     else:
         p = torch.linalg.solve_triangular(m.t(), grad_a, upper=False, left=False)
-        grad_m = -(a.t() @ p)
-    grad_gram = grad_m.triu(1) + torch.diag(grad_m.diagonal() / 2)
-    return (grad_v + p).t() + (grad_gram + grad_gram.t()) @ vectors
+        grad_m = a.t() @ p
+    grad_gram = _half_diagonal(grad_m)
+    return torch.addmm((grad_v + p).t(), grad_gram + grad_gram.t(), vectors, alpha=-1)
 
 
 class HouseholderConv(nn.Module):
@@ -147,8 +152,8 @@ class HouseholderOp(InvertibleOp):
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """Undo y = x - A S (S = V^T x) in place, turn grad_y into dL/dx and return dL/dvectors.
 
-        x = y - V A^T y; dL/dx = g - V R with R = A^T g; dL/dA = -g S^T and dL/dV = -x R^T, pulled back to
-        the vectors through the small WY factors by :func:`wy_factors_backward`: seven passes over the state, each a GEMM
+        x = y - V A^T y; dL/dx = g - V R with R = A^T g; dL/dA = -g S^T and dL/dV = -x R^T, pulled back
+        to the vectors by :func:`wy_factors_backward`: seven passes over the state, each a GEMM
         with n rows or columns (S from x rather than from V^T y by an n x n product: GEMMs with an inner
         size of n ran slower than a pass over the state).
         """
@@ -158,16 +163,18 @@ class HouseholderOp(InvertibleOp):
             vectors, transpose = self._reflections(params)
             a, v = wy_factors(vectors, transpose)
             yf, gf = _flat(y), _flat(grad_y)
-            self._update_(y, v.to(y.dtype), a.to(y.dtype))
-            s = _apply(v.t().to(y.dtype), yf)
-            r = _apply(a.t().to(y.dtype), gf)
-            grad_a = -_pull(gf, s) if wanted else None
-            gf.baddbmm_(v.to(y.dtype).expand(gf.shape[0], -1, -1), r, alpha=-1)
-            grad_v = -_pull(yf, r) if wanted else None
+            a_state, v_state = a.to(y.dtype), v.to(y.dtype)
+            self._update_(y, v_state, a_state)
+            s = _apply(v_state.t(), yf)
+            r = _apply(a_state.t(), gf)
+            pull_a = _pull(gf, s) if wanted else None
+            gf.baddbmm_(v_state.expand(gf.shape[0], -1, -1), r, alpha=-1)
+            pull_v = _pull(yf, r) if wanted else None
             del r, s
-            if grad_a is None or grad_v is None:
+            if pull_a is None or pull_v is None:
                 return (None,) * len(params), ()
-            grad = wy_factors_backward(vectors, transpose, a, grad_a.to(a.dtype), grad_v.to(a.dtype))
+            # dL/dA = -pull_a and dL/dV = -pull_v; the pull-back is linear, so the sign goes on at the end
+            grad = wy_factors_backward(vectors, transpose, a, pull_a.to(a.dtype), pull_v.to(a.dtype)).neg_()
             return tuple(g if p.requires_grad else None for p, g in zip(params, self._factor_grads(grad))), ()
 
 
