@@ -1,7 +1,7 @@
 """How many steps ``irecon train --init default`` saves against training from scratch, on data the bundled weights never saw.
 
 New synthetic phantoms (seeds 200-201) at another matrix (192x160 k-space, 128x128 targets) and
-2.5x the k-space noise of the bundled models' training data. The same ``tiny-2d`` trains from
+2.5x synth's default k-space noise (one of the bundled models' four training levels). The same ``tiny-2d`` trains from
 scratch and from the bundled single-coil weights for the same steps (seed 0, one thread); the
 table gives the validation SSIM and PSNR after each epoch, and the steps the scratch run needed
 to reach the fine-tuned run's first-epoch SSIM:
