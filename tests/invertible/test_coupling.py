@@ -1,7 +1,17 @@
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
 
-from irecon.invertible.coupling import AdditiveCoupling, ResidualBlock, patch_image, patch_major
+from irecon.invertible.coupling import (
+    AdditiveCoupling,
+    ResidualBlock,
+    conv_weight,
+    patch_image,
+    patch_major,
+    weight_grads,
+)
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 6, 13, 11)), (3, (1, 6, 3, 9, 7))])
@@ -70,3 +80,31 @@ def test_up_products_equal_the_transposed_conv(dims: int, shape: tuple[int, ...]
     state = torch.zeros(shape[0], 2, *shape[2:], dtype=torch.float64)
     patch_major(state, block.patch).copy_(chunk[:, :2])
     assert torch.allclose(state, reference[:, 1:3], atol=1e-13)
+
+
+WEIGHT_NORMED = {
+    "conv2d": lambda: weight_norm(nn.Conv2d(3, 4, 3)),
+    "conv3d": lambda: weight_norm(nn.Conv3d(3, 4, (1, 2, 2))),
+    "conv-transpose2d": lambda: weight_norm(nn.ConvTranspose2d(4, 6, 2, stride=2)),
+    "conv-transpose3d": lambda: weight_norm(nn.ConvTranspose3d(4, 6, (1, 2, 2))),
+    "norm-over-dim-1": lambda: weight_norm(nn.ConvTranspose2d(4, 6, 2), dim=1),
+    "whole-tensor-norm": lambda: weight_norm(nn.Conv2d(3, 4, 3), dim=None),
+    "plain": lambda: nn.Conv2d(3, 4, 3),
+}
+
+
+@pytest.mark.parametrize("name", WEIGHT_NORMED)
+def test_weight_grads_equal_autograd(name: str) -> None:
+    """The hand weight-norm gradient (and the autograd fallback for other norms) against autograd, float64."""
+    torch.manual_seed(3)
+    conv = WEIGHT_NORMED[name]().double()
+    grad_w = torch.randn_like(conv_weight(conv, {}))
+    leaves = [p for n, p in conv.named_parameters() if "bias" not in n]
+    reference = torch.autograd.grad(conv_weight(conv, {}), leaves, grad_w)
+    found = weight_grads(conv, grad_w)
+    assert len(found) == len(leaves)
+    for leaf, expected in zip(leaves, reference):
+        assert found[id(leaf)].shape == leaf.shape
+        assert (found[id(leaf)] - expected).abs().max() <= 1e-12 * max(1.0, expected.abs().max().item())
+    if name.startswith("conv"):
+        assert parametrize.is_parametrized(conv, "weight") and conv.parametrizations.weight[0].dim == 0

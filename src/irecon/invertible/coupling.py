@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import weight_norm
+from torch.nn.utils.parametrizations import _WeightNorm, weight_norm
 from torch.profiler import record_function
 
 from irecon.invertible.engine import Grads, InvertibleOp
@@ -44,10 +44,10 @@ class BlockWeights(NamedTuple):
 
 def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
     """The conv's weight, through its weight-norm parametrization if any; ``swap`` replaces tensors by id."""
+    originals = _weight_originals(conv)
     if not parametrize.is_parametrized(conv, "weight"):
-        return swap.get(id(conv.weight), conv.weight)
+        return swap.get(id(originals[0]), originals[0])
     plist = conv.parametrizations.weight
-    originals = (plist.original0, plist.original1) if hasattr(plist, "original0") else (plist.original,)
     value = plist[0](*(swap.get(id(t), t) for t in originals))
     for extra in list(plist)[1:]:
         value = extra(value)
@@ -193,36 +193,38 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
-        """G is differentiated in three parts: the up conv and GLU by hand (:meth:`_up_backward_`), the
-        hidden convs by autograd from the patchify conv's output, the patchify conv by hand."""
+        """G differentiated by hand, no autograd graph: the up conv and GLU (:meth:`_up_backward_`), the 3x3
+        conv (one ``convolution_backward``), the patchify conv, then each weight norm (:func:`weight_grads`)."""
         params = self.op_parameters
-        aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
+        block = self.block
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
-        with torch.enable_grad():
-            w = self.block.weights({id(p): a for p, a in zip(params, aliases)})
         with torch.no_grad():
-            h0 = F.relu(self.block.down_conv(y1, w), inplace=True).requires_grad_()
-        with torch.enable_grad():
-            h = self.block.mix_conv(h0, w)
-        grad_h, grad_up = self._up_backward_(h.detach(), w.up.detach(), y2, g2, w.up.requires_grad)
-        outputs, grad_outputs = ([h, w.up], [grad_h, grad_up]) if grad_up is not None else ([h], [grad_h])
-        inputs = [h0, *(a for a in aliases if a.requires_grad)]
-        grad_h0, *found = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
-        del h, outputs, grad_outputs, grad_h
-        with torch.no_grad():
-            torch.ops.aten.threshold_backward.grad_input(grad_h0, h0.detach(), 0, grad_input=grad_h0)  # ReLU, in place
-        grad_down = self.block.down_backward_(y1, w.down.detach(), grad_h0, g1)
-        if w.down.requires_grad:
-            wanted = [a for a in aliases if a.requires_grad]
-            more = torch.autograd.grad(w.down, wanted, grad_down.to(w.down.dtype), allow_unused=True)
-            found = [a if b is None else b if a is None else a + b for a, b in zip(found, more)]
-        grads = iter(found)
-        result = tuple(next(grads) if a.requires_grad else None for a in aliases)
-        bias_grad = grad_h0.sum([0, *range(2, grad_h0.dim())])
-        return tuple(
-            bias_grad.to(a.dtype) if a is w.down_bias and a.requires_grad else g for a, g in zip(aliases, result)
-        ), ()
+            w = block.weights()
+            h0 = F.relu(block.down_conv(y1, w), inplace=True)
+            h = block.mix_conv(h0, w)
+            grad_h, grad_up = self._up_backward_(h, w.up, y2, g2, _weight_wanted(block.up))
+            torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)  # ReLU, in place
+            del h
+            mix_bias = block.mix.bias
+            mask = [True, _weight_wanted(block.mix), mix_bias is not None and mix_bias.requires_grad]
+            m = h0.dim() - 2
+            grad_h0, grad_mix, grad_mix_bias = torch.ops.aten.convolution_backward(
+                grad_h, h0, w.mix.to(grad_h.dtype), None, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
+            )
+            del grad_h
+            torch.ops.aten.threshold_backward.grad_input(grad_h0, h0, 0, grad_input=grad_h0)
+            grad_down = block.down_backward_(y1, w.down, grad_h0, g1)
+            found: dict[int, Tensor] = {}
+            down_bias = block.down.bias
+            if down_bias is not None and down_bias.requires_grad:
+                found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
+            if grad_mix_bias is not None and mix_bias is not None:
+                found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
+            for conv, grad_w in ((block.down, grad_down), (block.mix, grad_mix), (block.up, grad_up)):
+                if grad_w is not None and _weight_wanted(conv):
+                    found.update(weight_grads(conv, grad_w))
+        return tuple(found.get(id(p)) if p.requires_grad else None for p in params), ()
 
     @torch.no_grad()
     def _up_backward_(
@@ -257,6 +259,42 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         assert grad_h is not None
         grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
         return grad_h.view_as(h), grad_up
+
+
+def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
+    """The leaf tensors the conv's weight is computed from (a weight norm's g and v, or the weight itself)."""
+    if not parametrize.is_parametrized(conv, "weight"):
+        return (conv.weight,)
+    plist = conv.parametrizations.weight
+    return (plist.original0, plist.original1) if hasattr(plist, "original0") else (plist.original,)
+
+
+def _weight_wanted(conv: nn.Module) -> bool:
+    """Whether any tensor the conv's weight is computed from requires grad."""
+    return any(t.requires_grad for t in _weight_originals(conv))
+
+
+def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
+    """dL/d(each tensor the conv's weight comes from), keyed by id, from dL/dweight; a dim-0 weight norm
+    w = g v / ||v|| by hand (dL/dg = <G, v> / ||v||, dL/dv = g / ||v|| (G - dL/dg v / ||v||)), others by autograd."""
+    originals = _weight_originals(conv)
+    if not parametrize.is_parametrized(conv, "weight"):
+        return {id(originals[0]): grad_w.to(originals[0].dtype)}
+    plist = conv.parametrizations.weight
+    if len(plist) == 1 and isinstance(plist[0], _WeightNorm) and plist[0].dim == 0 and len(originals) == 2:
+        g, v = originals
+        grad = grad_w.to(v.dtype)
+        norm = torch.linalg.vector_norm(v.flatten(1), dim=1).view_as(g)
+        grad_g = (grad * v).flatten(1).sum(1).view_as(g).div_(norm)
+        grad_v = torch.addcmul(grad, v, grad_g / norm, value=-1).mul_(g / norm)
+        return {id(g): grad_g, id(v): grad_v}
+    aliases = tuple(t.detach().requires_grad_(t.requires_grad) for t in originals)
+    wanted = [a for a in aliases if a.requires_grad]
+    with torch.enable_grad():
+        value = conv_weight(conv, {id(t): a for t, a in zip(originals, aliases)})
+        found = iter(torch.autograd.grad(value, wanted, grad_w.to(value.dtype), allow_unused=True))
+    grads = {id(t): next(found) for t, a in zip(originals, aliases) if a.requires_grad}
+    return {key: grad for key, grad in grads.items() if grad is not None}
 
 
 def _conv_gemm_label() -> contextlib.AbstractContextManager:
