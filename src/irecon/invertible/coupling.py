@@ -73,10 +73,11 @@ class ResidualBlock(nn.Module):
     def weights(self, swap: Mapping[int, Tensor] | None = None) -> BlockWeights:
         """Every weight computed once; ``swap`` maps parameter ids to the tensors to use instead."""
         swap = swap or {}
+        last = torch.channels_last if len(self.patch) == 2 else torch.channels_last_3d
         return BlockWeights(
-            conv_weight(self.down, swap),
+            conv_weight(self.down, swap).contiguous(memory_format=last),
             None if self.down.bias is None else swap.get(id(self.down.bias), self.down.bias),
-            conv_weight(self.mix, swap),
+            conv_weight(self.mix, swap).contiguous(memory_format=last),
             None if self.mix.bias is None else swap.get(id(self.mix.bias), self.mix.bias),
             conv_weight(self.up, swap),
         )
@@ -86,13 +87,12 @@ class ResidualBlock(nn.Module):
         if any(p != 1 for p in self.patch):
             return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
         b, c = x1.shape[:2]
-        weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
-        if w.down_bias is None:
-            return _batched(weight, flat).view(b, -1, *x1.shape[2:])
-        bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+        weight, rows = w.down.reshape(-1, c).t(), x1.reshape(b, c, -1).transpose(1, 2)
         with _conv_gemm_label():
-            h = torch.baddbmm(bias, weight.expand(b, -1, -1), flat)
-        return h.view(b, -1, *x1.shape[2:])
+            h = torch.bmm(rows, weight.expand(b, -1, -1))
+        if w.down_bias is not None:  # faster than baddbmm's copy of the expanded bias, in this layout
+            h.add_(w.down_bias)
+        return h.view(b, *x1.shape[2:], -1).movedim(-1, 1)
 
     def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
         """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
@@ -108,7 +108,7 @@ class ResidualBlock(nn.Module):
         full-size temporary); return dL/d(its weight). ``grad`` is dL/d(its output)."""
         b, k = grad.shape[:2]
         c = x1.shape[1]
-        flat = grad.reshape(b, k, -1)
+        flat = flat_channels(grad)
         weight = down.reshape(k, c, -1).to(flat.dtype)
         in_place = all(p == 1 for p in self.patch) and grad_x1.dtype == flat.dtype
         if in_place:  # the GEMM adds into grad_x1 where it lies
@@ -141,7 +141,7 @@ class ResidualBlock(nn.Module):
         """
         up = self.up_weight(up, lo, hi)
         b, k = h.shape[:2]
-        products = _batched(up.reshape(k, -1).t(), h.reshape(b, k, -1))
+        products = _batched(up.reshape(k, -1).t(), flat_channels(h))
         return products.view(b, up.shape[1], *up.shape[2:], *h.shape[2:])
 
     def chunks(self) -> Iterator[tuple[int, int]]:
@@ -236,7 +236,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         dL/dU = sum_b h_b dL/dP_b^T, with U the chunk's weight as (k, 2 m prod(patch)).
         """
         b, k = h.shape[:2]
-        flat_h = h.reshape(b, k, -1)
+        flat_h = flat_channels(h)
         grad_h: Tensor | None = None
         values_grads: list[Tensor] = []
         gates_grads: list[Tensor] = []
@@ -247,9 +247,9 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
             weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
             flat_buf = buf.view(b, weight[0].numel(), -1)
-            weight_t = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1)
-            with _conv_gemm_label():
-                grad_h = torch.bmm(weight_t, flat_buf) if grad_h is None else grad_h.baddbmm_(weight_t, flat_buf)
+            weight_t, rows = weight.reshape(k, -1).t().to(flat_buf.dtype).expand(b, -1, -1), flat_buf.transpose(1, 2)
+            with _conv_gemm_label():  # channels last, as h
+                grad_h = torch.bmm(rows, weight_t) if grad_h is None else grad_h.baddbmm_(rows, weight_t)
             if want_up:
                 with _conv_gemm_label():
                     pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
@@ -258,7 +258,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             del buf, flat_buf
         assert grad_h is not None
         grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
-        return grad_h.view_as(h), grad_up
+        return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
 
 
 def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
@@ -300,6 +300,16 @@ def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
 def _conv_gemm_label() -> contextlib.AbstractContextManager:
     """The profiler label of a convolution run as a GEMM; nothing when no profiler runs (it costs ~4 us)."""
     return record_function(CONV_GEMM) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
+
+
+def flat_channels(t: Tensor) -> Tensor:
+    """(B, C, *spatial) as a (B, C, N) view when its layout is contiguous or channels last, else a copy."""
+    if t.is_contiguous():
+        return t.view(t.shape[0], t.shape[1], -1)
+    last = t.movedim(1, -1)
+    return (
+        last.view(t.shape[0], -1, t.shape[1]).transpose(1, 2) if last.is_contiguous() else t.reshape(*t.shape[:2], -1)
+    )
 
 
 def _halves(n: int) -> tuple[tuple[int, int], ...]:
