@@ -12,6 +12,7 @@ from irecon.invertible.coupling import (
     patch_major,
     weight_grads,
 )
+from irecon.memory.meters import StorageTracker
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 6, 13, 11)), (3, (1, 6, 3, 9, 7))])
@@ -108,3 +109,20 @@ def test_weight_grads_equal_autograd(name: str) -> None:
         assert (found[id(leaf)] - expected).abs().max() <= 1e-12 * max(1.0, expected.abs().max().item())
     if name.startswith("conv"):
         assert parametrize.is_parametrized(conv, "weight") and conv.parametrizations.weight[0].dim == 0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_coupling_backward_holds_one_output_chunk_at_a_time(stride: int) -> None:
+    """Backward's transient peak: the three hidden activations and one chunk of G's output (plus small tensors)."""
+    torch.manual_seed(4)
+    coupling = AdditiveCoupling(16, hidden=4, stride=stride)
+    y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
+    with StorageTracker(device="cpu") as tracker:
+        tracker.track(coupling, y, grad)
+        base = tracker.memory_allocated()
+        tracker.reset_peak_memory_stats()
+        coupling.backward_(y, grad, ())
+        peak = tracker.max_memory_allocated() - base
+    hidden = 4 * (32 // stride) ** 2 * 4
+    chunk = 2 * 4 * 32 * 32 * 4  # values and gates of 4 of the 8 output channels
+    assert peak <= 3 * hidden + chunk + 8192

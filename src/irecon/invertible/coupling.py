@@ -255,7 +255,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
                     pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
                 gates_grads.append(pulled[:, : hi - lo])
                 values_grads.append(pulled[:, hi - lo :])
-            del buf, flat_buf
+            del buf, flat_buf, rows
         assert grad_h is not None
         grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
         return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
