@@ -325,15 +325,12 @@ def _batched(m: Tensor, x: Tensor) -> Tensor:
 
 
 def patch_major(x: Tensor, patch: Sequence[int]) -> Tensor:
-    """View of x (B, c, *size) as (B, c, *patch, *low) over the pixels a kernel = stride = patch conv covers."""
-    m = len(patch)
-    if all(p == 1 for p in patch):
-        return x.view(*x.shape[:2], *patch, *x.shape[2:])
-    for i, p in enumerate(patch):
-        low = x.shape[2 + 2 * i] // p
-        x = x.narrow(2 + 2 * i, 0, low * p) if low * p != x.shape[2 + 2 * i] else x
-        x = x.unflatten(2 + 2 * i, (low, p))
-    return x.permute(0, 1, *(3 + 2 * i for i in range(m)), *(2 + 2 * i for i in range(m)))
+    """View of x (B, c, *size) as (B, c, *patch, *low) over the pixels a kernel = stride = patch conv covers
+    (one ``as_strided``: the chunk loops call this on every chunk)."""
+    size, strides = x.shape[2:], x.stride()[2:]
+    low = [s // p for s, p in zip(size, patch)]
+    coarse = [s * p for s, p in zip(strides, patch)]
+    return x.as_strided((*x.shape[:2], *patch, *low), (*x.stride()[:2], *strides, *coarse), x.storage_offset())
 
 
 def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:
