@@ -126,3 +126,12 @@ def test_coupling_backward_holds_one_output_chunk_at_a_time(stride: int) -> None
     hidden = 4 * (32 // stride) ** 2 * 4
     chunk = 2 * 4 * 32 * 32 * 4  # values and gates of 4 of the 8 output channels
     assert peak <= 3 * hidden + chunk + 8192
+
+
+def test_op_parameters_are_the_module_parameters() -> None:
+    coupling = AdditiveCoupling(6, hidden=4, stride=2)
+    assert {id(p) for p in coupling.op_parameters} == {id(p) for p in coupling.parameters()}
+    assert len(coupling.op_parameters) == len(list(coupling.parameters()))
+    for conv in (coupling.block.down, coupling.block.mix, coupling.block.up):
+        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    assert {id(p) for p in coupling.op_parameters} == {id(p) for p in coupling.parameters()}

@@ -168,7 +168,10 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
 
     @property
     def op_parameters(self) -> tuple[Tensor, ...]:
-        return tuple(self.parameters())
+        """Each conv's bias and the tensors its weight comes from, read directly (``parameters()`` walks the
+        modules: the engine asks twice per step and op)."""
+        convs = (self.block.down, self.block.mix, self.block.up)
+        return tuple(t for conv in convs for t in (conv.bias, *_weight_originals(conv)) if t is not None)
 
     def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
         x1, x2 = x[:, : self.split], x[:, self.split :]
@@ -195,19 +198,21 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """G differentiated by hand, no autograd graph: the up conv and GLU (:meth:`_up_backward_`), the 3x3
         conv (one ``convolution_backward``), the patchify conv, then each weight norm (:func:`weight_grads`)."""
-        params = self.op_parameters
         block = self.block
+        convs = (block.down, block.mix, block.up)
+        sources = [_weight_originals(conv) for conv in convs]
+        wanted = [any(t.requires_grad for t in ts) for ts in sources]
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
         with torch.no_grad():
             w = block.weights()
             h0 = F.relu(block.down_conv(y1, w), inplace=True)
             h = block.mix_conv(h0, w)
-            grad_h, grad_up = self._up_backward_(h, w.up, y2, g2, _weight_wanted(block.up))
+            grad_h, grad_up = self._up_backward_(h, w.up, y2, g2, wanted[2])
             torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)  # ReLU, in place
             del h
             mix_bias = block.mix.bias
-            mask = [True, _weight_wanted(block.mix), mix_bias is not None and mix_bias.requires_grad]
+            mask = [True, wanted[1], mix_bias is not None and mix_bias.requires_grad]
             m = h0.dim() - 2
             grad_h0, grad_mix, grad_mix_bias = torch.ops.aten.convolution_backward(
                 grad_h, h0, w.mix.to(grad_h.dtype), None, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
@@ -221,10 +226,10 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
                 found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
             if grad_mix_bias is not None and mix_bias is not None:
                 found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
-            for conv, grad_w in ((block.down, grad_down), (block.mix, grad_mix), (block.up, grad_up)):
-                if grad_w is not None and _weight_wanted(conv):
+            for conv, grad_w, want in zip(convs, (grad_down, grad_mix, grad_up), wanted):
+                if grad_w is not None and want:
                     found.update(weight_grads(conv, grad_w))
-        return tuple(found.get(id(p)) if p.requires_grad else None for p in params), ()
+        return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
     @torch.no_grad()
     def _up_backward_(
@@ -267,11 +272,6 @@ def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
         return (conv.weight,)
     plist = conv.parametrizations.weight
     return (plist.original0, plist.original1) if hasattr(plist, "original0") else (plist.original,)
-
-
-def _weight_wanted(conv: nn.Module) -> bool:
-    """Whether any tensor the conv's weight is computed from requires grad."""
-    return any(t.requires_grad for t in _weight_originals(conv))
 
 
 def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
