@@ -90,8 +90,8 @@ class ResidualBlock(nn.Module):
         weight, rows = w.down.reshape(-1, c).t(), x1.reshape(b, c, -1).transpose(1, 2)
         with _conv_gemm_label():
             h = torch.bmm(rows, weight.expand(b, -1, -1))
-        if w.down_bias is not None:  # faster than baddbmm's copy of the expanded bias, in this layout
-            h.add_(w.down_bias)
+            if w.down_bias is not None:  # faster than baddbmm's copy of the expanded bias, in this layout
+                h.add_(w.down_bias)
         return h.view(b, *x1.shape[2:], -1).movedim(-1, 1)
 
     def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
@@ -223,7 +223,10 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             found: dict[int, Tensor] = {}
             down_bias = block.down.bias
             if down_bias is not None and down_bias.requires_grad:
-                found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
+                with (
+                    _conv_gemm_label()
+                ):  # the patchify conv's bias gradient (inside convolution_backward for torch's convs)
+                    found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
             if grad_mix_bias is not None and mix_bias is not None:
                 found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
             for conv, grad_w, want in zip(convs, (grad_down, grad_mix, grad_up), wanted):
