@@ -3,8 +3,10 @@
 G: strided "patchify" conv (kernel = stride = d) -> ReLU -> 3x3 (3x3x3) conv -> ReLU -> transposed
 conv back to the input size -> GLU, all weight-normed. In 3-D the stride is (1, d, d): slices are
 never downsampled. Because y1 = x1, G evaluated at the output gives both the inverse and the
-vector-Jacobian product, so the memory-free backward evaluates G once per layer (on detached
-aliases of its weights, so hooks on them run only when the engine returns their gradients).
+vector-Jacobian product, so the memory-free backward evaluates G once per layer and differentiates
+it by hand, without an autograd graph (one ``convolution_backward`` for the 3x3 conv, GEMMs for the
+others, the weight norms' gradients by formula); parameter hooks run only when the engine returns
+the gradients. G's hidden activations are channels last: the 3x3 conv's backward runs ~2x faster.
 
 The in-place paths compute each weight once per call and run the transposed conv and the GLU in
 ``glu_chunks`` groups of output channels, so G's full-resolution output is never whole in memory.
@@ -29,7 +31,7 @@ from torch.profiler import record_function
 from irecon.invertible.engine import Grads, InvertibleOp
 
 CONV_GEMM = "irecon::conv_gemm"
-"""Profiler label of the GEMMs that compute G's patchify and transposed convolutions (benchmarks/engine.py)."""
+"""Profiler label of the GEMMs (and bias terms) that compute G's patchify and transposed convolutions (benchmarks/engine.py)."""
 
 
 class BlockWeights(NamedTuple):
