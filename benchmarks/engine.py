@@ -6,8 +6,9 @@ under plain autograd), and ``official`` (the official i-RIM form: no output head
 on the state's two image channels, memory-free). Each form of each tree runs in its own worker
 process; the workers take turns step by step, so every measurement sees the same machine load, and
 the report gives medians and ratios of medians. Each worker then profiles one step (torch.profiler,
-self CPU time; ``--profile-steps N``: N steps together, per-step means): total, share of the convolution kernels (torch's conv ops, plus
-the GEMMs irecon runs as convolutions under the ``irecon::conv_gemm`` label), top ops, and the
+self CPU time; ``--profile-steps N``: N steps together, per-step means): total, share of the
+convolution kernels (torch's conv ops, plus the GEMMs irecon runs as convolutions under the
+``irecon::conv_gemm`` label), top ops, and the
 ``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
 copy the result onto the same tensor: no data moves).
 
