@@ -135,3 +135,11 @@ def test_op_parameters_are_the_module_parameters() -> None:
     for conv in (coupling.block.down, coupling.block.mix, coupling.block.up):
         parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
     assert {id(p) for p in coupling.op_parameters} == {id(p) for p in coupling.parameters()}
+
+
+def test_coupling_backward_runs_shapes_only_on_meta() -> None:
+    """The planner's shapes-only runs differentiate the coupling on the meta device."""
+    coupling = AdditiveCoupling(6, hidden=4, stride=2).to("meta")
+    y, grad = torch.empty(1, 6, 9, 10, device="meta"), torch.empty(1, 6, 9, 10, device="meta")
+    param_grads, _ = coupling.backward_(y, grad, ())
+    assert [g.shape for g in param_grads] == [p.shape for p in coupling.op_parameters]

@@ -218,8 +218,9 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             mix_bias = block.mix.bias
             mask = [True, wanted[1], mix_bias is not None and mix_bias.requires_grad]
             m = h0.dim() - 2
+            bias_sizes = None if mix_bias is None else [mix_bias.shape[0]]  # the meta kernel needs them
             grad_h0, grad_mix, grad_mix_bias = torch.ops.aten.convolution_backward(
-                grad_h, h0, w.mix.to(grad_h.dtype), None, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
+                grad_h, h0, w.mix.to(grad_h.dtype), bias_sizes, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
             )
             del grad_h
             torch.ops.aten.threshold_backward.grad_input(grad_h0, h0, 0, grad_input=grad_h0)
