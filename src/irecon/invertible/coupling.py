@@ -68,6 +68,9 @@ class ResidualBlock(nn.Module):
         self.n_out = n_out
         self.glu_chunks = max(1, min(glu_chunks, n_out))
         self.conv_fn = F.conv2d if dims == 2 else F.conv3d
+        # hidden activations channels last in 2-D; in 3-D the CPU convs return NCDHW whatever the weights' layout
+        # while the meta kernels follow the weights, so the shapes-only planner would count other bytes
+        self.channels_last = dims == 2
         self.down = weight_norm(conv(n_in, hidden, kernel_size=self.patch, stride=self.patch))
         self.mix = weight_norm(conv(hidden, hidden, kernel_size=3, padding=1))
         self.up = weight_norm(conv_t(hidden, 2 * n_out, kernel_size=self.patch, stride=self.patch, bias=False))
@@ -75,11 +78,11 @@ class ResidualBlock(nn.Module):
     def weights(self, swap: Mapping[int, Tensor] | None = None) -> BlockWeights:
         """Every weight computed once; ``swap`` maps parameter ids to the tensors to use instead."""
         swap = swap or {}
-        last = torch.channels_last if len(self.patch) == 2 else torch.channels_last_3d
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         return BlockWeights(
-            conv_weight(self.down, swap).contiguous(memory_format=last),
+            conv_weight(self.down, swap).contiguous(memory_format=layout),
             None if self.down.bias is None else swap.get(id(self.down.bias), self.down.bias),
-            conv_weight(self.mix, swap).contiguous(memory_format=last),
+            conv_weight(self.mix, swap).contiguous(memory_format=layout),
             None if self.mix.bias is None else swap.get(id(self.mix.bias), self.mix.bias),
             conv_weight(self.up, swap),
         )
@@ -89,9 +92,15 @@ class ResidualBlock(nn.Module):
         if any(p != 1 for p in self.patch):
             return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
         b, c = x1.shape[:2]
-        weight, rows = w.down.reshape(-1, c).t(), x1.reshape(b, c, -1).transpose(1, 2)
+        weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
+        if not self.channels_last:
+            with _conv_gemm_label():
+                if w.down_bias is None:
+                    return torch.bmm(weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
+                bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+                return torch.baddbmm(bias, weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
         with _conv_gemm_label():
-            h = torch.bmm(rows, weight.expand(b, -1, -1))
+            h = torch.bmm(flat.transpose(1, 2), weight.t().expand(b, -1, -1))
             if w.down_bias is not None:  # faster than baddbmm's copy of the expanded bias, in this layout
                 h.add_(w.down_bias)
         return h.view(b, *x1.shape[2:], -1).movedim(-1, 1)
@@ -260,18 +269,22 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
             weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
             flat_buf = buf.view(b, weight[0].numel(), -1)
-            weight_t, rows = weight.reshape(k, -1).t().to(flat_buf.dtype).expand(b, -1, -1), flat_buf.transpose(1, 2)
-            with _conv_gemm_label():  # channels last, as h
-                grad_h = torch.bmm(rows, weight_t) if grad_h is None else grad_h.baddbmm_(rows, weight_t)
+            left, right = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf
+            if self.block.channels_last:  # (B, N, k) rows, the layout of h
+                left, right = right.transpose(1, 2), left.transpose(1, 2)
+            with _conv_gemm_label():
+                grad_h = torch.bmm(left, right) if grad_h is None else grad_h.baddbmm_(left, right)
             if want_up:
                 with _conv_gemm_label():
                     pulled = torch.bmm(flat_buf, flat_h.transpose(1, 2)).sum(0).t().reshape(weight.shape)
                 gates_grads.append(pulled[:, : hi - lo])
                 values_grads.append(pulled[:, hi - lo :])
-            del buf, flat_buf, rows
+            del buf, flat_buf, left, right
         assert grad_h is not None
         grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
-        return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
+        if self.block.channels_last:
+            return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
+        return grad_h.view_as(h), grad_up
 
 
 def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
