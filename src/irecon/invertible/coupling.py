@@ -6,7 +6,8 @@ never downsampled. Because y1 = x1, G evaluated at the output gives both the inv
 vector-Jacobian product, so the memory-free backward evaluates G once per layer and differentiates
 it by hand, without an autograd graph (one ``convolution_backward`` for the 3x3 conv, GEMMs for the
 others, the weight norms' gradients by formula); parameter hooks run only when the engine returns
-the gradients. G's hidden activations are channels last: the 3x3 conv's backward runs ~2x faster.
+the gradients. In 2-D, G's hidden activations are channels last (the 3x3 conv's backward ran ~2x
+faster on them).
 
 The in-place paths compute each weight once per call and run the transposed conv and the GLU in
 ``glu_chunks`` groups of output channels, so G's full-resolution output is never whole in memory.
@@ -31,7 +32,8 @@ from torch.profiler import record_function
 from irecon.invertible.engine import Grads, InvertibleOp
 
 CONV_GEMM = "irecon::conv_gemm"
-"""Profiler label of the GEMMs (and bias terms) that compute G's patchify and transposed convolutions (benchmarks/engine.py)."""
+"""Profiler label of the GEMMs (and their bias terms) that compute G's patchify and transposed convolutions
+(benchmarks/engine.py)."""
 
 
 class BlockWeights(NamedTuple):
@@ -237,9 +239,8 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             found: dict[int, Tensor] = {}
             down_bias = block.down.bias
             if down_bias is not None and down_bias.requires_grad:
-                with (
-                    _conv_gemm_label()
-                ):  # the patchify conv's bias gradient (inside convolution_backward for torch's convs)
+                # the patchify conv's bias gradient (torch's convolution_backward computes it inside the conv op)
+                with _conv_gemm_label():
                     found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
             if grad_mix_bias is not None and mix_bias is not None:
                 found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
