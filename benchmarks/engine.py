@@ -5,9 +5,10 @@ preset: ``memory-free`` (the default engine, loss on the output image), ``plain`
 under plain autograd), and ``official`` (the official i-RIM form: no output head, ``run_state``, MSE
 on the state's two image channels, memory-free). Each form of each tree runs in its own worker
 process; the workers take turns step by step, so every measurement sees the same machine load, and
-the report gives medians and ratios of medians. Each worker then profiles one step
-(torch.profiler, self CPU time): total, share of the convolution kernels (torch's conv ops, plus
-the GEMMs irecon runs as convolutions under the ``irecon::conv_gemm`` label), top ops, and the
+the report gives medians and ratios of medians. Each worker then profiles one step (torch.profiler,
+self CPU time; ``--profile-steps N``: N steps together, per-step means): total, share of the
+convolution kernels (torch's conv ops, plus the GEMMs irecon runs as convolutions under the
+``irecon::conv_gemm`` label), top ops, and the
 ``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
 copy the result onto the same tensor: no data moves).
 
@@ -83,12 +84,13 @@ class Stepper:
         self.optimizer.step()
         return time.perf_counter() - start
 
-    def profile(self, top: int) -> dict:
-        """Self CPU time of one step: total, convolution share, top ops, state-sized copies."""
+    def profile(self, top: int, steps: int = 1) -> dict:
+        """Self CPU time per step over ``steps`` steps: total, convolution share, top ops, state-sized copies."""
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            self.step()
+            for _ in range(steps):
+                self.step()
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         conv = sum(e.self_cpu_time_total for e in events if _is_conv(e.key))
@@ -103,12 +105,12 @@ class Stepper:
         ]
         ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
         return {
-            "total_ms": total / 1e3,
+            "total_ms": total / 1e3 / steps,
             "conv_share": conv / total,
             "conv_gemm_share": gemm / total,
-            "top": [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in ranked],
-            "state_copies": len(copies),
-            "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3,
+            "top": [(e.key, e.self_cpu_time_total / 1e3 / steps, e.count // steps) for e in ranked],
+            "state_copies": len(copies) // steps,
+            "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3 / steps,
         }
 
 
@@ -141,7 +143,7 @@ def worker(args: argparse.Namespace) -> None:
         if command == "step":
             print(json.dumps({"seconds": stepper.step()}), flush=True)
         elif command == "profile":
-            print(json.dumps(stepper.profile(args.top)), flush=True)
+            print(json.dumps(stepper.profile(args.top, args.profile_steps)), flush=True)
 
 
 class Worker:
@@ -152,6 +154,7 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=str(tree / "src"))
         command = [sys.executable, __file__, "--worker", form, "--model", args.model, "--batch", str(args.batch)]
         command += ["--size", *map(str, args.size), "--threads", str(args.threads), "--top", str(args.top)]
+        command += ["--profile-steps", str(args.profile_steps)]
         command += ["--steps", str(args.steps)] if args.steps else []
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.times: list[float] = []
@@ -198,7 +201,7 @@ def compare(args: argparse.Namespace) -> None:
     for w in workers:
         p = w.ask("profile")
         print(
-            f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU, convolutions "
+            f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU (mean of {args.profile_steps}), convolutions "
             f"{100 * (p['conv_share'] + p['conv_gemm_share']):.1f}% ({100 * p['conv_share']:.1f}% conv ops + "
             f"{100 * p['conv_gemm_share']:.1f}% convs run as GEMMs), "
             f"state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
@@ -239,6 +242,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--profile-steps", type=int, default=1, help="steps profiled together (one step varies)")
     parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
     parser.add_argument("--baseline", help="another irecon tree (its src/ is imported), e.g. a git worktree")
     parser.add_argument("--round-trip", type=int, nargs="*", metavar="STEPS", help="also the round trip at these T")

@@ -3,6 +3,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import InvertibleOp
@@ -47,6 +48,28 @@ def coupling_3d() -> Case:
     return op, torch.randn(1, 6, 3, 8, 6, dtype=torch.float64), _data(1, (3, 8, 6), batch=1)
 
 
+def coupling_stride_1() -> Case:
+    op = AdditiveCoupling(6, hidden=4, stride=1).double()
+    return op, torch.randn(2, 6, 7, 5, dtype=torch.float64), _data(1, (7, 5))
+
+
+def coupling_partly_frozen() -> Case:
+    """Some weight-norm tensors and a bias frozen: only the others get gradients."""
+    op, x, data = coupling_2d()
+    block = op.block
+    for t in (block.mix.parametrizations.weight.original0, block.down.bias, block.up.parametrizations.weight.original1):
+        t.requires_grad_(False)
+    return op, x, data
+
+
+def coupling_plain_weights() -> Case:
+    """The block's weight norms baked into plain weights (as deploy's plain_model does)."""
+    op, x, data = coupling_2d()
+    for conv in (op.block.down, op.block.mix, op.block.up):
+        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    return op, x, data
+
+
 def data_consistency(coils: int, multiplicity: int, spatial: tuple[int, ...]) -> Callable[[], Case]:
     def make() -> Case:
         image_channels = 2 * coils * multiplicity
@@ -68,6 +91,9 @@ CASES = {
     "householder-fused-three": fused_householder(False, True, True),
     "coupling-2d": coupling_2d,
     "coupling-3d": coupling_3d,
+    "coupling-stride-1": coupling_stride_1,
+    "coupling-partly-frozen": coupling_partly_frozen,
+    "coupling-plain-weights": coupling_plain_weights,
     "dc-single-coil": data_consistency(1, 1, (9, 8)),
     "dc-multi-coil": data_consistency(3, 2, (9, 8)),
     "dc-3d": data_consistency(2, 1, (3, 8, 6)),

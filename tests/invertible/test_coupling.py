@@ -1,7 +1,18 @@
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
 
-from irecon.invertible.coupling import AdditiveCoupling, ResidualBlock, patch_image, patch_major
+from irecon.invertible.coupling import (
+    AdditiveCoupling,
+    ResidualBlock,
+    conv_weight,
+    patch_image,
+    patch_major,
+    weight_grads,
+)
+from irecon.memory.meters import StorageTracker
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 6, 13, 11)), (3, (1, 6, 3, 9, 7))])
@@ -70,3 +81,65 @@ def test_up_products_equal_the_transposed_conv(dims: int, shape: tuple[int, ...]
     state = torch.zeros(shape[0], 2, *shape[2:], dtype=torch.float64)
     patch_major(state, block.patch).copy_(chunk[:, :2])
     assert torch.allclose(state, reference[:, 1:3], atol=1e-13)
+
+
+WEIGHT_NORMED = {
+    "conv2d": lambda: weight_norm(nn.Conv2d(3, 4, 3)),
+    "conv3d": lambda: weight_norm(nn.Conv3d(3, 4, (1, 2, 2))),
+    "conv-transpose2d": lambda: weight_norm(nn.ConvTranspose2d(4, 6, 2, stride=2)),
+    "conv-transpose3d": lambda: weight_norm(nn.ConvTranspose3d(4, 6, (1, 2, 2))),
+    "norm-over-dim-1": lambda: weight_norm(nn.ConvTranspose2d(4, 6, 2), dim=1),
+    "whole-tensor-norm": lambda: weight_norm(nn.Conv2d(3, 4, 3), dim=None),
+    "plain": lambda: nn.Conv2d(3, 4, 3),
+}
+
+
+@pytest.mark.parametrize("name", WEIGHT_NORMED)
+def test_weight_grads_equal_autograd(name: str) -> None:
+    """The hand weight-norm gradient (and the autograd fallback for other norms) against autograd, float64."""
+    torch.manual_seed(3)
+    conv = WEIGHT_NORMED[name]().double()
+    grad_w = torch.randn_like(conv_weight(conv, {}))
+    leaves = [p for n, p in conv.named_parameters() if "bias" not in n]
+    reference = torch.autograd.grad(conv_weight(conv, {}), leaves, grad_w)
+    found = weight_grads(conv, grad_w)
+    assert len(found) == len(leaves)
+    for leaf, expected in zip(leaves, reference):
+        assert found[id(leaf)].shape == leaf.shape
+        assert (found[id(leaf)] - expected).abs().max() <= 1e-12 * max(1.0, expected.abs().max().item())
+    if name.startswith("conv"):
+        assert parametrize.is_parametrized(conv, "weight") and conv.parametrizations.weight[0].dim == 0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_coupling_backward_holds_one_output_chunk_at_a_time(stride: int) -> None:
+    """Backward's transient peak: the three hidden activations and one chunk of G's output (plus small tensors)."""
+    torch.manual_seed(4)
+    coupling = AdditiveCoupling(16, hidden=4, stride=stride)
+    y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
+    with StorageTracker(device="cpu") as tracker:
+        tracker.track(coupling, y, grad)
+        base = tracker.memory_allocated()
+        tracker.reset_peak_memory_stats()
+        coupling.backward_(y, grad, ())
+        peak = tracker.max_memory_allocated() - base
+    hidden = 4 * (32 // stride) ** 2 * 4
+    chunk = 2 * 4 * 32 * 32 * 4  # values and gates of 4 of the 8 output channels
+    assert peak <= 3 * hidden + chunk + 8192
+
+
+def test_op_parameters_are_the_module_parameters() -> None:
+    coupling = AdditiveCoupling(6, hidden=4, stride=2)
+    assert {id(p) for p in coupling.op_parameters} == {id(p) for p in coupling.parameters()}
+    assert len(coupling.op_parameters) == len(list(coupling.parameters()))
+    for conv in (coupling.block.down, coupling.block.mix, coupling.block.up):
+        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    assert {id(p) for p in coupling.op_parameters} == {id(p) for p in coupling.parameters()}
+
+
+def test_coupling_backward_runs_shapes_only_on_meta() -> None:
+    """The planner's shapes-only runs differentiate the coupling on the meta device."""
+    coupling = AdditiveCoupling(6, hidden=4, stride=2).to("meta")
+    y, grad = torch.empty(1, 6, 9, 10, device="meta"), torch.empty(1, 6, 9, 10, device="meta")
+    param_grads, _ = coupling.backward_(y, grad, ())
+    assert [g.shape for g in param_grads] == [p.shape for p in coupling.op_parameters]

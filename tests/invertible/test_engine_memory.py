@@ -21,9 +21,10 @@ def _training_peak(steps: int, memory_free: bool, keep_steps: bool = False) -> t
 
 
 def test_memory_free_peak_grows_only_by_parameter_gradients() -> None:
+    """At most by them: the peak may come early in backward, before every gradient exists."""
     peak_l, grads_l = _training_peak(2, memory_free=True)
     peak_4l, grads_4l = _training_peak(8, memory_free=True)
-    assert peak_4l - peak_l == grads_4l - grads_l
+    assert 0 <= peak_4l - peak_l <= grads_4l - grads_l
 
 
 def test_plain_autograd_grows_with_depth() -> None:

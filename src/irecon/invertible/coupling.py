@@ -3,8 +3,11 @@
 G: strided "patchify" conv (kernel = stride = d) -> ReLU -> 3x3 (3x3x3) conv -> ReLU -> transposed
 conv back to the input size -> GLU, all weight-normed. In 3-D the stride is (1, d, d): slices are
 never downsampled. Because y1 = x1, G evaluated at the output gives both the inverse and the
-vector-Jacobian product, so the memory-free backward evaluates G once per layer (on detached
-aliases of its weights, so hooks on them run only when the engine returns their gradients).
+vector-Jacobian product, so the memory-free backward evaluates G once per layer and differentiates
+it by hand, without an autograd graph (one ``convolution_backward`` for the 3x3 conv, GEMMs for the
+others, the weight norms' gradients by formula); parameter hooks run only when the engine returns
+the gradients. In 2-D, G's hidden activations are channels last (the 3x3 conv's backward ran ~2x
+faster on them).
 
 The in-place paths compute each weight once per call and run the transposed conv and the GLU in
 ``glu_chunks`` groups of output channels, so G's full-resolution output is never whole in memory.
@@ -23,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import weight_norm
+from torch.nn.utils.parametrizations import _WeightNorm, weight_norm
 from torch.profiler import record_function
 
 from irecon.invertible.engine import Grads, InvertibleOp
 
 CONV_GEMM = "irecon::conv_gemm"
-"""Profiler label of the GEMMs that compute G's patchify and transposed convolutions (benchmarks/engine.py)."""
+"""Profiler label of the GEMMs (and their bias terms) that compute G's patchify and transposed convolutions
+(benchmarks/engine.py)."""
 
 
 class BlockWeights(NamedTuple):
@@ -44,10 +48,10 @@ class BlockWeights(NamedTuple):
 
 def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
     """The conv's weight, through its weight-norm parametrization if any; ``swap`` replaces tensors by id."""
+    originals = _weight_originals(conv)
     if not parametrize.is_parametrized(conv, "weight"):
-        return swap.get(id(conv.weight), conv.weight)
+        return swap.get(id(originals[0]), originals[0])
     plist = conv.parametrizations.weight
-    originals = (plist.original0, plist.original1) if hasattr(plist, "original0") else (plist.original,)
     value = plist[0](*(swap.get(id(t), t) for t in originals))
     for extra in list(plist)[1:]:
         value = extra(value)
@@ -66,6 +70,9 @@ class ResidualBlock(nn.Module):
         self.n_out = n_out
         self.glu_chunks = max(1, min(glu_chunks, n_out))
         self.conv_fn = F.conv2d if dims == 2 else F.conv3d
+        # hidden activations channels last in 2-D; in 3-D the CPU convs return NCDHW whatever the weights' layout
+        # while the meta kernels follow the weights, so the shapes-only planner would count other bytes
+        self.channels_last = dims == 2
         self.down = weight_norm(conv(n_in, hidden, kernel_size=self.patch, stride=self.patch))
         self.mix = weight_norm(conv(hidden, hidden, kernel_size=3, padding=1))
         self.up = weight_norm(conv_t(hidden, 2 * n_out, kernel_size=self.patch, stride=self.patch, bias=False))
@@ -73,10 +80,11 @@ class ResidualBlock(nn.Module):
     def weights(self, swap: Mapping[int, Tensor] | None = None) -> BlockWeights:
         """Every weight computed once; ``swap`` maps parameter ids to the tensors to use instead."""
         swap = swap or {}
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         return BlockWeights(
-            conv_weight(self.down, swap),
+            conv_weight(self.down, swap).contiguous(memory_format=layout),
             None if self.down.bias is None else swap.get(id(self.down.bias), self.down.bias),
-            conv_weight(self.mix, swap),
+            conv_weight(self.mix, swap).contiguous(memory_format=layout),
             None if self.mix.bias is None else swap.get(id(self.mix.bias), self.mix.bias),
             conv_weight(self.up, swap),
         )
@@ -87,12 +95,17 @@ class ResidualBlock(nn.Module):
             return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
         b, c = x1.shape[:2]
         weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
-        if w.down_bias is None:
-            return _batched(weight, flat).view(b, -1, *x1.shape[2:])
-        bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+        if not self.channels_last:
+            with _conv_gemm_label():
+                if w.down_bias is None:
+                    return torch.bmm(weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
+                bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+                return torch.baddbmm(bias, weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
         with _conv_gemm_label():
-            h = torch.baddbmm(bias, weight.expand(b, -1, -1), flat)
-        return h.view(b, -1, *x1.shape[2:])
+            h = torch.bmm(flat.transpose(1, 2), weight.t().expand(b, -1, -1))
+            if w.down_bias is not None:  # faster than baddbmm's copy of the expanded bias, in this layout
+                h.add_(w.down_bias)
+        return h.view(b, *x1.shape[2:], -1).movedim(-1, 1)
 
     def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
         """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
@@ -108,7 +121,7 @@ class ResidualBlock(nn.Module):
         full-size temporary); return dL/d(its weight). ``grad`` is dL/d(its output)."""
         b, k = grad.shape[:2]
         c = x1.shape[1]
-        flat = grad.reshape(b, k, -1)
+        flat = flat_channels(grad)
         weight = down.reshape(k, c, -1).to(flat.dtype)
         in_place = all(p == 1 for p in self.patch) and grad_x1.dtype == flat.dtype
         if in_place:  # the GEMM adds into grad_x1 where it lies
@@ -120,7 +133,9 @@ class ResidualBlock(nn.Module):
             del pulled
         if all(p == 1 for p in self.patch):
             with _conv_gemm_label():
-                return torch.bmm(flat, x1.reshape(b, c, -1).to(flat.dtype).transpose(1, 2)).sum(0).view_as(down)
+                # (c, k) from x1's rows and the channels-last grad's rows (2x faster than the (k, c) product)
+                pulled = torch.bmm(x1.reshape(b, c, -1).to(flat.dtype), flat.transpose(1, 2)).sum(0)
+                return pulled.t().reshape(down.shape)
         m = len(self.patch)
         mask = [False, True, False]
         weight_grad = torch.ops.aten.convolution_backward(
@@ -141,7 +156,7 @@ class ResidualBlock(nn.Module):
         """
         up = self.up_weight(up, lo, hi)
         b, k = h.shape[:2]
-        products = _batched(up.reshape(k, -1).t(), h.reshape(b, k, -1))
+        products = _batched(up.reshape(k, -1).t(), flat_channels(h))
         return products.view(b, up.shape[1], *up.shape[2:], *h.shape[2:])
 
     def chunks(self) -> Iterator[tuple[int, int]]:
@@ -168,7 +183,10 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
 
     @property
     def op_parameters(self) -> tuple[Tensor, ...]:
-        return tuple(self.parameters())
+        """Each conv's bias and the tensors its weight comes from, read directly (``parameters()`` walks the
+        modules: the engine asks twice per step and op)."""
+        convs = (self.block.down, self.block.mix, self.block.up)
+        return tuple(t for conv in convs for t in (conv.bias, *_weight_originals(conv)) if t is not None)
 
     def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
         x1, x2 = x[:, : self.split], x[:, self.split :]
@@ -193,36 +211,43 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
-        """G is differentiated in three parts: the up conv and GLU by hand (:meth:`_up_backward_`), the
-        hidden convs by autograd from the patchify conv's output, the patchify conv by hand."""
-        params = self.op_parameters
-        aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
+        """G differentiated by hand, no autograd graph: the up conv and GLU (:meth:`_up_backward_`), the 3x3
+        conv (one ``convolution_backward``), the patchify conv, then each weight norm (:func:`weight_grads`)."""
+        block = self.block
+        convs = (block.down, block.mix, block.up)
+        sources = [_weight_originals(conv) for conv in convs]
+        wanted = [any(t.requires_grad for t in ts) for ts in sources]
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
-        with torch.enable_grad():
-            w = self.block.weights({id(p): a for p, a in zip(params, aliases)})
         with torch.no_grad():
-            h0 = F.relu(self.block.down_conv(y1, w), inplace=True).requires_grad_()
-        with torch.enable_grad():
-            h = self.block.mix_conv(h0, w)
-        grad_h, grad_up = self._up_backward_(h.detach(), w.up.detach(), y2, g2, w.up.requires_grad)
-        outputs, grad_outputs = ([h, w.up], [grad_h, grad_up]) if grad_up is not None else ([h], [grad_h])
-        inputs = [h0, *(a for a in aliases if a.requires_grad)]
-        grad_h0, *found = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
-        del h, outputs, grad_outputs, grad_h
-        with torch.no_grad():
-            torch.ops.aten.threshold_backward.grad_input(grad_h0, h0.detach(), 0, grad_input=grad_h0)  # ReLU, in place
-        grad_down = self.block.down_backward_(y1, w.down.detach(), grad_h0, g1)
-        if w.down.requires_grad:
-            wanted = [a for a in aliases if a.requires_grad]
-            more = torch.autograd.grad(w.down, wanted, grad_down.to(w.down.dtype), allow_unused=True)
-            found = [a if b is None else b if a is None else a + b for a, b in zip(found, more)]
-        grads = iter(found)
-        result = tuple(next(grads) if a.requires_grad else None for a in aliases)
-        bias_grad = grad_h0.sum([0, *range(2, grad_h0.dim())])
-        return tuple(
-            bias_grad.to(a.dtype) if a is w.down_bias and a.requires_grad else g for a, g in zip(aliases, result)
-        ), ()
+            w = block.weights()
+            h0 = F.relu(block.down_conv(y1, w), inplace=True)
+            h = block.mix_conv(h0, w)
+            grad_h, grad_up = self._up_backward_(h, w.up, y2, g2, wanted[2])
+            torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)  # ReLU, in place
+            del h
+            mix_bias = block.mix.bias
+            mask = [True, wanted[1], mix_bias is not None and mix_bias.requires_grad]
+            m = h0.dim() - 2
+            bias_sizes = None if mix_bias is None else [mix_bias.shape[0]]  # the meta kernel needs them
+            grad_h0, grad_mix, grad_mix_bias = torch.ops.aten.convolution_backward(
+                grad_h, h0, w.mix.to(grad_h.dtype), bias_sizes, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
+            )
+            del grad_h
+            torch.ops.aten.threshold_backward.grad_input(grad_h0, h0, 0, grad_input=grad_h0)
+            grad_down = block.down_backward_(y1, w.down, grad_h0, g1)
+            found: dict[int, Tensor] = {}
+            down_bias = block.down.bias
+            if down_bias is not None and down_bias.requires_grad:
+                # the patchify conv's bias gradient (torch's convolution_backward computes it inside the conv op)
+                with _conv_gemm_label():
+                    found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
+            if grad_mix_bias is not None and mix_bias is not None:
+                found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
+            for conv, grad_w, want in zip(convs, (grad_down, grad_mix, grad_up), wanted):
+                if grad_w is not None and want:
+                    found.update(weight_grads(conv, grad_w))
+        return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
     @torch.no_grad()
     def _up_backward_(
@@ -234,7 +259,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         dL/dU = sum_b h_b dL/dP_b^T, with U the chunk's weight as (k, 2 m prod(patch)).
         """
         b, k = h.shape[:2]
-        flat_h = h.reshape(b, k, -1)
+        flat_h = flat_channels(h)
         grad_h: Tensor | None = None
         values_grads: list[Tensor] = []
         gates_grads: list[Tensor] = []
@@ -245,23 +270,68 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
             _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
             weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
             flat_buf = buf.view(b, weight[0].numel(), -1)
-            weight_t = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1)
+            left, right = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf
+            if self.block.channels_last:  # (B, N, k) rows, the layout of h
+                left, right = right.transpose(1, 2), left.transpose(1, 2)
             with _conv_gemm_label():
-                grad_h = torch.bmm(weight_t, flat_buf) if grad_h is None else grad_h.baddbmm_(weight_t, flat_buf)
+                grad_h = torch.bmm(left, right) if grad_h is None else grad_h.baddbmm_(left, right)
             if want_up:
                 with _conv_gemm_label():
-                    pulled = torch.bmm(flat_h, flat_buf.transpose(1, 2)).sum(0).view_as(weight)
+                    pulled = torch.bmm(flat_buf, flat_h.transpose(1, 2)).sum(0).t().reshape(weight.shape)
                 gates_grads.append(pulled[:, : hi - lo])
                 values_grads.append(pulled[:, hi - lo :])
-            del buf, flat_buf
+            del buf, flat_buf, left, right
         assert grad_h is not None
         grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
+        if self.block.channels_last:
+            return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
         return grad_h.view_as(h), grad_up
+
+
+def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
+    """The leaf tensors the conv's weight is computed from (a weight norm's g and v, or the weight itself)."""
+    if not parametrize.is_parametrized(conv, "weight"):
+        return (conv.weight,)
+    plist = conv.parametrizations.weight
+    return (plist.original0, plist.original1) if hasattr(plist, "original0") else (plist.original,)
+
+
+def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
+    """dL/d(each tensor the conv's weight comes from), keyed by id, from dL/dweight; a dim-0 weight norm
+    w = g v / ||v|| by hand (dL/dg = <G, v> / ||v||, dL/dv = g / ||v|| (G - dL/dg v / ||v||)), others by autograd."""
+    originals = _weight_originals(conv)
+    if not parametrize.is_parametrized(conv, "weight"):
+        return {id(originals[0]): grad_w.to(originals[0].dtype)}
+    plist = conv.parametrizations.weight
+    if len(plist) == 1 and isinstance(plist[0], _WeightNorm) and plist[0].dim == 0 and len(originals) == 2:
+        g, v = originals
+        grad = grad_w.to(v.dtype)
+        norm = torch.linalg.vector_norm(v.flatten(1), dim=1).view_as(g)
+        grad_g = (grad * v).flatten(1).sum(1).view_as(g).div_(norm)
+        grad_v = torch.addcmul(grad, v, grad_g / norm, value=-1).mul_(g / norm)
+        return {id(g): grad_g, id(v): grad_v}
+    aliases = tuple(t.detach().requires_grad_(t.requires_grad) for t in originals)
+    wanted = [a for a in aliases if a.requires_grad]
+    with torch.enable_grad():
+        value = conv_weight(conv, {id(t): a for t, a in zip(originals, aliases)})
+        found = iter(torch.autograd.grad(value, wanted, grad_w.to(value.dtype), allow_unused=True))
+    grads = {id(t): next(found) for t, a in zip(originals, aliases) if a.requires_grad}
+    return {key: grad for key, grad in grads.items() if grad is not None}
 
 
 def _conv_gemm_label() -> contextlib.AbstractContextManager:
     """The profiler label of a convolution run as a GEMM; nothing when no profiler runs (it costs ~4 us)."""
     return record_function(CONV_GEMM) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
+
+
+def flat_channels(t: Tensor) -> Tensor:
+    """(B, C, *spatial) as a (B, C, N) view when its layout is contiguous or channels last, else a copy."""
+    if t.is_contiguous():
+        return t.view(t.shape[0], t.shape[1], -1)
+    last = t.movedim(1, -1)
+    return (
+        last.view(t.shape[0], -1, t.shape[1]).transpose(1, 2) if last.is_contiguous() else t.reshape(*t.shape[:2], -1)
+    )
 
 
 def _halves(n: int) -> tuple[tuple[int, int], ...]:
@@ -277,15 +347,12 @@ def _batched(m: Tensor, x: Tensor) -> Tensor:
 
 
 def patch_major(x: Tensor, patch: Sequence[int]) -> Tensor:
-    """View of x (B, c, *size) as (B, c, *patch, *low) over the pixels a kernel = stride = patch conv covers."""
-    m = len(patch)
-    if all(p == 1 for p in patch):
-        return x.view(*x.shape[:2], *patch, *x.shape[2:])
-    for i, p in enumerate(patch):
-        low = x.shape[2 + 2 * i] // p
-        x = x.narrow(2 + 2 * i, 0, low * p) if low * p != x.shape[2 + 2 * i] else x
-        x = x.unflatten(2 + 2 * i, (low, p))
-    return x.permute(0, 1, *(3 + 2 * i for i in range(m)), *(2 + 2 * i for i in range(m)))
+    """View of x (B, c, *size) as (B, c, *patch, *low) over the pixels a kernel = stride = patch conv covers
+    (one ``as_strided``: the chunk loops call this on every chunk)."""
+    size, strides = x.shape[2:], x.stride()[2:]
+    low = [s // p for s, p in zip(size, patch)]
+    coarse = [s * p for s, p in zip(strides, patch)]
+    return x.as_strided((*x.shape[:2], *patch, *low), (*x.stride()[:2], *strides, *coarse), x.storage_offset())
 
 
 def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:

@@ -56,7 +56,7 @@ def check_op_contract(op: InvertibleOp, x: Tensor, data: Sequence[Tensor], tol: 
     """transform_ == transform, invert_ undoes transform_, backward_ == the autograd VJP of transform.
 
     Every floating data tensor is differentiated, so ops that ignore the data must return no
-    gradient for it, and backward_ must not run the parameters' hooks (the engine delivers those).
+    gradient for it (nor for frozen parameters), and backward_ must not run the parameters' hooks (the engine delivers those).
     """
     data = tuple(data)
     params = op.op_parameters
@@ -72,10 +72,10 @@ def check_op_contract(op: InvertibleOp, x: Tensor, data: Sequence[Tensor], tol: 
     leaf_x = x.clone().requires_grad_()
     leaf_data = tuple(d.clone().requires_grad_() if d.is_floating_point() or d.is_complex() else d for d in data)
     grad_y = torch.randn_like(y)
-    wanted = (leaf_x, *params, *(d for d in leaf_data if d.requires_grad))
+    wanted = (leaf_x, *(p for p in params if p.requires_grad), *(d for d in leaf_data if d.requires_grad))
     found = iter(torch.autograd.grad(op.transform(leaf_x, leaf_data), wanted, grad_y, allow_unused=True))
     reference_x = next(found)
-    reference_params = [next(found) for _ in params]
+    reference_params = [next(found) if p.requires_grad else None for p in params]
     reference_data = [next(found) if d.requires_grad else None for d in leaf_data]
 
     calls: list[int] = []
