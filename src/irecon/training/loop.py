@@ -91,7 +91,7 @@ def train(options: TrainOptions, console: Console | None = None, given: Collecti
     with process_group(world, plan.device), own_run_folder(options, plan, world):
         console = (console or Console()) if world.is_main else Console(quiet=True)
         trainer = Trainer(options, plan, world, console)
-        with StopSignals() as signals:  # also while the loader shuts down: a second Ctrl-C ends at once
+        with StopSignals(announce=world.is_main) as signals:  # also while the loader shuts down
             signals.on_second = trainer.second_interrupt_line
             try:
                 result = trainer.run(signals, started)

@@ -84,14 +84,16 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
 class StopSignals:
     """SIGINT/SIGTERM set a flag the loop checks after each step; a second signal stops at once.
 
-    At the second signal ``on_second`` (if set) gives one line for stderr, and the process ends
-    there with the signal's exit status, running no clean-up or ``atexit`` handlers (which a third
-    Ctrl-C would interrupt with a traceback). Handlers can only be installed in the main thread;
+    With ``announce`` the first signal prints one line to stderr saying it was heard. At the second
+    ``on_second`` (if set) gives one line for stderr, and the process ends there with the signal's
+    exit status, running no clean-up or ``atexit`` handlers (which a third Ctrl-C would interrupt
+    with a traceback). Handlers can only be installed in the main thread;
     elsewhere the signals keep their defaults.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = False) -> None:
         self.signum: int | None = None
+        self.announce = announce
         self.on_second: Callable[[], str] | None = None
         self._previous: dict[int, Any] = {}
 
@@ -113,6 +115,8 @@ class StopSignals:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         self.signum = signum
+        if self.announce:
+            os.write(sys.stderr.fileno(), (first_interrupt_line(signum) + "\n").encode())
 
     def any_rank(self, world: World, device: torch.device) -> int:
         """The signal any rank got (0 for none), the same on every rank (every rank must call this)."""
@@ -121,6 +125,12 @@ class StopSignals:
         if signum:
             self.signum = signum
         return signum
+
+
+def first_interrupt_line(signum: int) -> str:
+    """What the first stop signal prints at once: that it was heard, and how to stop without waiting."""
+    again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+    return f"{signal.Signals(signum).name}: finishing the step under way, then writing last.pt; {again} stops at once"
 
 
 def ignore_stop_signals(worker_id: int) -> None:
