@@ -32,6 +32,7 @@ __all__ = [
     "channels_to_complex",
     "complex_to_channels",
     "data_consistency_gradient",
+    "data_consistency_vjp",
     "fft2c",
     "forward_operator",
     "ifft2c",
@@ -111,40 +112,71 @@ def data_consistency_gradient(image: Tensor, kspace: Tensor, mask: Tensor) -> Te
     multiplicity ``m >= 1``; each of the ``m`` image copies gets its own gradient against the same data.
     The data are broadcast over the copies, never replicated. Returns a tensor shaped like ``image``.
     """
-    _check_kspace(kspace)
     z = channels_to_complex(image)
+    m = _multiplicity(z, kspace)
+    k, p, d = _per_copy(fft2c(z), kspace, mask, m)
+    return _image_channels((k * p - d) * p, m)
+
+
+def data_consistency_vjp(
+    grad: Tensor, kspace: Tensor, mask: Tensor, want_kspace: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """dL/d(image) and dL/d(k-space) of :func:`data_consistency_gradient` from ``grad`` = dL/d(its output).
+
+    The map is affine in the image with the self-adjoint linear part ``A^H A``, so dL/d(image) =
+    ``A^H A grad`` whatever the image is; the data enter as ``-A^H d``, so dL/dd = ``-A grad`` summed
+    over the copies (complex, in torch's convention for complex inputs). No autograd graph is needed.
+    """
+    z = channels_to_complex(grad)
+    m = _multiplicity(z, kspace)
+    k, p, _ = _per_copy(fft2c(z), kspace, mask, m)
+    measured = k * p
+    grad_kspace = None
+    if want_kspace:
+        grad_kspace = -(measured.sum(1) if m > 1 else measured)
+    return _image_channels(measured.mul_(p), m), grad_kspace
+
+
+def _multiplicity(z: Tensor, kspace: Tensor) -> int:
+    """How many copies of the data's coils the complex image ``z`` holds; checks shapes and precision."""
+    _check_kspace(kspace)
     _check_spatial(z)
     if z.dtype != kspace.dtype:
         raise ValueError(f"image gives {z.dtype} but k-space is {kspace.dtype}; use matching precision")
     n_coils, n_data = z.shape[1], kspace.shape[1]
     if n_coils % n_data:
         raise ValueError(f"image has {n_coils} coils, not a multiple of the data's {n_data} coils")
-    m = n_coils // n_data
+    return n_coils // n_data
 
-    k = fft2c(z)
+
+def _per_copy(k: Tensor, kspace: Tensor, mask: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(image k-space, mask, data) broadcasting copy by copy: with m > 1 copies the image's k-space
+    (B, mC, ...) is viewed as (B, m, C, ...) and the mask and data get a copies dim."""
     p = _real_mask(mask, k)
-    d = kspace
-    if m > 1:
-        k = k.unflatten(1, (m, n_data))
-        d = d.unsqueeze(1)
-        if p.dim() == kspace.dim():
-            p = p.unsqueeze(1)
-    residual = (k * p - d) * p
-    if m > 1:
-        residual = residual.flatten(1, 2)
-    return complex_to_channels(ifft2c(residual))
+    if m == 1:
+        return k, p, kspace
+    p = p.unsqueeze(1) if p.dim() == kspace.dim() else p
+    return k.unflatten(1, (m, kspace.shape[1])), p, kspace.unsqueeze(1)
+
+
+def _image_channels(k: Tensor, m: int) -> Tensor:
+    """Image channels of the inverse FFT of k-space laid out by :func:`_per_copy`."""
+    return complex_to_channels(ifft2c(k.flatten(1, 2) if m > 1 else k))
 
 
 def root_sum_of_squares_image(image: Tensor) -> Tensor:
     """Magnitude image ``(B, [S,] H, W)`` from channels: ``sqrt(sum_c |x_c|^2)``.
 
     With the ``[Re | Im]`` layout this is the 2-norm over dim 1 of the channel tensor itself (what
-    ``fastmri.rss(image, dim=1)`` computes); ``vector_norm`` is used because its gradient is 0, not NaN,
-    at pixels where every coil is exactly zero.
+    ``fastmri.rss(image, dim=1)`` computes). The square root is taken only where the sum is positive,
+    so the gradient is 0, not NaN, at pixels where every coil is exactly zero (``vector_norm`` over
+    dim 1 does the same, but its CPU kernel is slow over a strided dim).
     """
     if image.is_complex() or image.dim() < 2 or image.shape[1] % 2:
         raise ValueError(f"expected real image channels (B, 2C, ...), got {image.dtype} {tuple(image.shape)}")
-    return torch.linalg.vector_norm(image, dim=1)
+    power = image.square().sum(1)
+    positive = power > 0
+    return torch.where(positive, torch.where(positive, power, 1).sqrt(), 0)
 
 
 def center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:

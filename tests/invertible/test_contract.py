@@ -10,7 +10,7 @@ from irecon.invertible.engine import InvertibleOp
 from irecon.invertible.householder import HouseholderConv, fuse_rotations
 from irecon.invertible.layers import DataConsistencyLayer
 from irecon.invertible.testing import ChannelAffine, check_op_contract
-from irecon.physics import data_consistency_gradient
+from irecon.physics import data_consistency_gradient, data_consistency_vjp
 
 Case = tuple[InvertibleOp, Tensor, tuple[Tensor, ...]]
 
@@ -70,12 +70,15 @@ def coupling_plain_weights() -> Case:
     return op, x, data
 
 
-def data_consistency(coils: int, multiplicity: int, spatial: tuple[int, ...]) -> Callable[[], Case]:
+def data_consistency(coils: int, multiplicity: int, spatial: tuple[int, ...], vjp: bool = False) -> Callable[[], Case]:
+    """With ``vjp`` the layer's backward is the hand-written VJP: the mask is bool (no gradient), as in training."""
+
     def make() -> Case:
         image_channels = 2 * coils * multiplicity
-        op = DataConsistencyLayer(image_channels, data_consistency_gradient)
+        op = DataConsistencyLayer(image_channels, data_consistency_gradient, data_consistency_vjp if vjp else None)
         x = torch.randn(2, 2 * image_channels + 3, *spatial, dtype=torch.float64)
-        return op, x, _data(coils, spatial)
+        kspace, mask = _data(coils, spatial)
+        return op, x, (kspace, mask.bool() if vjp else mask)
 
     return make
 
@@ -97,6 +100,9 @@ CASES = {
     "dc-single-coil": data_consistency(1, 1, (9, 8)),
     "dc-multi-coil": data_consistency(3, 2, (9, 8)),
     "dc-3d": data_consistency(2, 1, (3, 8, 6)),
+    "dc-vjp-single-coil": data_consistency(1, 1, (9, 8), vjp=True),
+    "dc-vjp-multi-coil": data_consistency(3, 2, (9, 8), vjp=True),
+    "dc-vjp-3d": data_consistency(2, 3, (3, 8, 6), vjp=True),
     "default-backward": channel_affine,
 }
 
@@ -106,6 +112,12 @@ def test_op_keeps_the_contract(name: str) -> None:
     torch.manual_seed(0)
     op, x, data = CASES[name]()
     check_op_contract(op, x, data)
+
+
+def test_data_consistency_vjp_steps_aside_when_the_mask_needs_a_gradient() -> None:
+    torch.manual_seed(0)
+    op, x, (kspace, mask) = data_consistency(3, 2, (9, 8), vjp=True)()
+    check_op_contract(op, x, (kspace, mask.double()))
 
 
 def test_data_consistency_gradient_flows_into_both_data_tensors() -> None:

@@ -27,6 +27,26 @@ def test_memory_free_peak_grows_only_by_parameter_gradients() -> None:
     assert 0 <= peak_4l - peak_l <= grads_4l - grads_l
 
 
+def _peak_with_gradients_allocated(steps: int) -> int:
+    """Peak bytes of one memory-free forward+backward into gradient buffers that already exist (as in
+    training, where zero_grad keeps them): activations only."""
+    chain = make_chain(2, steps=steps, channels=8, spatial=(32, 32), batch=1, dtype=torch.float32)
+    for p in chain.modules.parameters():
+        p.grad = torch.zeros_like(p)
+    x = torch.randn(chain.shape)
+    with StorageTracker(device="cpu") as tracker:
+        tracker.track(*chain.data, x)
+        base = tracker.memory_allocated()
+        tracker.reset_peak_memory_stats()
+        invertible_chain(x, chain.ops, chain.data).square().sum().backward()
+        return tracker.max_memory_allocated() - base
+
+
+def test_memory_free_activation_peak_is_the_same_at_every_depth() -> None:
+    """Nothing per layer (a weight or factor kept from forward for backward) outlives its op."""
+    assert _peak_with_gradients_allocated(2) == _peak_with_gradients_allocated(8)
+
+
 def test_plain_autograd_grows_with_depth() -> None:
     peak_l, grads_l = _training_peak(2, memory_free=False)
     peak_4l, grads_4l = _training_peak(8, memory_free=False)

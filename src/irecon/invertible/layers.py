@@ -30,19 +30,23 @@ class InvertibleLayer(nn.Module):
 
 
 GradientFn = Callable[..., Tensor]
+GradientVjp = Callable[[Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor | None]]
 
 
 class DataConsistencyLayer(nn.Module, InvertibleOp):
     """Adds grad_fn(x[:, :n], *data) into channels n..2n (the gradient accumulator).
 
     The image channels pass unchanged, so the layer is additive and exactly invertible whatever
-    the gradient function is.
+    the gradient function is. ``gradient_vjp(grad, kspace, mask, want_kspace)``, if given, is the
+    gradient function's (image, k-space) VJP for data (kspace, mask); backward uses it instead of
+    an autograd graph unless the mask needs a gradient.
     """
 
-    def __init__(self, image_channels: int, gradient_fn: GradientFn) -> None:
+    def __init__(self, image_channels: int, gradient_fn: GradientFn, gradient_vjp: GradientVjp | None = None) -> None:
         super().__init__()
         self.n = image_channels
         self.gradient_fn = gradient_fn
+        self.gradient_vjp = gradient_vjp
 
     @property
     def op_parameters(self) -> tuple[Tensor, ...]:
@@ -63,6 +67,13 @@ class DataConsistencyLayer(nn.Module, InvertibleOp):
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         n = self.n
+        if self.gradient_vjp is not None and len(data) == 2 and not data[1].requires_grad:
+            with torch.no_grad():
+                kspace, mask = data
+                y[:, n : 2 * n].sub_(self.gradient_fn(y[:, :n], kspace, mask))
+                grad_image, grad_kspace = self.gradient_vjp(grad_y[:, n : 2 * n], kspace, mask, kspace.requires_grad)
+                grad_y[:, :n].add_(grad_image)
+            return (), (grad_kspace, None)
         with torch.enable_grad():
             image = detached_alias(y[:, :n]).requires_grad_()
             gradient = self.gradient_fn(image, *data)

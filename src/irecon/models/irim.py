@@ -27,6 +27,7 @@ from irecon.models.names import IRIM_OUTPUTS
 from irecon.physics import (
     center_crop,
     data_consistency_gradient,
+    data_consistency_vjp,
     root_sum_of_squares_image,
     zero_filled,
 )
@@ -120,7 +121,9 @@ class IRIM(nn.Module):
 
         shared = make_step() if shared_weights else None
         self.steps = nn.ModuleList(shared if shared is not None else make_step() for _ in range(steps))
-        self.data_consistency = DataConsistencyLayer(self.image_channels, data_consistency_gradient)
+        self.data_consistency = DataConsistencyLayer(
+            self.image_channels, data_consistency_gradient, data_consistency_vjp
+        )
         self.output = output if parametric_output else "official"
         head_channels = {"official": 2, "residual": 2 * coils, "residual-rss": 1}[self.output]
         residual = self.output != "official"
