@@ -66,6 +66,11 @@ def test_signal_writes_last_checkpoint_exits_and_resumes(
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr
+    again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+    assert (
+        f"{signal.Signals(signum).name}: finishing the step under way, then writing last.pt; {again} stops at once\n"
+        in stderr
+    )
     line = next(x for x in stdout.splitlines() if x.startswith("interrupted at epoch"))
     payload = load(out / "last.pt")
     assert f"step {payload['epoch_position']} (step {payload['global_step']} in all);" in line
@@ -365,7 +370,6 @@ def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_last_checkpo
 def test_a_second_stop_signal_stops_at_once_with_one_line_saying_what_last_pt_holds(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = cli_args(data, out, "--epochs", "200", "--checkpoint-every", "1")
-    args[args.index("--steps") + 1], args[args.index("--layers") + 1] = "4", "6"
     process = subprocess.Popen(
         [sys.executable, "-m", "irecon.cli", "train", *args],
         env=subprocess_env(),
