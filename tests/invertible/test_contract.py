@@ -7,8 +7,8 @@ from torch.nn.utils import parametrize
 
 from irecon.invertible.coupling import AdditiveCoupling
 from irecon.invertible.engine import InvertibleOp
-from irecon.invertible.householder import HouseholderConv, fuse_rotations
-from irecon.invertible.layers import DataConsistencyLayer
+from irecon.invertible.householder import HouseholderConv, HouseholderOp
+from irecon.invertible.layers import DataConsistencyLayer, InvertibleLayer
 from irecon.invertible.testing import ChannelAffine, check_op_contract
 from irecon.physics import data_consistency_gradient, data_consistency_vjp
 
@@ -27,12 +27,11 @@ def householder(transpose: bool) -> Case:
 
 
 def fused_householder(*transposes: bool) -> Callable[[], Case]:
-    """Neighbouring rotations of different convs merged into one op (one WY update)."""
+    """A chain of rotations of different convs as one op (one WY update)."""
 
     def make() -> Case:
         convs = [HouseholderConv(6, num_reflections=n).double() for n in range(3, 3 + len(transposes))]
-        ops = [conv.op(t) for conv, t in zip(convs, transposes)]
-        (op,) = fuse_rotations(ops)
+        op = HouseholderOp(list(zip(convs, transposes)))
         return op, torch.randn(2, 6, 5, 4, dtype=torch.float64), _data(1, (5, 4))
 
     return make
@@ -70,6 +69,29 @@ def coupling_plain_weights() -> Case:
     return op, x, data
 
 
+def layer(
+    dims: int, stride: int, frozen: str = "", plain_weights: bool = False, spatial: tuple[int, ...] = (9, 11)
+) -> Callable[[], Case]:
+    """U^T C U with the rotation folded into the coupling; ``frozen``: 'vectors' or 'down' (the patchify conv).
+    2-D ``spatial`` (9, 11) leaves pixels no patch covers; 3-D is (3, 8, 6), which the patches tile."""
+
+    def make() -> Case:
+        spatial_shape = spatial if dims == 2 else (3, 8, 6)
+        op = InvertibleLayer(7 if dims == 2 else 6, hidden=5, stride=stride, dims=dims).double()  # 2-D: split 3 | 4
+        if frozen == "vectors":
+            op.rotation.vectors.requires_grad_(False)
+        elif frozen == "down":
+            for t in op.coupling.block.down.parameters():
+                t.requires_grad_(False)
+        if plain_weights:
+            for conv in (op.coupling.block.down, op.coupling.block.mix, op.coupling.block.up):
+                parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+        x = torch.randn(2, op.rotation.channels, *spatial_shape, dtype=torch.float64)
+        return op, x, _data(1, spatial_shape)
+
+    return make
+
+
 def data_consistency(coils: int, multiplicity: int, spatial: tuple[int, ...], vjp: bool = False) -> Callable[[], Case]:
     """With ``vjp`` the layer's backward is the hand-written VJP: the mask is bool (no gradient), as in training."""
 
@@ -97,6 +119,13 @@ CASES = {
     "coupling-stride-1": coupling_stride_1,
     "coupling-partly-frozen": coupling_partly_frozen,
     "coupling-plain-weights": coupling_plain_weights,
+    "layer-2d": layer(2, 2),
+    "layer-2d-tiled": layer(2, 2, spatial=(8, 10)),
+    "layer-2d-stride-1": layer(2, 1),
+    "layer-3d": layer(3, 2),
+    "layer-frozen-rotation": layer(2, 2, frozen="vectors"),
+    "layer-frozen-patchify": layer(2, 1, frozen="down"),
+    "layer-plain-weights": layer(2, 2, plain_weights=True),
     "dc-single-coil": data_consistency(1, 1, (9, 8)),
     "dc-multi-coil": data_consistency(3, 2, (9, 8)),
     "dc-3d": data_consistency(2, 1, (3, 8, 6)),

@@ -49,32 +49,30 @@ def test_steps_have_distinct_weights_and_whole_model_reverse_is_exact() -> None:
     assert (restored - x0).abs().max() <= 1e-12 * x0.abs().max()
 
 
-def test_each_layers_rotation_is_fused_with_the_next_layers_and_the_map_is_unchanged() -> None:
+def test_each_layer_is_one_op_with_the_map_of_its_rotation_coupling_and_inverse_rotation() -> None:
     model = _model(2)
     ops = model.ops()
     step = model.steps[0]
-    first, second = step[0], step[1]
-    assert ops[0] is model.data_consistency and ops[6] is model.data_consistency
-    assert ops[1].factors == ((first.rotation, False),)
-    assert ops[2] is first.coupling and ops[4] is second.coupling
-    assert ops[3].factors == ((first.rotation, True), (second.rotation, False))
-    assert ops[5].factors == ((second.rotation, True),)
-    unfused = [model.data_consistency]
+    assert ops[0] is model.data_consistency and ops[3] is model.data_consistency
+    assert ops[1] is step[0] and ops[2] is step[1]
+    unfolded = [model.data_consistency]
     for layers in model.steps:
-        unfused += [op for layer in layers for op in layer.ops()] + [model.data_consistency]
+        for layer in layers:
+            unfolded += [layer.rotation.op(), layer.coupling, layer.rotation.op(transpose=True)]
+        unfolded.append(model.data_consistency)
     kspace, mask = _data(1, (13, 11))
     state, scaled, _ = model.initial_state(kspace, mask)
     state[:, 4:] = torch.randn_like(state[:, 4:])
     results = []
-    for chain in (ops, unfused):
+    for chain in (ops, unfolded):
         model.zero_grad(set_to_none=True)
         out = invertible_chain(state, chain, (scaled, mask))
         out.square().sum().backward()
         results.append((out.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
-    (fused_out, fused_grads), (out, grads) = results
-    assert torch.allclose(fused_out, out, rtol=0, atol=1e-12)
-    assert len(fused_grads) == len(grads) == len(list(model.steps.parameters()))
-    for a, b in zip(fused_grads, grads):
+    (folded_out, folded_grads), (out, grads) = results
+    assert torch.allclose(folded_out, out, rtol=0, atol=1e-12)
+    assert len(folded_grads) == len(grads) == len(list(model.steps.parameters()))
+    for a, b in zip(folded_grads, grads):
         assert ((a - b).norm() / b.norm()).item() < 1e-10
 
 
@@ -137,7 +135,7 @@ def test_mask_gradients_match_plain_autograd(pattern: str) -> None:
 def test_keep_step_states_keeps_the_gradients_exact() -> None:
     kspace, mask = _data(1, (13, 11))
     model = _model(2)
-    assert model.step_boundaries() == [0, 6, 12, 18]
+    assert model.step_boundaries() == [0, 3, 6, 9]
     results = []
     for keep in (True, False):
         model.zero_grad(set_to_none=True)

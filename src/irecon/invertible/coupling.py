@@ -19,7 +19,7 @@ made (torch's own transposed conv copied its full-resolution output, 3x slower t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -36,6 +36,10 @@ CONV_GEMM = "irecon::conv_gemm"
 (benchmarks/engine.py)."""
 
 
+GluStep = Callable[[Tensor, int, int], None]
+"""``undo_glu(buf, lo, hi)`` of :meth:`ResidualBlock.backward_`."""
+
+
 class BlockWeights(NamedTuple):
     """G's effective (weight-normed) convolution weights and biases for one call."""
 
@@ -48,7 +52,7 @@ class BlockWeights(NamedTuple):
 
 def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
     """The conv's weight, through its weight-norm parametrization if any; ``swap`` replaces tensors by id."""
-    originals = _weight_originals(conv)
+    originals = weight_originals(conv)
     if not parametrize.is_parametrized(conv, "weight"):
         return swap.get(id(originals[0]), originals[0])
     plist = conv.parametrizations.weight
@@ -77,12 +81,16 @@ class ResidualBlock(nn.Module):
         self.mix = weight_norm(conv(hidden, hidden, kernel_size=3, padding=1))
         self.up = weight_norm(conv_t(hidden, 2 * n_out, kernel_size=self.patch, stride=self.patch, bias=False))
 
-    def weights(self, swap: Mapping[int, Tensor] | None = None) -> BlockWeights:
-        """Every weight computed once; ``swap`` maps parameter ids to the tensors to use instead."""
+    def weights(self, swap: Mapping[int, Tensor] | None = None, fold: Tensor | None = None) -> BlockWeights:
+        """Every weight computed once; ``swap`` maps parameter ids to the tensors to use instead. ``fold``, an
+        (n_in, C) matrix, goes into the patchify conv's weight, which then reads ``fold @ x`` from a C-channel x."""
         swap = swap or {}
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        down = conv_weight(self.down, swap)
+        if fold is not None:
+            down = torch.matmul(down.movedim(1, -1), fold.to(down.dtype)).movedim(-1, 1)
         return BlockWeights(
-            conv_weight(self.down, swap).contiguous(memory_format=layout),
+            down.contiguous(),  # NCHW like the state: a channels-last weight made the strided conv copy its input
             None if self.down.bias is None else swap.get(id(self.down.bias), self.down.bias),
             conv_weight(self.mix, swap).contiguous(memory_format=layout),
             None if self.mix.bias is None else swap.get(id(self.mix.bias), self.mix.bias),
@@ -92,7 +100,8 @@ class ResidualBlock(nn.Module):
     def down_conv(self, x1: Tensor, w: BlockWeights) -> Tensor:
         """The patchify conv, before its ReLU; with a one-pixel patch a GEMM that reads x1 where it lies."""
         if any(p != 1 for p in self.patch):
-            return self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)
+            h = self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)  # NCHW like x1: x1 is not copied
+            return h.contiguous(memory_format=torch.channels_last) if self.channels_last else h
         b, c = x1.shape[:2]
         weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
         if not self.channels_last:
@@ -138,8 +147,18 @@ class ResidualBlock(nn.Module):
                 return pulled.t().reshape(down.shape)
         m = len(self.patch)
         mask = [False, True, False]
-        weight_grad = torch.ops.aten.convolution_backward(
-            grad, x1.to(grad.dtype), down.to(grad.dtype), None, self.patch, [0] * m, [1] * m, False, [0] * m, 1, mask
+        weight_grad = torch.ops.aten.convolution_backward(  # all NCHW, as x1 is: no copy of x1
+            grad.contiguous(),
+            x1.to(grad.dtype),
+            down.to(grad.dtype),
+            None,
+            self.patch,
+            [0] * m,
+            [1] * m,
+            False,
+            [0] * m,
+            1,
+            mask,
         )[1]
         return weight_grad
 
@@ -164,6 +183,81 @@ class ResidualBlock(nn.Module):
         bounds = [round(i * self.n_out / self.glu_chunks) for i in range(self.glu_chunks + 1)]
         return zip(bounds[:-1], bounds[1:])
 
+    @torch.no_grad()
+    def backward_(
+        self, x1: Tensor, w: BlockWeights, undo_glu: GluStep, grad_x1: Tensor, wanted: Sequence[bool]
+    ) -> tuple[dict[int, Tensor], Tensor | None]:
+        """G's backward at the input ``x1``, by hand: the up conv and GLU (:meth:`up_backward_`), the 3x3 conv
+        (one ``convolution_backward``), then the patchify conv, whose dL/dx1 is added into ``grad_x1`` in place.
+
+        ``undo_glu(buf, lo, hi)`` undoes the GLU's update of the state for output channels [lo, hi) and turns
+        ``buf`` = [a | b] into [dL/db | dL/da]; ``wanted`` says which of (down, mix, up) need weight gradients.
+        Returns the mix and up weights' source tensors' and the biases' gradients by id, and dL/d(the patchify
+        weight in ``w``), None unless wanted.
+        """
+        h0 = F.relu(self.down_conv(x1, w), inplace=True)
+        h = self.mix_conv(h0, w)
+        grad_h, grad_up = self.up_backward_(h, w.up, undo_glu, wanted[2])
+        torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)  # ReLU, in place
+        del h
+        mix_bias = self.mix.bias
+        mask = [True, wanted[1], mix_bias is not None and mix_bias.requires_grad]
+        m = h0.dim() - 2
+        bias_sizes = None if mix_bias is None else [mix_bias.shape[0]]  # the meta kernel needs them
+        grad_h0, grad_mix, grad_mix_bias = torch.ops.aten.convolution_backward(
+            grad_h, h0, w.mix.to(grad_h.dtype), bias_sizes, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
+        )
+        del grad_h
+        torch.ops.aten.threshold_backward.grad_input(grad_h0, h0, 0, grad_input=grad_h0)
+        grad_down = self.down_backward_(x1, w.down, grad_h0, grad_x1)
+        found: dict[int, Tensor] = {}
+        down_bias = self.down.bias
+        if down_bias is not None and down_bias.requires_grad:
+            # the patchify conv's bias gradient (torch's convolution_backward computes it inside the conv op)
+            with _conv_gemm_label():
+                found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
+        if grad_mix_bias is not None and mix_bias is not None:
+            found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
+        for conv, grad_w, want in zip((self.mix, self.up), (grad_mix, grad_up), wanted[1:]):
+            if grad_w is not None and want:
+                found.update(weight_grads(conv, grad_w))
+        return found, grad_down if wanted[0] else None
+
+    @torch.no_grad()
+    def up_backward_(self, h: Tensor, up: Tensor, undo_glu: GluStep, want_up: bool) -> tuple[Tensor, Tensor | None]:
+        """Undo the GLU's update chunk by chunk (``undo_glu``); return dL/dh and dL/d(up weight).
+
+        Both are GEMMs on each chunk's [dL/db | dL/da] in patch-major order: dL/dh = U dL/dP and
+        dL/dU = sum_b h_b dL/dP_b^T, with U the chunk's weight as (k, 2 m prod(patch)).
+        """
+        b, k = h.shape[:2]
+        flat_h = flat_channels(h)
+        grad_h: Tensor | None = None
+        values_grads: list[Tensor] = []
+        gates_grads: list[Tensor] = []
+        n = self.n_out
+        for lo, hi in self.chunks():
+            buf = self.up_products(h, up, lo, hi)
+            undo_glu(buf, lo, hi)
+            weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
+            flat_buf = buf.view(b, weight[0].numel(), -1)
+            left, right = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf
+            if self.channels_last:  # (B, N, k) rows, the layout of h
+                left, right = right.transpose(1, 2), left.transpose(1, 2)
+            with _conv_gemm_label():
+                grad_h = torch.bmm(left, right) if grad_h is None else grad_h.baddbmm_(left, right)
+            if want_up:
+                with _conv_gemm_label():
+                    pulled = torch.bmm(flat_buf, flat_h.transpose(1, 2)).sum(0).t().reshape(weight.shape)
+                gates_grads.append(pulled[:, : hi - lo])
+                values_grads.append(pulled[:, hi - lo :])
+            del buf, flat_buf, left, right
+        assert grad_h is not None
+        grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
+        if self.channels_last:
+            return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
+        return grad_h.view_as(h), grad_up
+
     def pre_gate(self, x1: Tensor) -> Tensor:
         """Everything up to the GLU: (B, 2 n_out, ...) holding the values, then the gates."""
         w = self.weights()
@@ -186,7 +280,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         """Each conv's bias and the tensors its weight comes from, read directly (``parameters()`` walks the
         modules: the engine asks twice per step and op)."""
         convs = (self.block.down, self.block.mix, self.block.up)
-        return tuple(t for conv in convs for t in (conv.bias, *_weight_originals(conv)) if t is not None)
+        return tuple(t for conv in convs for t in (conv.bias, *weight_originals(conv)) if t is not None)
 
     def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
         x1, x2 = x[:, : self.split], x[:, self.split :]
@@ -211,84 +305,24 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
-        """G differentiated by hand, no autograd graph: the up conv and GLU (:meth:`_up_backward_`), the 3x3
-        conv (one ``convolution_backward``), the patchify conv, then each weight norm (:func:`weight_grads`)."""
+        """G differentiated by hand at y1 = x1, no autograd graph (:meth:`ResidualBlock.backward_`)."""
         block = self.block
-        convs = (block.down, block.mix, block.up)
-        sources = [_weight_originals(conv) for conv in convs]
-        wanted = [any(t.requires_grad for t in ts) for ts in sources]
+        wanted = [any(t.requires_grad for t in weight_originals(conv)) for conv in (block.down, block.mix, block.up)]
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
+        patch = block.patch
+
+        def undo_glu(buf: Tensor, lo: int, hi: int) -> None:
+            _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
+
         with torch.no_grad():
-            w = block.weights()
-            h0 = F.relu(block.down_conv(y1, w), inplace=True)
-            h = block.mix_conv(h0, w)
-            grad_h, grad_up = self._up_backward_(h, w.up, y2, g2, wanted[2])
-            torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)  # ReLU, in place
-            del h
-            mix_bias = block.mix.bias
-            mask = [True, wanted[1], mix_bias is not None and mix_bias.requires_grad]
-            m = h0.dim() - 2
-            bias_sizes = None if mix_bias is None else [mix_bias.shape[0]]  # the meta kernel needs them
-            grad_h0, grad_mix, grad_mix_bias = torch.ops.aten.convolution_backward(
-                grad_h, h0, w.mix.to(grad_h.dtype), bias_sizes, [1] * m, [1] * m, [1] * m, False, [0] * m, 1, mask
-            )
-            del grad_h
-            torch.ops.aten.threshold_backward.grad_input(grad_h0, h0, 0, grad_input=grad_h0)
-            grad_down = block.down_backward_(y1, w.down, grad_h0, g1)
-            found: dict[int, Tensor] = {}
-            down_bias = block.down.bias
-            if down_bias is not None and down_bias.requires_grad:
-                # the patchify conv's bias gradient (torch's convolution_backward computes it inside the conv op)
-                with _conv_gemm_label():
-                    found[id(down_bias)] = grad_h0.sum([0, *range(2, grad_h0.dim())]).to(down_bias.dtype)
-            if grad_mix_bias is not None and mix_bias is not None:
-                found[id(mix_bias)] = grad_mix_bias.to(mix_bias.dtype)
-            for conv, grad_w, want in zip(convs, (grad_down, grad_mix, grad_up), wanted):
-                if grad_w is not None and want:
-                    found.update(weight_grads(conv, grad_w))
+            found, grad_down = block.backward_(y1, block.weights(), undo_glu, g1, wanted)
+            if grad_down is not None:
+                found.update(weight_grads(block.down, grad_down))
         return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
-    @torch.no_grad()
-    def _up_backward_(
-        self, h: Tensor, up: Tensor, y2: Tensor, g2: Tensor, want_up: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """Undo y2 += GLU(up conv(h)) in place, chunk by chunk; return dL/dh and dL/d(up weight).
 
-        Both are GEMMs on each chunk's [dL/db | dL/da] (see :func:`_glu_grad_`) in patch-major order: dL/dh = U dL/dP and
-        dL/dU = sum_b h_b dL/dP_b^T, with U the chunk's weight as (k, 2 m prod(patch)).
-        """
-        b, k = h.shape[:2]
-        flat_h = flat_channels(h)
-        grad_h: Tensor | None = None
-        values_grads: list[Tensor] = []
-        gates_grads: list[Tensor] = []
-        n = self.block.n_out
-        for lo, hi in self.block.chunks():
-            buf = self.block.up_products(h, up, lo, hi)
-            patch = self.block.patch
-            _glu_grad_(buf, patch_major(y2[:, lo:hi], patch), patch_major(g2[:, lo:hi], patch))
-            weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
-            flat_buf = buf.view(b, weight[0].numel(), -1)
-            left, right = weight.reshape(k, -1).to(flat_buf.dtype).expand(b, -1, -1), flat_buf
-            if self.block.channels_last:  # (B, N, k) rows, the layout of h
-                left, right = right.transpose(1, 2), left.transpose(1, 2)
-            with _conv_gemm_label():
-                grad_h = torch.bmm(left, right) if grad_h is None else grad_h.baddbmm_(left, right)
-            if want_up:
-                with _conv_gemm_label():
-                    pulled = torch.bmm(flat_buf, flat_h.transpose(1, 2)).sum(0).t().reshape(weight.shape)
-                gates_grads.append(pulled[:, : hi - lo])
-                values_grads.append(pulled[:, hi - lo :])
-            del buf, flat_buf, left, right
-        assert grad_h is not None
-        grad_up = torch.cat(values_grads + gates_grads, dim=1) if want_up else None
-        if self.block.channels_last:
-            return grad_h.view(b, *h.shape[2:], k).movedim(-1, 1), grad_up
-        return grad_h.view_as(h), grad_up
-
-
-def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
+def weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
     """The leaf tensors the conv's weight is computed from (a weight norm's g and v, or the weight itself)."""
     if not parametrize.is_parametrized(conv, "weight"):
         return (conv.weight,)
@@ -299,7 +333,7 @@ def _weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
 def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
     """dL/d(each tensor the conv's weight comes from), keyed by id, from dL/dweight; a dim-0 weight norm
     w = g v / ||v|| by hand (dL/dg = <G, v> / ||v||, dL/dv = g / ||v|| (G - dL/dg v / ||v||)), others by autograd."""
-    originals = _weight_originals(conv)
+    originals = weight_originals(conv)
     if not parametrize.is_parametrized(conv, "weight"):
         return {id(originals[0]): grad_w.to(originals[0].dtype)}
     plist = conv.parametrizations.weight

@@ -2,9 +2,10 @@
 
 W = H_1 H_2 ... H_n with H_k = I - 2 v_k v_k^T / (v_k^T v_k). W is orthogonal by construction, so its
 inverse is its transpose and reconstruction errors are never amplified. Plain autograd applies W as
-one dense 1x1 convolution; the memory-free path uses the compact WY form W = I - V T V^T (V the
-C x n vectors, T n x n upper triangular): x <- x - (V T) (V^T x) in place is two passes over the
-state whatever n is, against two per reflection (and eight per reflection in backward).
+one dense 1x1 convolution; :class:`HouseholderOp`'s in-place paths use the compact WY form
+W = I - V T V^T (V the C x n vectors, T n x n upper triangular): x <- x - (V T) (V^T x) in place is
+two passes over the state whatever n is. The i-RIM's layers never rotate the state in place: they
+fold W into their coupling (:class:`irecon.invertible.layers.InvertibleLayer`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class HouseholderOp(InvertibleOp):
     """y = M_k ... M_1 x for ``factors`` (conv, transpose) in chain order, M = W or W^T of the conv.
 
     Several factors are one product of reflections (W^T reverses a conv's vectors), so one WY update
-    applies them all: :func:`fuse_rotations` merges neighbouring rotations of a chain this way.
+    applies them all.
     """
 
     def __init__(self, factors: Sequence[Factor]) -> None:
@@ -176,15 +177,3 @@ class HouseholderOp(InvertibleOp):
             # dL/dA = -pull_a and dL/dV = -pull_v; the pull-back is linear, so the sign goes on at the end
             grad = wy_factors_backward(vectors, transpose, a, pull_a.to(a.dtype), pull_v.to(a.dtype)).neg_()
             return tuple(g if p.requires_grad else None for p, g in zip(params, self._factor_grads(grad))), ()
-
-
-def fuse_rotations(ops: Sequence[InvertibleOp]) -> list[InvertibleOp]:
-    """``ops`` with every run of neighbouring Householder ops merged into one (a layer's U^T and the
-    next layer's U): one WY update instead of several, the same map and the same parameters."""
-    fused: list[InvertibleOp] = []
-    for op in ops:
-        if isinstance(op, HouseholderOp) and fused and isinstance(fused[-1], HouseholderOp):
-            fused[-1] = HouseholderOp(fused[-1].factors + op.factors)
-        else:
-            fused.append(op)
-    return fused

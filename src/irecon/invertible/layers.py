@@ -7,16 +7,28 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from irecon.invertible.coupling import AdditiveCoupling
-from irecon.invertible.engine import Grads, InvertibleOp, detached_alias, grads_or_none
-from irecon.invertible.householder import HouseholderConv
+from irecon.invertible.coupling import (
+    AdditiveCoupling,
+    conv_weight,
+    flat_channels,
+    patch_image,
+    patch_major,
+    weight_grads,
+    weight_originals,
+)
+from irecon.invertible.engine import Grads, InvertibleOp, autocast, detached_alias, grads_or_none
+from irecon.invertible.householder import HouseholderConv, wy_factors, wy_factors_backward
 
 
-class InvertibleLayer(nn.Module):
-    """y = U^T C(U x): an additive coupling conjugated by an orthogonal 1x1 conv (appendix eqs 1-4).
+class InvertibleLayer(nn.Module, InvertibleOp):
+    """y = U^T C(U x): an additive coupling C conjugated by an orthogonal 1x1 conv U (appendix eqs 1-4).
 
-    Every layer is a residual update in the original channel basis, so the image estimate stays in
-    the channels where the data-consistency layer reads it.
+    With U's rows split like the coupling's channels, U = [Q; R], U^T C(U x) = x + R^T G(Q x) exactly
+    (U^T U = I), and Q R^T = 0 keeps Q x fixed. So the in-place paths never rotate the state: Q goes into
+    the patchify conv's weight, which reads the whole state, and each group of the GLU's output reaches
+    the state through one GEMM with R^T. Plain autograd (:meth:`transform`) runs U, C and U^T as written.
+    Every layer is a residual update in the original channel basis, so the image estimate stays in the
+    channels where the data-consistency layer reads it.
     """
 
     def __init__(self, channels: int, hidden: int, stride: int = 1, dims: int = 2, num_reflections: int = 3) -> None:
@@ -25,8 +37,123 @@ class InvertibleLayer(nn.Module):
         self.coupling = AdditiveCoupling(channels, hidden, stride, dims)
 
     def ops(self) -> list[InvertibleOp]:
-        """The three chain steps: U, coupling, U^T (U's parameters get gradients from both)."""
-        return [self.rotation.op(), self.coupling, self.rotation.op(transpose=True)]
+        """The layer as one chain step."""
+        return [self]
+
+    @property
+    def op_parameters(self) -> tuple[Tensor, ...]:
+        return (self.rotation.vectors, *self.coupling.op_parameters)
+
+    def transform(self, x: Tensor, data: Sequence[Tensor]) -> Tensor:
+        x = self.rotation.op().transform(x, data)
+        return self.rotation.op(transpose=True).transform(self.coupling.transform(x, data), data)
+
+    def _rotation_split(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(Q, R^T, A, V) in ``dtype`` (Q and R^T) with U = I - A V^T = [Q; R], from the vectors' WY factors."""
+        with autocast(self.rotation.vectors.device.type, enabled=False):
+            a, v = wy_factors(self.rotation.vectors, transpose=False)
+            u = torch.eye(v.shape[0], dtype=v.dtype, device=v.device).sub_(a @ v.t()).to(dtype)
+        split = self.coupling.split
+        return u[:split], u[split:].t(), a, v
+
+    @torch.no_grad()
+    def _add_g_(self, x: Tensor, sign: int) -> None:
+        """x <- x + sign R^T G(Q x), the GLU done in place in each group of G's output channels."""
+        block = self.coupling.block
+        q, r_t, _, _ = self._rotation_split(x.dtype)
+        w = block.weights(fold=q)
+        h = block.hidden(x, w)
+        flat = x.view(x.shape[0], x.shape[1], -1)
+        for lo, hi in block.chunks():
+            values, gates = block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
+            values.mul_(gates.sigmoid_())
+            gated = _image_order(values, x.shape[2:], spare=gates).to(x.dtype)
+            flat.baddbmm_(r_t[:, lo:hi].expand(x.shape[0], -1, -1), gated, alpha=sign)
+            del values, gates, gated  # before the next group is computed
+
+    def _fold_grads(
+        self,
+        found: dict[int, Tensor],
+        grad_down: Tensor,
+        grad_r_t: Tensor | None,
+        q: Tensor,
+        a: Tensor,
+        v: Tensor,
+        want_down: bool,
+    ) -> None:
+        """Add to ``found`` the gradients of the patchify conv's own weight sources (if ``want_down``) and of the
+        vectors (if ``grad_r_t``), from dL/d(folded weight W' = W Q) and dL/dR^T."""
+        block = self.coupling.block
+        if want_down:  # dL/dW = dL/dW' Q^T
+            found.update(
+                weight_grads(block.down, grad_down.movedim(1, -1).matmul(q.t().to(grad_down.dtype)).movedim(-1, 1))
+            )
+        if grad_r_t is None:
+            return
+        source = conv_weight(block.down, {}).to(a.dtype)
+        split, c = source.shape[1], grad_down.shape[1]
+        # dL/dQ sums W^T dL/dW' over the hidden channels and the patch; U = [Q; R] = I - A V^T
+        grad_q = source.transpose(0, 1).reshape(split, -1) @ grad_down.to(a.dtype).transpose(0, 1).reshape(c, -1).t()
+        grad_u = torch.cat([grad_q, grad_r_t.t().to(a.dtype)])
+        vectors = self.rotation.vectors
+        found[id(vectors)] = wy_factors_backward(vectors, False, a, -grad_u @ v, -grad_u.t() @ a).to(vectors.dtype)
+
+    def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
+        self._add_g_(x, +1)
+
+    def invert_(self, y: Tensor, data: Sequence[Tensor]) -> None:
+        self._add_g_(y, -1)
+
+    def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
+        """G's backward at Q y = Q x (:meth:`ResidualBlock.backward_`) with the GLU's update undone through R^T,
+        then the gradients of R^T (GEMMs on the GLU's output) and of the folded patchify weight pulled back to
+        the vectors by hand (:func:`wy_factors_backward`)."""
+        block = self.coupling.block
+        vectors = self.rotation.vectors
+        convs = (block.down, block.mix, block.up)
+        want_rotation = vectors.requires_grad
+        wanted = [any(t.requires_grad for t in weight_originals(conv)) for conv in convs]
+        b, c = y.shape[:2]
+        with torch.no_grad():
+            q, r_t, a, v = self._rotation_split(y.dtype)
+            state, grad = y.view(b, c, -1), grad_y.view(b, c, -1)
+            grad_r_t = torch.zeros_like(r_t) if want_rotation else None
+
+            def undo_glu(buf: Tensor, lo: int, hi: int) -> None:
+                values, gates = buf.chunk(2, dim=1)
+                values.mul_(gates.sigmoid_())
+                gated = _image_order(values, y.shape[2:]).to(y.dtype)
+                state.baddbmm_(r_t[:, lo:hi].expand(b, -1, -1), gated, alpha=-1)
+                if grad_r_t is not None:  # sum_b g_b gated_b^T, as its (c, C) transpose (the faster GEMM)
+                    grad_r_t[:, lo:hi] = torch.bmm(gated, grad.transpose(1, 2)).sum(0).t()
+                del gated
+                grad_gated = torch.bmm(r_t[:, lo:hi].t().expand(b, -1, -1), grad).view(b, hi - lo, *y.shape[2:])
+                grad_gated = patch_major(grad_gated, block.patch).to(buf.dtype)
+                values.addcmul_(values, gates, value=-1).mul_(grad_gated)  # dL/db = g a s (1 - s)
+                gates.mul_(grad_gated)  # dL/da = g s
+
+            w = block.weights(fold=q)
+            found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
+            if grad_down is not None:
+                with autocast(y.device.type, enabled=False):
+                    self._fold_grads(found, grad_down, grad_r_t, q, a, v, wanted[0])
+        return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
+
+
+def _image_order(products: Tensor, size: Sequence[int], spare: Tensor | None = None) -> Tensor:
+    """Patch-major (B, c, *patch, *low) products as (B, c, N) in image order: a view for a one-pixel patch, else
+    a copy, written over ``spare`` (the products' shape, no longer needed) when the patches tile the image."""
+    m = (products.dim() - 2) // 2
+    patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
+    tiled = all(lo * p == s for lo, p, s in zip(low, patch, size))
+    if all(p == 1 for p in patch) or spare is None or not tiled:
+        return flat_channels(patch_image(products, size))
+    b, c = products.shape[:2]
+    n = products[0].numel() // c
+    target = spare.as_strided((b, c, n), (spare.stride(0), n, 1))
+    order = [d for i in range(m) for d in (2 + m + i, 2 + i)]
+    target.view(b, c, *(x for pair in zip(low, patch) for x in pair)).copy_(products.permute(0, 1, *order))
+    return target
 
 
 GradientFn = Callable[..., Tensor]

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from irecon.invertible.engine import InvertibleOp, invertible_chain, reverse_chain
-from irecon.invertible.householder import fuse_rotations
 from irecon.invertible.layers import DataConsistencyLayer, InvertibleLayer
 from irecon.models.names import IRIM_OUTPUTS
 from irecon.physics import (
@@ -130,14 +129,13 @@ class IRIM(nn.Module):
         self.head = OutputHead(n_latent, dims, head_channels, residual) if parametric_output else None
 
     def ops(self) -> list[InvertibleOp]:
-        """The whole invertible part as one flat chain: DC, then (layers..., DC) per step, each layer's U^T
-        fused with the next layer's U into one rotation op."""
+        """The whole invertible part as one flat chain: DC, then (layers..., DC) per step."""
         ops: list[InvertibleOp] = [self.data_consistency]
         for step in self.steps:
             for layer in step:
                 ops += layer.ops()
             ops.append(self.data_consistency)
-        return fuse_rotations(ops)
+        return ops
 
     def step_boundaries(self) -> list[int]:
         """Positions in :meth:`ops` of the DC layers: before the first step and after each step."""
