@@ -42,6 +42,13 @@ def coupling_2d() -> Case:
     return op, torch.randn(2, 7, 9, 11, dtype=torch.float64), _data(1, (9, 11))
 
 
+def coupling_groups() -> Case:
+    """G's output produced one channel at a time."""
+    op, x, data = coupling_2d()
+    op.block.group_bytes = 1
+    return op, x, data
+
+
 def coupling_3d() -> Case:
     op = AdditiveCoupling(6, hidden=4, stride=2, dims=3).double()
     return op, torch.randn(1, 6, 3, 8, 6, dtype=torch.float64), _data(1, (3, 8, 6), batch=1)
@@ -70,7 +77,12 @@ def coupling_plain_weights() -> Case:
 
 
 def layer(
-    dims: int, stride: int, frozen: str = "", plain_weights: bool = False, spatial: tuple[int, ...] = (9, 11)
+    dims: int,
+    stride: int,
+    frozen: str = "",
+    plain_weights: bool = False,
+    spatial: tuple[int, ...] = (9, 11),
+    one_channel_groups: bool = False,
 ) -> Callable[[], Case]:
     """U^T C U with the rotation folded into the coupling; ``frozen``: 'vectors' or 'down' (the patchify conv).
     2-D ``spatial`` (9, 11) leaves pixels no patch covers; 3-D is (3, 8, 6), which the patches tile."""
@@ -86,6 +98,8 @@ def layer(
         if plain_weights:
             for conv in (op.coupling.block.down, op.coupling.block.mix, op.coupling.block.up):
                 parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+        if one_channel_groups:  # G's output produced one channel at a time
+            op.coupling.block.group_bytes = 1
         x = torch.randn(2, op.rotation.channels, *spatial_shape, dtype=torch.float64)
         return op, x, _data(1, spatial_shape)
 
@@ -116,12 +130,15 @@ CASES = {
     "householder-fused-three": fused_householder(False, True, True),
     "coupling-2d": coupling_2d,
     "coupling-3d": coupling_3d,
+    "coupling-groups": coupling_groups,
     "coupling-stride-1": coupling_stride_1,
     "coupling-partly-frozen": coupling_partly_frozen,
     "coupling-plain-weights": coupling_plain_weights,
     "layer-2d": layer(2, 2),
     "layer-2d-tiled": layer(2, 2, spatial=(8, 10)),
     "layer-2d-stride-1": layer(2, 1),
+    "layer-2d-groups": layer(2, 2, spatial=(8, 10), one_channel_groups=True),
+    "layer-2d-stride-1-groups": layer(2, 1, one_channel_groups=True),
     "layer-3d": layer(3, 2),
     "layer-frozen-rotation": layer(2, 2, frozen="vectors"),
     "layer-frozen-patchify": layer(2, 1, frozen="down"),

@@ -12,6 +12,7 @@ from irecon.invertible.coupling import (
     patch_major,
     weight_grads,
 )
+from irecon.invertible.layers import InvertibleLayer
 from irecon.memory.meters import StorageTracker
 
 
@@ -116,6 +117,7 @@ def test_coupling_backward_holds_one_output_chunk_at_a_time(stride: int) -> None
     """Backward's transient peak: the three hidden activations and one chunk of G's output (plus small tensors)."""
     torch.manual_seed(4)
     coupling = AdditiveCoupling(16, hidden=4, stride=stride)
+    coupling.block.group_bytes = 2 * 4 * 32 * 32 * 4  # two groups of 4 output channels
     y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
     with StorageTracker(device="cpu") as tracker:
         tracker.track(coupling, y, grad)
@@ -126,6 +128,34 @@ def test_coupling_backward_holds_one_output_chunk_at_a_time(stride: int) -> None
     hidden = 4 * (32 // stride) ** 2 * 4
     chunk = 2 * 4 * 32 * 32 * 4  # values and gates of 4 of the 8 output channels
     assert peak <= 3 * hidden + chunk + 8192
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_layer_backward_holds_one_output_group_and_its_gradient_at_a_time(stride: int) -> None:
+    """The folded layer's backward: the hidden activations, one group's values and gates, and one more group-sized
+    tensor (the GLU output in image order, then its gradient)."""
+    torch.manual_seed(4)
+    layer = InvertibleLayer(16, hidden=4, stride=stride)
+    layer.coupling.block.group_bytes = 2 * 4 * 32 * 32 * 4
+    y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
+    with StorageTracker(device="cpu") as tracker:
+        tracker.track(layer, y, grad)
+        base = tracker.memory_allocated()
+        tracker.reset_peak_memory_stats()
+        layer.backward_(y, grad, ())
+        peak = tracker.max_memory_allocated() - base
+    hidden = 4 * (32 // stride) ** 2 * 4
+    group = 4 * 32 * 32 * 4
+    assert peak <= 3 * hidden + 3 * group + 8192
+
+
+@pytest.mark.parametrize(("size", "groups"), [((1, 32, 32), 1), ((2, 320, 320), 4), ((1, 320, 320), 2)])
+def test_output_groups_stay_within_the_byte_budget(size: tuple[int, int, int], groups: int) -> None:
+    block = AdditiveCoupling(64, hidden=8, stride=2).block
+    h = torch.empty(size[0], 8, size[1] // 2, size[2] // 2)
+    ranges = list(block.chunks(h))
+    assert len(ranges) == groups and ranges[0][0] == 0 and ranges[-1][1] == 32
+    assert all(2 * (hi - lo) * size[0] * size[1] * size[2] * 4 <= block.group_bytes for lo, hi in ranges)
 
 
 def test_op_parameters_are_the_module_parameters() -> None:

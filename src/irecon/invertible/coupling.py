@@ -10,7 +10,9 @@ the gradients. In 2-D, G's hidden activations are channels last (the 3x3 conv's 
 faster on them).
 
 The in-place paths compute each weight once per call and run the transposed conv and the GLU in
-``glu_chunks`` groups of output channels, so G's full-resolution output is never whole in memory.
+groups of output channels of at most ``group_bytes`` (:data:`GROUP_BYTES`) of values and gates, so a
+large G's full-resolution output is never whole in memory; a small one is one group (each group
+costs a few GEMMs and passes: one group made a tiny-2d step ~20 % faster than two).
 The transposed conv (kernel = stride) is one GEMM whose output stays in patch-major order
 (B, c, *patch, *low); the GLU reads it and the state through strided views, so no layout copy is
 made (torch's own transposed conv copied its full-resolution output, 3x slower than the GEMM).
@@ -19,6 +21,7 @@ made (torch's own transposed conv copied its full-resolution output, 3x slower t
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -35,6 +38,10 @@ CONV_GEMM = "irecon::conv_gemm"
 """Profiler label of the GEMMs (and their bias terms) that compute G's patchify and transposed convolutions
 (benchmarks/engine.py)."""
 
+
+GROUP_BYTES = 16 * 2**20
+"""The most bytes of G's full-resolution output (values and gates) the in-place paths hold at once (16 MiB:
+two groups for the paper's 64-channel state at 320x320, one for the tiny presets)."""
 
 GluStep = Callable[[Tensor, int, int], None]
 """``undo_glu(buf, lo, hi)`` of :meth:`ResidualBlock.backward_`."""
@@ -65,14 +72,16 @@ def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
 class ResidualBlock(nn.Module):
     """G(x1): (B, n_in, [S,] H, W) -> (B, n_out, [S,] H, W) with hidden width k and stride d."""
 
-    def __init__(self, n_in: int, n_out: int, hidden: int, stride: int, dims: int = 2, glu_chunks: int = 2) -> None:
+    def __init__(
+        self, n_in: int, n_out: int, hidden: int, stride: int, dims: int = 2, group_bytes: int = GROUP_BYTES
+    ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         conv, conv_t = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
         self.patch = (stride, stride) if dims == 2 else (1, stride, stride)
         self.n_out = n_out
-        self.glu_chunks = max(1, min(glu_chunks, n_out))
+        self.group_bytes = group_bytes
         self.conv_fn = F.conv2d if dims == 2 else F.conv3d
         # hidden activations channels last in 2-D; in 3-D the CPU convs return NCDHW whatever the weights' layout
         # while the meta kernels follow the weights, so the shapes-only planner would count other bytes
@@ -178,9 +187,12 @@ class ResidualBlock(nn.Module):
         products = _batched(up.reshape(k, -1).t(), flat_channels(h))
         return products.view(b, up.shape[1], *up.shape[2:], *h.shape[2:])
 
-    def chunks(self) -> Iterator[tuple[int, int]]:
-        """The output-channel ranges [lo, hi) the in-place paths treat one at a time."""
-        bounds = [round(i * self.n_out / self.glu_chunks) for i in range(self.glu_chunks + 1)]
+    def chunks(self, h: Tensor) -> Iterator[tuple[int, int]]:
+        """The output-channel ranges [lo, hi) the in-place paths treat one at a time for hidden activations ``h``:
+        as few as keep each group's values and gates within ``group_bytes``."""
+        per_channel = 2 * h[:, :1].numel() * math.prod(self.patch) * h.element_size()
+        groups = min(self.n_out, max(1, math.ceil(self.n_out * per_channel / self.group_bytes)))
+        bounds = [round(i * self.n_out / groups) for i in range(groups + 1)]
         return zip(bounds[:-1], bounds[1:])
 
     @torch.no_grad()
@@ -236,7 +248,7 @@ class ResidualBlock(nn.Module):
         values_grads: list[Tensor] = []
         gates_grads: list[Tensor] = []
         n = self.n_out
-        for lo, hi in self.chunks():
+        for lo, hi in self.chunks(h):
             buf = self.up_products(h, up, lo, hi)
             undo_glu(buf, lo, hi)
             weight = torch.cat([up[:, n + lo : n + hi], up[:, lo:hi]], dim=1)  # buf's order: [dL/db | dL/da]
@@ -293,7 +305,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         x1, x2 = x[:, : self.split], x[:, self.split :]
         w = self.block.weights()
         h = self.block.hidden(x1, w)
-        for lo, hi in self.block.chunks():
+        for lo, hi in self.block.chunks(h):
             values, gates = self.block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
             patch_major(x2[:, lo:hi], self.block.patch).addcmul_(values, gates.sigmoid_(), value=sign)
             del values, gates  # before the next chunk is computed

@@ -64,7 +64,7 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         w = block.weights(fold=q)
         h = block.hidden(x, w)
         flat = x.view(x.shape[0], x.shape[1], -1)
-        for lo, hi in block.chunks():
+        for lo, hi in block.chunks(h):
             values, gates = block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
             values.mul_(gates.sigmoid_())
             gated = _image_order(values, x.shape[2:], spare=gates).to(x.dtype)
