@@ -6,11 +6,13 @@ under plain autograd), and ``official`` (the official i-RIM form: no output head
 on the state's two image channels, memory-free). Each form of each tree runs in its own worker
 process; the workers take turns step by step, so every measurement sees the same machine load, and
 the report gives medians and ratios of medians. Each worker then profiles one step (torch.profiler,
-self CPU time; ``--profile-steps N``: N steps together, per-step means): total, share of the
+self CPU time; ``--profile-steps N``: N steps together, per-step means): total, share of G's
 convolution kernels (torch's conv ops, plus the GEMMs irecon runs as convolutions under the
-``irecon::conv_gemm`` label), top ops, and the
+``irecon::conv_gemm`` label), share of the GEMMs that apply each layer's orthogonal 1x1 conv folded
+into its coupling (``irecon::rotation_gemm``, counted apart), top ops, and the
 ``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
-copy the result onto the same tensor: no data moves).
+copy the result onto the same tensor: no data moves). The labels' own self time (the profiler's
+cost of entering them, paid only under the profiler) is left out of the total.
 
 Compare with the tree of another commit (``--baseline``), e.g. the one before the engine work:
 
@@ -38,6 +40,8 @@ from pathlib import Path
 FORMS = ("memory-free", "plain", "official")
 CONV_MARKERS = ("conv", "mkldnn_convolution")
 CONV_GEMM_LABEL = "irecon::conv_gemm"  # irecon.invertible.coupling.CONV_GEMM; absent from the baseline tree
+ROTATION_GEMM_LABEL = "irecon::rotation_gemm"  # irecon.invertible.coupling.ROTATION_GEMM
+LABELS = (CONV_GEMM_LABEL, ROTATION_GEMM_LABEL)
 
 
 def _is_conv(name: str) -> bool:
@@ -96,9 +100,12 @@ class Stepper:
             for _ in range(steps):
                 self.step()
         events = prof.key_averages()
-        total = sum(e.self_cpu_time_total for e in events)
+        labels = sum(e.self_cpu_time_total for e in events if e.key in LABELS)
+        total = sum(e.self_cpu_time_total for e in events) - labels
         conv = sum(e.self_cpu_time_total for e in events if _is_conv(e.key))
-        gemm = sum(e.self_cpu_time_total for e in prof.events() if not _is_conv(e.name) and _in_conv_gemm(e))
+        kernels = [e for e in prof.events() if e.name not in LABELS and not _is_conv(e.name)]
+        gemm = sum(e.self_cpu_time_total for e in kernels if _label_of(e) == CONV_GEMM_LABEL)
+        rotation = sum(e.self_cpu_time_total for e in kernels if _label_of(e) == ROTATION_GEMM_LABEL)
         ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(steps):
@@ -115,19 +122,21 @@ class Stepper:
             "total_ms": total / 1e3 / steps,
             "conv_share": conv / total,
             "conv_gemm_share": gemm / total,
+            "rotation_gemm_share": rotation / total,
+            "labels_ms": labels / 1e3 / steps,
             "top": [(e.key, e.self_cpu_time_total / 1e3 / steps, e.count // steps) for e in ranked],
             "state_copies": len(copies) // steps,
             "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3 / steps,
         }
 
 
-def _in_conv_gemm(event) -> bool:
-    """Whether a profiler event runs inside irecon's ``irecon::conv_gemm`` label (convolutions done as GEMMs)."""
+def _label_of(event) -> str | None:
+    """The innermost of irecon's profiler labels a profiler event runs inside, if any."""
     while event is not None:
-        if event.name == CONV_GEMM_LABEL:
-            return True
+        if event.name in LABELS:
+            return event.name
         event = event.cpu_parent
-    return False
+    return None
 
 
 def _numel(shape: list[int]) -> int:
@@ -207,11 +216,13 @@ def compare(args: argparse.Namespace) -> None:
             print(f"  speed-up of {form} over the baseline: {ratio:.2f}x")
     for w in workers:
         p = w.ask("profile")
+        rotation = p.get("rotation_gemm_share", 0.0)
         print(
-            f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU (mean of {args.profile_steps}), convolutions "
+            f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU (mean of {args.profile_steps}; "
+            f"the labels' own {p.get('labels_ms', 0.0):.1f} ms left out), G's convolutions "
             f"{100 * (p['conv_share'] + p['conv_gemm_share']):.1f}% ({100 * p['conv_share']:.1f}% conv ops + "
-            f"{100 * p['conv_gemm_share']:.1f}% convs run as GEMMs), "
-            f"state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
+            f"{100 * p['conv_gemm_share']:.1f}% convs run as GEMMs), the folded orthogonal 1x1 conv's GEMMs "
+            f"{100 * rotation:.1f}%, state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
         )
         for name, ms, count in p["top"]:
             print(f"    {name[:48]:<48} {ms:9.1f} ms {100 * ms / p['total_ms']:5.1f}% {count:6d} calls")

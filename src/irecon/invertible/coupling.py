@@ -38,6 +38,10 @@ CONV_GEMM = "irecon::conv_gemm"
 """Profiler label of the GEMMs (and their bias terms) that compute G's patchify and transposed convolutions
 (benchmarks/engine.py)."""
 
+ROTATION_GEMM = "irecon::rotation_gemm"
+"""Profiler label of the GEMMs that apply a layer's orthogonal 1x1 conv folded into its coupling, and their
+gradients (:class:`irecon.invertible.layers.InvertibleLayer`)."""
+
 
 GROUP_BYTES = 16 * 2**20
 """The most bytes of G's full-resolution output (values and gates) the in-place paths hold at once (16 MiB:
@@ -96,8 +100,10 @@ class ResidualBlock(nn.Module):
         swap = swap or {}
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         down = conv_weight(self.down, swap)
-        if fold is not None:
-            down = torch.matmul(down.movedim(1, -1), fold.to(down.dtype)).movedim(-1, 1)
+        if fold is not None:  # W' = sum_s W[:, s] fold[s]: one (C, s) x (s, k prod(patch)) product
+            k, s = down.shape[:2]
+            folded = torch.mm(fold.t().to(down.dtype), down.transpose(0, 1).reshape(s, -1))
+            down = folded.view(fold.shape[1], k, *down.shape[2:]).transpose(0, 1)
         return BlockWeights(
             down.contiguous(),  # NCHW like the state: a channels-last weight made the strided conv copy its input
             None if self.down.bias is None else swap.get(id(self.down.bias), self.down.bias),
@@ -344,17 +350,18 @@ def weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
 
 def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
     """dL/d(each tensor the conv's weight comes from), keyed by id, from dL/dweight; a dim-0 weight norm
-    w = g v / ||v|| by hand (dL/dg = <G, v> / ||v||, dL/dv = g / ||v|| (G - dL/dg v / ||v||)), others by autograd."""
+    w = g v / ||v|| by torch's own backward kernel (dL/dg = <G, v> / ||v||, dL/dv = g / ||v|| (G - dL/dg v / ||v||)),
+    no autograd graph; other parametrizations by autograd."""
     originals = weight_originals(conv)
     if not parametrize.is_parametrized(conv, "weight"):
         return {id(originals[0]): grad_w.to(originals[0].dtype)}
     plist = conv.parametrizations.weight
     if len(plist) == 1 and isinstance(plist[0], _WeightNorm) and plist[0].dim == 0 and len(originals) == 2:
         g, v = originals
-        grad = grad_w.to(v.dtype)
-        norm = torch.linalg.vector_norm(v.flatten(1), dim=1).view_as(g)
-        grad_g = (grad * v).flatten(1).sum(1).view_as(g).div_(norm)
-        grad_v = torch.addcmul(grad, v, grad_g / norm, value=-1).mul_(g / norm)
+        norm = torch.linalg.vector_norm(v.detach().flatten(1), dim=1).view_as(g)
+        grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
+            grad_w.to(v.dtype).contiguous(), v.detach(), g.detach(), norm, 0
+        )
         return {id(g): grad_g, id(v): grad_v}
     aliases = tuple(t.detach().requires_grad_(t.requires_grad) for t in originals)
     wanted = [a for a in aliases if a.requires_grad]
@@ -365,9 +372,14 @@ def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
     return {key: grad for key, grad in grads.items() if grad is not None}
 
 
+def profiler_label(name: str) -> contextlib.AbstractContextManager:
+    """A profiler label (:data:`CONV_GEMM`, :data:`ROTATION_GEMM`); nothing when no profiler runs (it costs ~4 us)."""
+    return record_function(name) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
+
+
 def _conv_gemm_label() -> contextlib.AbstractContextManager:
-    """The profiler label of a convolution run as a GEMM; nothing when no profiler runs (it costs ~4 us)."""
-    return record_function(CONV_GEMM) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
+    """The profiler label of a convolution run as a GEMM."""
+    return profiler_label(CONV_GEMM)
 
 
 def flat_channels(t: Tensor) -> Tensor:

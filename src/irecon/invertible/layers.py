@@ -8,11 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from irecon.invertible.coupling import (
+    ROTATION_GEMM,
     AdditiveCoupling,
     conv_weight,
     flat_channels,
     patch_image,
     patch_major,
+    profiler_label,
     weight_grads,
     weight_originals,
 )
@@ -68,33 +70,28 @@ class InvertibleLayer(nn.Module, InvertibleOp):
             values, gates = block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
             values.mul_(gates.sigmoid_())
             gated = _image_order(values, x.shape[2:], spare=gates).to(x.dtype)
-            flat.baddbmm_(r_t[:, lo:hi].expand(x.shape[0], -1, -1), gated, alpha=sign)
+            with profiler_label(ROTATION_GEMM):
+                flat.baddbmm_(r_t[:, lo:hi].expand(x.shape[0], -1, -1), gated, alpha=sign)
             del values, gates, gated  # before the next group is computed
 
     def _fold_grads(
-        self,
-        found: dict[int, Tensor],
-        grad_down: Tensor,
-        grad_r_t: Tensor | None,
-        q: Tensor,
-        a: Tensor,
-        v: Tensor,
-        want_down: bool,
+        self, found: dict[int, Tensor], grad_down: Tensor, grad_r: Tensor | None, q: Tensor, a: Tensor, v: Tensor
     ) -> None:
-        """Add to ``found`` the gradients of the patchify conv's own weight sources (if ``want_down``) and of the
-        vectors (if ``grad_r_t``), from dL/d(folded weight W' = W Q) and dL/dR^T."""
+        """Add to ``found`` the gradients of the patchify conv's own weight sources and of the vectors (if
+        ``grad_r``), from dL/d(folded weight W' = W Q) (k, C, *patch) and dL/dR (n_out, C); skip frozen ones."""
         block = self.coupling.block
-        if want_down:  # dL/dW = dL/dW' Q^T
-            found.update(
-                weight_grads(block.down, grad_down.movedim(1, -1).matmul(q.t().to(grad_down.dtype)).movedim(-1, 1))
-            )
-        if grad_r_t is None:
+        k, c = grad_down.shape[:2]
+        grad_rows = grad_down.transpose(0, 1).reshape(c, -1).to(a.dtype)  # (C, k prod(patch))
+        split = q.shape[0]
+        if any(t.requires_grad for t in weight_originals(block.down)):  # dL/dW = dL/dW' Q^T
+            grad_source = torch.mm(q.to(a.dtype), grad_rows).view(split, k, *grad_down.shape[2:]).transpose(0, 1)
+            found.update(weight_grads(block.down, grad_source))
+        if grad_r is None:
             return
         source = conv_weight(block.down, {}).to(a.dtype)
-        split, c = source.shape[1], grad_down.shape[1]
         # dL/dQ sums W^T dL/dW' over the hidden channels and the patch; U = [Q; R] = I - A V^T
-        grad_q = source.transpose(0, 1).reshape(split, -1) @ grad_down.to(a.dtype).transpose(0, 1).reshape(c, -1).t()
-        grad_u = torch.cat([grad_q, grad_r_t.t().to(a.dtype)])
+        grad_q = torch.mm(source.transpose(0, 1).reshape(split, -1), grad_rows.t())
+        grad_u = torch.cat([grad_q, grad_r.to(a.dtype)])
         vectors = self.rotation.vectors
         found[id(vectors)] = wy_factors_backward(vectors, False, a, -grad_u @ v, -grad_u.t() @ a).to(vectors.dtype)
 
@@ -117,17 +114,19 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         with torch.no_grad():
             q, r_t, a, v = self._rotation_split(y.dtype)
             state, grad = y.view(b, c, -1), grad_y.view(b, c, -1)
-            grad_r_t = torch.zeros_like(r_t) if want_rotation else None
+            grad_r: list[Tensor] = []  # dL/dR, one (c, C) block per group
 
             def undo_glu(buf: Tensor, lo: int, hi: int) -> None:
                 values, gates = buf.chunk(2, dim=1)
                 values.mul_(gates.sigmoid_())
                 gated = _image_order(values, y.shape[2:]).to(y.dtype)
-                state.baddbmm_(r_t[:, lo:hi].expand(b, -1, -1), gated, alpha=-1)
-                if grad_r_t is not None:  # sum_b g_b gated_b^T, as its (c, C) transpose (the faster GEMM)
-                    grad_r_t[:, lo:hi] = torch.bmm(gated, grad.transpose(1, 2)).sum(0).t()
-                del gated
-                grad_gated = torch.bmm(r_t[:, lo:hi].t().expand(b, -1, -1), grad).view(b, hi - lo, *y.shape[2:])
+                with profiler_label(ROTATION_GEMM):
+                    state.baddbmm_(r_t[:, lo:hi].expand(b, -1, -1), gated, alpha=-1)
+                    if want_rotation:  # sum_b gated_b g_b^T (the faster GEMM of the two orders)
+                        grad_r.append(torch.bmm(gated, grad.transpose(1, 2)).sum(0))
+                    del gated
+                    grad_gated = torch.bmm(r_t[:, lo:hi].t().expand(b, -1, -1), grad)
+                grad_gated = grad_gated.view(b, hi - lo, *y.shape[2:])
                 grad_gated = patch_major(grad_gated, block.patch).to(buf.dtype)
                 values.addcmul_(values, gates, value=-1).mul_(grad_gated)  # dL/db = g a s (1 - s)
                 gates.mul_(grad_gated)  # dL/da = g s
@@ -136,7 +135,8 @@ class InvertibleLayer(nn.Module, InvertibleOp):
             found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
             if grad_down is not None:
                 with autocast(y.device.type, enabled=False):
-                    self._fold_grads(found, grad_down, grad_r_t, q, a, v, wanted[0])
+                    whole = (grad_r[0] if len(grad_r) == 1 else torch.cat(grad_r)) if want_rotation else None
+                    self._fold_grads(found, grad_down, whole, q, a, v)
         return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
 
