@@ -26,9 +26,12 @@ class InvertibleLayer(nn.Module, InvertibleOp):
     """y = U^T C(U x): an additive coupling C conjugated by an orthogonal 1x1 conv U (appendix eqs 1-4).
 
     With U's rows split like the coupling's channels, U = [Q; R], U^T C(U x) = x + R^T G(Q x) exactly
-    (U^T U = I), and Q R^T = 0 keeps Q x fixed. So the in-place paths never rotate the state: Q goes into
-    the patchify conv's weight, which reads the whole state, and each group of the GLU's output reaches
-    the state through one GEMM with R^T. Plain autograd (:meth:`transform`) runs U, C and U^T as written.
+    (U^T U = I), and Q R^T = 0 keeps Q x fixed. So the in-place paths never rotate the state. In the
+    compact WY form U = I - A V^T (V the n reflection vectors, A = V T), R^T g = [0; g] - V (A_2^T g) with
+    A_2 = A's rows of the conditioned half: the GLU's output g is added to that half where it lies, as in
+    the plain coupling, and the rest is one rank-n update of the state, x <- x - V S with S = A_2^T g, a
+    GEMM with n rows accumulated over G's output groups. Q = [I 0] - A_1 V^T goes into the patchify conv's
+    weight, which reads the whole state. Plain autograd (:meth:`transform`) runs U, C and U^T as written.
     Every layer is a residual update in the original channel basis, so the image estimate stays in the
     channels where the data-consistency layer reads it.
     """
@@ -50,50 +53,37 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         x = self.rotation.op().transform(x, data)
         return self.rotation.op(transpose=True).transform(self.coupling.transform(x, data), data)
 
-    def _rotation_split(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(Q, R^T, A, V) in ``dtype`` (Q and R^T) with U = I - A V^T = [Q; R], from the vectors' WY factors."""
+    def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """(A, V, Q): U = I - A V^T from the vectors' WY factors (their dtype) and Q = U[:split] in ``dtype``."""
         with autocast(self.rotation.vectors.device.type, enabled=False):
             a, v = wy_factors(self.rotation.vectors, transpose=False)
-            u = torch.eye(v.shape[0], dtype=v.dtype, device=v.device).sub_(a @ v.t()).to(dtype)
-        split = self.coupling.split
-        return u[:split], u[split:].t(), a, v
+            split = self.coupling.split
+            q = torch.eye(split, v.shape[0], dtype=v.dtype, device=v.device).sub_(a[:split] @ v.t())
+        return a, v, q.to(dtype)
 
     @torch.no_grad()
     def _add_g_(self, x: Tensor, sign: int) -> None:
-        """x <- x + sign R^T G(Q x), the GLU done in place in each group of G's output channels."""
+        """x <- x + sign R^T G(Q x): each group of the GLU's output added to the conditioned half in place, then
+        the rank-n update x <- x - sign V S."""
         block = self.coupling.block
-        q, r_t, _, _ = self._rotation_split(x.dtype)
+        split = self.coupling.split
+        a, v, q = self._factors(x.dtype)
         w = block.weights(fold=q)
         h = block.hidden(x, w)
-        flat = x.view(x.shape[0], x.shape[1], -1)
+        x2 = x[:, split:]
+        projected: Tensor | None = None  # S = A_2^T g, patch-major
         for lo, hi in block.chunks(h):
             values, gates = block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
             values.mul_(gates.sigmoid_())
-            gated = _image_order(values, x.shape[2:], spare=gates).to(x.dtype)
-            with profiler_label(ROTATION_GEMM):
-                flat.baddbmm_(r_t[:, lo:hi].expand(x.shape[0], -1, -1), gated, alpha=sign)
-            del values, gates, gated  # before the next group is computed
-
-    def _fold_grads(
-        self, found: dict[int, Tensor], grad_down: Tensor, grad_r: Tensor | None, q: Tensor, a: Tensor, v: Tensor
-    ) -> None:
-        """Add to ``found`` the gradients of the patchify conv's own weight sources and of the vectors (if
-        ``grad_r``), from dL/d(folded weight W' = W Q) (k, C, *patch) and dL/dR (n_out, C); skip frozen ones."""
-        block = self.coupling.block
-        k, c = grad_down.shape[:2]
-        grad_rows = grad_down.transpose(0, 1).reshape(c, -1).to(a.dtype)  # (C, k prod(patch))
-        split = q.shape[0]
-        if any(t.requires_grad for t in weight_originals(block.down)):  # dL/dW = dL/dW' Q^T
-            grad_source = torch.mm(q.to(a.dtype), grad_rows).view(split, k, *grad_down.shape[2:]).transpose(0, 1)
-            found.update(weight_grads(block.down, grad_source))
-        if grad_r is None:
-            return
-        source = conv_weight(block.down, {}).to(a.dtype)
-        # dL/dQ sums W^T dL/dW' over the hidden channels and the patch; U = [Q; R] = I - A V^T
-        grad_q = torch.mm(source.transpose(0, 1).reshape(split, -1), grad_rows.t())
-        grad_u = torch.cat([grad_q, grad_r.to(a.dtype)])
-        vectors = self.rotation.vectors
-        found[id(vectors)] = wy_factors_backward(vectors, False, a, -grad_u @ v, -grad_u.t() @ a).to(vectors.dtype)
+            patch_major(x2[:, lo:hi], block.patch).add_(values, alpha=sign)
+            projected = _project(a[split + lo : split + hi], values, projected)
+            del values, gates  # before the next group is computed
+        assert projected is not None
+        flat = x.view(x.shape[0], x.shape[1], -1)
+        with profiler_label(ROTATION_GEMM):
+            flat.baddbmm_(
+                v.to(x.dtype).expand(x.shape[0], -1, -1), _image_order(projected, block.patch, x), alpha=-sign
+            )
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
         self._add_g_(x, +1)
@@ -102,58 +92,109 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
-        """G's backward at Q y = Q x (:meth:`ResidualBlock.backward_`) with the GLU's update undone through R^T,
-        then the gradients of R^T (GEMMs on the GLU's output) and of the folded patchify weight pulled back to
-        the vectors by hand (:func:`wy_factors_backward`)."""
+        """G's backward at Q y = Q x (:meth:`ResidualBlock.backward_`) fed dL/dg = R ḡ = ḡ_2 - A_2 (V^T ḡ), with the
+        update undone group by group and then by x = y + V S; the gradients of A and V (from the rank-n update and
+        from the folded patchify weight) pulled back to the vectors by hand (:func:`wy_factors_backward`).
+
+        Three passes over the whole state whatever the number of groups: V^T ḡ, the rank-n undo, and S ḡ^T.
+        """
         block = self.coupling.block
+        split = self.coupling.split
         vectors = self.rotation.vectors
         convs = (block.down, block.mix, block.up)
         want_rotation = vectors.requires_grad
         wanted = [any(t.requires_grad for t in weight_originals(conv)) for conv in convs]
         b, c = y.shape[:2]
         with torch.no_grad():
-            q, r_t, a, v = self._rotation_split(y.dtype)
+            a, v, q = self._factors(y.dtype)
+            v_state = v.to(y.dtype)
             state, grad = y.view(b, c, -1), grad_y.view(b, c, -1)
-            grad_r: list[Tensor] = []  # dL/dR, one (c, C) block per group
+            y2, g2 = y[:, split:], grad_y[:, split:]
+            with profiler_label(ROTATION_GEMM):
+                pulled = torch.bmm(v_state.t().expand(b, -1, -1), grad)  # V^T ḡ, (B, n, N)
+            pulled = patch_major(pulled.view(b, -1, *y.shape[2:]), block.patch).contiguous()
+            pulled_flat = pulled.view(b, pulled.shape[1], -1)
+            projected: list[Tensor | None] = [None]  # S = A_2^T g, patch-major, summed over the groups
+            grad_a: list[Tensor] = []  # dL/dA_2, one (c, n) block per group
+            grad_v: list[Tensor] = []  # dL/dV from the rank-n update
 
             def undo_glu(buf: Tensor, lo: int, hi: int) -> None:
                 values, gates = buf.chunk(2, dim=1)
-                values.mul_(gates.sigmoid_())
-                gated = _image_order(values, y.shape[2:]).to(y.dtype)
+                values.mul_(gates.sigmoid_())  # g = a s
+                patch_major(y2[:, lo:hi], block.patch).sub_(values)
+                a_group = a[split + lo : split + hi]
+                projected[0] = _project(a_group, values, projected[0])
+                flat_values = values.reshape(b, hi - lo, -1)
+                grad_g = torch.empty_like(values, memory_format=torch.contiguous_format)
+                grad_g.copy_(patch_major(g2[:, lo:hi], block.patch))
                 with profiler_label(ROTATION_GEMM):
-                    state.baddbmm_(r_t[:, lo:hi].expand(b, -1, -1), gated, alpha=-1)
-                    if want_rotation:  # sum_b gated_b g_b^T (the faster GEMM of the two orders)
-                        grad_r.append(torch.bmm(gated, grad.transpose(1, 2)).sum(0))
-                    del gated
-                    grad_gated = torch.bmm(r_t[:, lo:hi].t().expand(b, -1, -1), grad)
-                grad_gated = grad_gated.view(b, hi - lo, *y.shape[2:])
-                grad_gated = patch_major(grad_gated, block.patch).to(buf.dtype)
-                values.addcmul_(values, gates, value=-1).mul_(grad_gated)  # dL/db = g a s (1 - s)
-                gates.mul_(grad_gated)  # dL/da = g s
+                    if want_rotation:  # dL/dA_2 = -sum g (V^T ḡ)^T
+                        grad_a.append(torch.bmm(flat_values, pulled_flat.transpose(1, 2)).sum(0).neg_())
+                    grad_g.view(b, hi - lo, -1).baddbmm_(
+                        a_group.to(grad_g.dtype).expand(b, -1, -1), pulled_flat.to(grad_g.dtype), alpha=-1
+                    )
+                values.addcmul_(values, gates, value=-1).mul_(grad_g)  # dL/db = dL/dg a s (1 - s)
+                gates.mul_(grad_g)  # dL/da = dL/dg s
+                if hi == block.n_out:  # the last group: undo the rank-n update while ḡ is still dL/dy
+                    image = _image_order(projected[0], block.patch, y)
+                    with profiler_label(ROTATION_GEMM):
+                        state.baddbmm_(v_state.expand(b, -1, -1), image)
+                        if want_rotation:  # dL/dV = -sum ḡ S^T, as the (n, C) product
+                            grad_v.append(torch.bmm(image, grad.transpose(1, 2)).sum(0).t().neg_())
 
             w = block.weights(fold=q)
             found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
             if grad_down is not None:
                 with autocast(y.device.type, enabled=False):
-                    whole = (grad_r[0] if len(grad_r) == 1 else torch.cat(grad_r)) if want_rotation else None
-                    self._fold_grads(found, grad_down, whole, q, a, v)
+                    rank_n = (torch.cat(grad_a), grad_v[0]) if want_rotation else None
+                    self._fold_grads(found, grad_down, rank_n, q, a, v)
         return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
+    def _fold_grads(
+        self,
+        found: dict[int, Tensor],
+        grad_down: Tensor,
+        rank_n: tuple[Tensor, Tensor] | None,
+        q: Tensor,
+        a: Tensor,
+        v: Tensor,
+    ) -> None:
+        """Add to ``found`` the gradients of the patchify conv's own weight sources and of the vectors (if
+        ``rank_n``, the rank-n update's dL/dA_2 and dL/dV), from dL/d(folded weight W' = W Q); skip frozen ones."""
+        block = self.coupling.block
+        k, c = grad_down.shape[:2]
+        grad_rows = grad_down.transpose(0, 1).reshape(c, -1).to(a.dtype)  # (C, k prod(patch))
+        split = q.shape[0]
+        if any(t.requires_grad for t in weight_originals(block.down)):  # dL/dW = dL/dW' Q^T
+            grad_source = torch.mm(q.to(a.dtype), grad_rows).view(split, k, *grad_down.shape[2:]).transpose(0, 1)
+            found.update(weight_grads(block.down, grad_source))
+        if rank_n is None:
+            return
+        source = conv_weight(block.down, {}).to(a.dtype)
+        # dL/dQ sums W^T dL/dW' over the hidden channels and the patch; Q = [I 0] - A_1 V^T
+        grad_q = torch.mm(source.transpose(0, 1).reshape(split, -1), grad_rows.t())
+        grad_a = torch.cat([-grad_q @ v, rank_n[0].to(a.dtype)])
+        grad_v = torch.addmm(rank_n[1].to(a.dtype), grad_q.t(), a[:split], alpha=-1)
+        vectors = self.rotation.vectors
+        found[id(vectors)] = wy_factors_backward(vectors, False, a, grad_a, grad_v).to(vectors.dtype)
 
-def _image_order(products: Tensor, size: Sequence[int], spare: Tensor | None = None) -> Tensor:
-    """Patch-major (B, c, *patch, *low) products as (B, c, N) in image order: a view for a one-pixel patch, else
-    a copy, written over ``spare`` (the products' shape, no longer needed) when the patches tile the image."""
-    m = (products.dim() - 2) // 2
-    patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
-    tiled = all(lo * p == s for lo, p, s in zip(low, patch, size))
-    if all(p == 1 for p in patch) or spare is None or not tiled:
-        return flat_channels(patch_image(products, size))
-    b, c = products.shape[:2]
-    n = products[0].numel() // c
-    target = spare.as_strided((b, c, n), (spare.stride(0), n, 1))
-    order = [d for i in range(m) for d in (2 + m + i, 2 + i)]
-    target.view(b, c, *(x for pair in zip(low, patch) for x in pair)).copy_(products.permute(0, 1, *order))
-    return target
+
+def _project(rows: Tensor, values: Tensor, total: Tensor | None) -> Tensor:
+    """total + rows^T values for (c, n) ``rows`` and (B, c, ...) ``values``: (B, n, N) in the values' pixel order."""
+    b, c = values.shape[:2]
+    flat = values.reshape(b, c, -1)
+    left = rows.t().to(flat.dtype).expand(b, -1, -1)
+    with profiler_label(ROTATION_GEMM):
+        return torch.bmm(left, flat) if total is None else total.baddbmm_(left, flat)
+
+
+def _image_order(projected: Tensor, patch: Sequence[int], like: Tensor) -> Tensor:
+    """Patch-major (B, n, N) products over the pixels the patches of ``patch`` cover, as (B, n, N) in the image
+    order of ``like`` and in its dtype, zero where no patch reaches (a copy unless the patch is one pixel)."""
+    size = like.shape[2:]
+    low = [s // p for s, p in zip(size, patch)]
+    image = patch_image(projected.view(*projected.shape[:2], *patch, *low), size)
+    return flat_channels(image).to(like.dtype)
 
 
 GradientFn = Callable[..., Tensor]
