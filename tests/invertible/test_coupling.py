@@ -151,7 +151,7 @@ def test_layer_backward_holds_one_output_group_and_its_gradient_at_a_time(stride
     assert peak <= 3 * hidden + 3 * group + 3 * rank_n + 8192
 
 
-@pytest.mark.parametrize(("size", "groups"), [((1, 32, 32), 1), ((2, 320, 320), 4), ((1, 320, 320), 2)])
+@pytest.mark.parametrize(("size", "groups"), [((1, 32, 32), 1), ((2, 320, 320), 7), ((1, 320, 320), 4)])
 def test_output_groups_stay_within_the_byte_budget(size: tuple[int, int, int], groups: int) -> None:
     block = AdditiveCoupling(64, hidden=8, stride=2).block
     h = torch.empty(size[0], 8, size[1] // 2, size[2] // 2)

@@ -43,9 +43,9 @@ ROTATION_GEMM = "irecon::rotation_gemm"
 gradients (:class:`irecon.invertible.layers.InvertibleLayer`)."""
 
 
-GROUP_BYTES = 16 * 2**20
-"""The most bytes of G's full-resolution output (values and gates) the in-place paths hold at once (16 MiB:
-two groups for the paper's 64-channel state at 320x320, one for the tiny presets)."""
+GROUP_BYTES = 8 * 2**20
+"""The most bytes of G's full-resolution output (values and gates) the in-place paths hold at once (8 MiB:
+four groups for the paper's 64-channel state at 320x320, one for the tiny presets)."""
 
 GluStep = Callable[[Tensor, int, int], None]
 """``undo_glu(buf, lo, hi)`` of :meth:`ResidualBlock.backward_`."""

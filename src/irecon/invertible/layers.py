@@ -63,23 +63,27 @@ class InvertibleLayer(nn.Module, InvertibleOp):
 
     @torch.no_grad()
     def _add_g_(self, x: Tensor, sign: int) -> None:
-        """x <- x + sign R^T G(Q x): each group of the GLU's output added to the conditioned half in place, then
-        the rank-n update x <- x - sign V S."""
+        """x <- x + sign R^T G(Q x). One group of G's output: one GEMM with R^T on the GLU's output in image order.
+        Several: each group added to the conditioned half in place, then the rank-n update x <- x - sign V S."""
         block = self.coupling.block
         split = self.coupling.split
         a, v, q = self._factors(x.dtype)
         w = block.weights(fold=q)
         h = block.hidden(x, w)
-        x2 = x[:, split:]
+        flat = x.view(x.shape[0], x.shape[1], -1)
         projected: Tensor | None = None  # S = A_2^T g, patch-major
         for lo, hi in block.chunks(h):
             values, gates = block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
             values.mul_(gates.sigmoid_())
-            patch_major(x2[:, lo:hi], block.patch).add_(values, alpha=sign)
+            if (lo, hi) == (0, block.n_out):
+                r_t = _r_transpose(a, v, split).to(x.dtype).expand(x.shape[0], -1, -1)
+                with profiler_label(ROTATION_GEMM):
+                    flat.baddbmm_(r_t, _image_order(values, block.patch, x), alpha=sign)
+                return
+            patch_major(x[:, split + lo : split + hi], block.patch).add_(values, alpha=sign)
             projected = _project(a[split + lo : split + hi], values, projected)
             del values, gates  # before the next group is computed
         assert projected is not None
-        flat = x.view(x.shape[0], x.shape[1], -1)
         with profiler_label(ROTATION_GEMM):
             flat.baddbmm_(
                 v.to(x.dtype).expand(x.shape[0], -1, -1), _image_order(projected, block.patch, x), alpha=-sign
@@ -92,11 +96,13 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         self._add_g_(y, -1)
 
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
-        """G's backward at Q y = Q x (:meth:`ResidualBlock.backward_`) fed dL/dg = R ḡ = ḡ_2 - A_2 (V^T ḡ), with the
-        update undone group by group and then by x = y + V S; the gradients of A and V (from the rank-n update and
-        from the folded patchify weight) pulled back to the vectors by hand (:func:`wy_factors_backward`).
+        """G's backward at Q y = Q x (:meth:`ResidualBlock.backward_`) fed dL/dg = R ḡ, the update undone as
+        :meth:`_add_g_` made it, and the gradients of A and V (from R and from the folded patchify weight) pulled
+        back to the vectors by hand (:func:`wy_factors_backward`).
 
-        Three passes over the whole state whatever the number of groups: V^T ḡ, the rank-n undo, and S ḡ^T.
+        One group: R^T's three GEMMs on the whole state (the undo, R ḡ, g ḡ^T). Several: R ḡ = ḡ_2 - A_2 (V^T ḡ)
+        and x = y - [0; g] + V S, still three passes over the whole state (V^T ḡ, the rank-n undo, S ḡ^T) however
+        many groups there are.
         """
         block = self.coupling.block
         split = self.coupling.split
@@ -110,15 +116,20 @@ class InvertibleLayer(nn.Module, InvertibleOp):
             v_state = v.to(y.dtype)
             state, grad = y.view(b, c, -1), grad_y.view(b, c, -1)
             y2, g2 = y[:, split:], grad_y[:, split:]
-            with profiler_label(ROTATION_GEMM):
-                pulled = torch.bmm(v_state.t().expand(b, -1, -1), grad)  # V^T ḡ, (B, n, N)
-            pulled = patch_major(pulled.view(b, -1, *y.shape[2:]), block.patch).contiguous()
-            pulled_flat = pulled.view(b, pulled.shape[1], -1)
+            pulled: list[Tensor] = []  # V^T ḡ, (B, n, N) patch-major, once the first of several groups comes
             projected: list[Tensor | None] = [None]  # S = A_2^T g, patch-major, summed over the groups
             grad_a: list[Tensor] = []  # dL/dA_2, one (c, n) block per group
             grad_v: list[Tensor] = []  # dL/dV from the rank-n update
 
             def undo_glu(buf: Tensor, lo: int, hi: int) -> None:
+                if (lo, hi) == (0, block.n_out):
+                    undo_whole_glu(buf)
+                    return
+                if not pulled:
+                    with profiler_label(ROTATION_GEMM):
+                        image = torch.bmm(v_state.t().expand(b, -1, -1), grad).view(b, -1, *y.shape[2:])
+                    pulled.append(patch_major(image, block.patch).contiguous().view(b, image.shape[1], -1))
+                pulled_flat = pulled[0]
                 values, gates = buf.chunk(2, dim=1)
                 values.mul_(gates.sigmoid_())  # g = a s
                 patch_major(y2[:, lo:hi], block.patch).sub_(values)
@@ -141,6 +152,26 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                         state.baddbmm_(v_state.expand(b, -1, -1), image)
                         if want_rotation:  # dL/dV = -sum ḡ S^T, as the (n, C) product
                             grad_v.append(torch.bmm(image, grad.transpose(1, 2)).sum(0).t().neg_())
+
+            def undo_whole_glu(buf: Tensor) -> None:
+                """One group: the update and dL/dg as GEMMs with R^T on the whole state (fewer passes than the rank-n
+                form when nothing is repeated per group)."""
+                values, gates = buf.chunk(2, dim=1)
+                values.mul_(gates.sigmoid_())  # g = a s
+                image = _image_order(values, block.patch, y)
+                r_t = _r_transpose(a, v, split).to(y.dtype)
+                with profiler_label(ROTATION_GEMM):
+                    state.baddbmm_(r_t.expand(b, -1, -1), image, alpha=-1)
+                    if want_rotation:  # dL/dR = sum g ḡ^T, and R = [0 I] - A_2 V^T
+                        grad_r = torch.bmm(image, grad.transpose(1, 2)).sum(0).to(a.dtype)
+                        with autocast(y.device.type, enabled=False):
+                            grad_a.append(-grad_r @ v)
+                            grad_v.append(-grad_r.t() @ a[split:])
+                    del image
+                    grad_g = torch.bmm(r_t.t().expand(b, -1, -1), grad).view(b, block.n_out, *y.shape[2:])
+                grad_g = patch_major(grad_g, block.patch).to(buf.dtype)
+                values.addcmul_(values, gates, value=-1).mul_(grad_g)  # dL/db = dL/dg a s (1 - s)
+                gates.mul_(grad_g)  # dL/da = dL/dg s
 
             w = block.weights(fold=q)
             found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
@@ -177,6 +208,13 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         grad_v = torch.addmm(rank_n[1].to(a.dtype), grad_q.t(), a[:split], alpha=-1)
         vectors = self.rotation.vectors
         found[id(vectors)] = wy_factors_backward(vectors, False, a, grad_a, grad_v).to(vectors.dtype)
+
+
+def _r_transpose(a: Tensor, v: Tensor, split: int) -> Tensor:
+    """R^T = [0; I] - V A_2^T (C, n_out) for U = I - A V^T = [Q; R]."""
+    r_t = torch.mm(v, a[split:].t()).neg_()
+    r_t[split:].diagonal().add_(1)
+    return r_t
 
 
 def _project(rows: Tensor, values: Tensor, total: Tensor | None) -> Tensor:
