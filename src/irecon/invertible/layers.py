@@ -77,17 +77,17 @@ class InvertibleLayer(nn.Module, InvertibleOp):
             values.mul_(gates.sigmoid_())
             if (lo, hi) == (0, block.n_out):
                 r_t = _r_transpose(a, v, split).to(x.dtype).expand(x.shape[0], -1, -1)
+                image = _image_order(values, block.patch, x)
                 with profiler_label(ROTATION_GEMM):
-                    flat.baddbmm_(r_t, _image_order(values, block.patch, x), alpha=sign)
+                    flat.baddbmm_(r_t, image, alpha=sign)
                 return
             patch_major(x[:, split + lo : split + hi], block.patch).add_(values, alpha=sign)
             projected = _project(a[split + lo : split + hi], values, projected)
             del values, gates  # before the next group is computed
         assert projected is not None
+        image = _image_order(projected, block.patch, x)
         with profiler_label(ROTATION_GEMM):
-            flat.baddbmm_(
-                v.to(x.dtype).expand(x.shape[0], -1, -1), _image_order(projected, block.patch, x), alpha=-sign
-            )
+            flat.baddbmm_(v.to(x.dtype).expand(x.shape[0], -1, -1), image, alpha=-sign)
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
         self._add_g_(x, +1)
