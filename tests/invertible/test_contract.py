@@ -139,6 +139,7 @@ CASES = {
     "layer-2d-stride-1": layer(2, 1),
     "layer-2d-groups": layer(2, 2, spatial=(8, 10), one_channel_groups=True),
     "layer-2d-stride-1-groups": layer(2, 1, one_channel_groups=True),
+    "layer-3d-groups": layer(3, 2, one_channel_groups=True),
     "layer-3d": layer(3, 2),
     "layer-frozen-rotation": layer(2, 2, frozen="vectors"),
     "layer-frozen-patchify": layer(2, 1, frozen="down"),

@@ -175,3 +175,13 @@ def test_coupling_backward_runs_shapes_only_on_meta() -> None:
     y, grad = torch.empty(1, 6, 9, 10, device="meta"), torch.empty(1, 6, 9, 10, device="meta")
     param_grads, _ = coupling.backward_(y, grad, ())
     assert [g.shape for g in param_grads] == [p.shape for p in coupling.op_parameters]
+
+
+@pytest.mark.parametrize("group_bytes", [1, 2**30], ids=["groups", "one-group"])
+def test_layer_backward_runs_shapes_only_on_meta(group_bytes: int) -> None:
+    """The folded layer, on both of its paths (one group of G's output or several), on the meta device."""
+    layer = InvertibleLayer(6, hidden=4, stride=2).to("meta")
+    layer.coupling.block.group_bytes = group_bytes
+    y, grad = torch.empty(1, 6, 8, 10, device="meta"), torch.empty(1, 6, 8, 10, device="meta")
+    param_grads, _ = layer.backward_(y, grad, ())
+    assert [g.shape for g in param_grads] == [p.shape for p in layer.op_parameters]
