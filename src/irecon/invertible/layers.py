@@ -26,12 +26,14 @@ class InvertibleLayer(nn.Module, InvertibleOp):
     """y = U^T C(U x): an additive coupling C conjugated by an orthogonal 1x1 conv U (appendix eqs 1-4).
 
     With U's rows split like the coupling's channels, U = [Q; R], U^T C(U x) = x + R^T G(Q x) exactly
-    (U^T U = I), and Q R^T = 0 keeps Q x fixed. So the in-place paths never rotate the state. In the
-    compact WY form U = I - A V^T (V the n reflection vectors, A = V T), R^T g = [0; g] - V (A_2^T g) with
-    A_2 = A's rows of the conditioned half: the GLU's output g is added to that half where it lies, as in
-    the plain coupling, and the rest is one rank-n update of the state, x <- x - V S with S = A_2^T g, a
-    GEMM with n rows accumulated over G's output groups. Q = [I 0] - A_1 V^T goes into the patchify conv's
-    weight, which reads the whole state. Plain autograd (:meth:`transform`) runs U, C and U^T as written.
+    (U^T U = I), and Q R^T = 0 keeps Q x fixed. So the in-place paths never rotate the state: Q goes into
+    the patchify conv's weight, which reads the whole state, and G's output g reaches the state through
+    R^T. When g is one group (:meth:`ResidualBlock.chunks`), that is one GEMM with R^T. When it comes in
+    several, the compact WY form U = I - A V^T (V the n reflection vectors, A = V T) gives
+    R^T g = [0; g] - V (A_2^T g), A_2 = A's rows of the conditioned half: each group is added to that
+    half where it lies, as in the plain coupling, and one rank-n update x <- x - V S, S = A_2^T g summed
+    over the groups, does the rest, so the passes over the whole state do not multiply with the groups.
+    Plain autograd (:meth:`transform`) runs U, C and U^T as written.
     Every layer is a residual update in the original channel basis, so the image estimate stays in the
     channels where the data-consistency layer reads it.
     """
