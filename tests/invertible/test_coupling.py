@@ -112,19 +112,24 @@ def test_weight_grads_equal_autograd(name: str) -> None:
         assert parametrize.is_parametrized(conv, "weight") and conv.parametrizations.weight[0].dim == 0
 
 
+def _backward_peak(op: AdditiveCoupling | InvertibleLayer) -> int:
+    """Bytes ``op.backward_`` allocates beyond its inputs on a (1, 16, 32, 32) state (storage tracker)."""
+    y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
+    with StorageTracker(device="cpu") as tracker:
+        tracker.track(op, y, grad)
+        base = tracker.memory_allocated()
+        tracker.reset_peak_memory_stats()
+        op.backward_(y, grad, ())
+        return tracker.max_memory_allocated() - base
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_coupling_backward_holds_one_output_chunk_at_a_time(stride: int) -> None:
     """Backward's transient peak: the three hidden activations and one chunk of G's output (plus small tensors)."""
     torch.manual_seed(4)
     coupling = AdditiveCoupling(16, hidden=4, stride=stride)
     coupling.block.group_bytes = 2 * 4 * 32 * 32 * 4  # two groups of 4 output channels
-    y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
-    with StorageTracker(device="cpu") as tracker:
-        tracker.track(coupling, y, grad)
-        base = tracker.memory_allocated()
-        tracker.reset_peak_memory_stats()
-        coupling.backward_(y, grad, ())
-        peak = tracker.max_memory_allocated() - base
+    peak = _backward_peak(coupling)
     hidden = 4 * (32 // stride) ** 2 * 4
     chunk = 2 * 4 * 32 * 32 * 4  # values and gates of 4 of the 8 output channels
     assert peak <= 3 * hidden + chunk + 8192
@@ -138,13 +143,7 @@ def test_layer_backward_holds_one_output_group_and_its_gradient_at_a_time(stride
     torch.manual_seed(4)
     layer = InvertibleLayer(16, hidden=4, stride=stride)
     layer.coupling.block.group_bytes = 2 * 4 * 32 * 32 * 4
-    y, grad = torch.randn(1, 16, 32, 32), torch.randn(1, 16, 32, 32)
-    with StorageTracker(device="cpu") as tracker:
-        tracker.track(layer, y, grad)
-        base = tracker.memory_allocated()
-        tracker.reset_peak_memory_stats()
-        layer.backward_(y, grad, ())
-        peak = tracker.max_memory_allocated() - base
+    peak = _backward_peak(layer)
     hidden = 4 * (32 // stride) ** 2 * 4
     group = 4 * 32 * 32 * 4
     rank_n = 3 * 32 * 32 * 4

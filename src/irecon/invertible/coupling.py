@@ -12,7 +12,7 @@ faster on them).
 The in-place paths compute each weight once per call and run the transposed conv and the GLU in
 groups of output channels of at most ``group_bytes`` (:data:`GROUP_BYTES`) of values and gates, so a
 large G's full-resolution output is never whole in memory; a small one is one group (each group
-costs a few GEMMs and passes: one group made a tiny-2d step ~20 % faster than two).
+repeats the up conv's GEMMs and the gate's passes).
 The transposed conv (kernel = stride) is one GEMM whose output stays in patch-major order
 (B, c, *patch, *low); the GLU reads it and the state through strided views, so no layout copy is
 made (torch's own transposed conv copied its full-resolution output, 3x slower than the GEMM).
@@ -430,9 +430,14 @@ def _glu_grad_(buf: Tensor, y2: Tensor, g2: Tensor) -> None:
     With s = sigmoid(b): dL/da = g2 s and dL/db = g2 a s (1 - s); six passes, no temporary.
     """
     values, gates = buf.chunk(2, dim=1)
-    gates.sigmoid_()
-    values.mul_(gates)
+    values.mul_(gates.sigmoid_())
     y2.sub_(values)
-    values.addcmul_(values, gates, value=-1)
-    values.mul_(g2)
-    gates.mul_(g2)
+    glu_grads_(values, gates, g2)
+
+
+@torch.no_grad()
+def glu_grads_(gated: Tensor, gates: Tensor, grad: Tensor) -> None:
+    """Turn ``gated`` = a s and ``gates`` = s = sigmoid(b) into dL/db = g a s (1 - s) and dL/da = g s in place,
+    for g = ``grad`` = dL/d(a s); three passes."""
+    gated.addcmul_(gated, gates, value=-1).mul_(grad)
+    gates.mul_(grad)

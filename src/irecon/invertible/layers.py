@@ -12,6 +12,7 @@ from irecon.invertible.coupling import (
     AdditiveCoupling,
     conv_weight,
     flat_channels,
+    glu_grads_,
     patch_image,
     patch_major,
     profiler_label,
@@ -146,8 +147,7 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                     grad_g.view(b, hi - lo, -1).baddbmm_(
                         a_group.to(grad_g.dtype).expand(b, -1, -1), pulled_flat.to(grad_g.dtype), alpha=-1
                     )
-                values.addcmul_(values, gates, value=-1).mul_(grad_g)  # dL/db = dL/dg a s (1 - s)
-                gates.mul_(grad_g)  # dL/da = dL/dg s
+                glu_grads_(values, gates, grad_g)  # [dL/db | dL/da]
                 if hi == block.n_out:  # the last group: undo the rank-n update while ḡ is still dL/dy
                     image = _image_order(projected[0], block.patch, y)
                     with profiler_label(ROTATION_GEMM):
@@ -172,8 +172,7 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                     del image
                     grad_g = torch.bmm(r_t.t().expand(b, -1, -1), grad).view(b, block.n_out, *y.shape[2:])
                 grad_g = patch_major(grad_g, block.patch).to(buf.dtype)
-                values.addcmul_(values, gates, value=-1).mul_(grad_g)  # dL/db = dL/dg a s (1 - s)
-                gates.mul_(grad_g)  # dL/da = dL/dg s
+                glu_grads_(values, gates, grad_g)  # [dL/db | dL/da]
 
             w = block.weights(fold=q)
             found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
