@@ -1,6 +1,6 @@
 """Invertible-engine speed: where a training step's time goes, against plain autograd and another irecon tree.
 
-One training step (zero_grad, forward, MSE loss, backward, Adam) is timed in three forms of a model
+One training step (zero_grad, forward, MSE loss, backward, Adam as the tree's ``irecon train`` builds it) is timed in three forms of a model
 preset: ``memory-free`` (the default engine, loss on the output image), ``plain`` (the same model
 under plain autograd), and ``official`` (the official i-RIM form: no output head, ``run_state``, MSE
 on the state's two image channels, memory-free). Each form of each tree runs in its own worker
@@ -58,6 +58,7 @@ class Stepper:
         import torch.nn.functional as F
 
         from irecon.models import presets
+        from irecon.training.optim import build_optimizer
 
         torch.manual_seed(0)
         overrides = {"steps": steps} if steps else {}
@@ -75,7 +76,7 @@ class Stepper:
         self.kspace = torch.randn(batch, 1, h, w, dtype=torch.complex64, generator=generator) * self.mask
         self.target = torch.rand(batch, h, w, generator=generator)
         self.state_numel = batch * self.model.n_latent * h * w
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.optimizer = build_optimizer(self.model.parameters(), 1e-3, shard=False, world_size=1)  # the tree's own
         self.form, self.mse = form, F.mse_loss
 
     def step(self) -> float:

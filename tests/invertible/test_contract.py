@@ -42,6 +42,12 @@ def coupling_2d() -> Case:
     return op, torch.randn(2, 7, 9, 11, dtype=torch.float64), _data(1, (9, 11))
 
 
+def coupling_2d_tiled() -> Case:
+    """Patches that tile the image: pixel pairs interleaved into the image, not added through strided views."""
+    op = AdditiveCoupling(7, hidden=5, stride=2).double()
+    return op, torch.randn(2, 7, 8, 10, dtype=torch.float64), _data(1, (8, 10))
+
+
 def coupling_groups() -> Case:
     """G's output produced one channel at a time."""
     op, x, data = coupling_2d()
@@ -129,6 +135,7 @@ CASES = {
     "householder-fused-pair": fused_householder(True, False),
     "householder-fused-three": fused_householder(False, True, True),
     "coupling-2d": coupling_2d,
+    "coupling-2d-tiled": coupling_2d_tiled,
     "coupling-3d": coupling_3d,
     "coupling-groups": coupling_groups,
     "coupling-stride-1": coupling_stride_1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 
 from irecon.memory.adam import adam_shards, optimizer_bytes_per_rank, rank_of_parameters
 from irecon.models.presets import preset
+from irecon.training.optim import build_optimizer, load_state
 
 
 def zero() -> Any:
@@ -87,3 +89,28 @@ def test_adam_shards_match_a_real_adam_after_a_step() -> None:
     optimizer.step()
     held = sum(t.untyped_storage().nbytes() for state in optimizer.state.values() for t in state.values())
     assert optimizer_bytes_per_rank(model.parameters(), 1) == [held]
+
+
+def test_build_optimizer_fuses_adam_and_keeps_it_through_a_resume_from_a_plain_state() -> None:
+    """The fused kernel survives loading a state saved by per-parameter Adam, and steps on as that Adam would."""
+    torch.manual_seed(0)
+    plain_model, fused_model = preset("tiny-2d").build(), preset("tiny-2d").build()
+    fused_model.load_state_dict(plain_model.state_dict())
+    for p, q in zip(plain_model.parameters(), fused_model.parameters()):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    plain = torch.optim.Adam(plain_model.parameters(), lr=1e-3)
+    plain.step()
+    fused = build_optimizer(fused_model.parameters(), 1e-3, shard=False, world_size=1)
+    assert fused.param_groups[0]["fused"]
+    fused_model.load_state_dict(plain_model.state_dict())
+    load_state(fused, copy.deepcopy(plain.state_dict()))  # as from a checkpoint file: nothing shared
+    assert fused.param_groups[0]["fused"]
+    plain.step()
+    fused.step()
+    first = next(iter(fused.state.values()))
+    assert first["step"].item() == 2
+    for p, q in zip(plain_model.parameters(), fused_model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    held = sum(t.untyped_storage().nbytes() for state in fused.state.values() for t in state.values())
+    assert optimizer_bytes_per_rank(fused_model.parameters(), 1) == [held]

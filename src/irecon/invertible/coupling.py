@@ -151,9 +151,16 @@ class ResidualBlock(nn.Module):
         if in_place:  # the GEMM adds into grad_x1 where it lies
             with _conv_gemm_label():
                 grad_x1.view(b, c, -1).baddbmm_(weight.reshape(k, c).t().expand(b, -1, -1), flat)
-        for lo, hi in () if in_place else _halves(c):  # half of x1's size at a time
-            pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat)
-            patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled.view(b, hi - lo, *self.patch, *grad.shape[2:]))
+        size = x1.shape[2:]
+        pulled_shape = (b, c, *self.patch, *grad.shape[2:])
+        interleave = not in_place and _pairs_interleave(pulled_shape, flat.dtype, size)
+        # half of x1's size at a time; interleaved, a quarter into the patch-major and a quarter into the image temporary
+        for lo, hi in () if in_place else _parts(c, 4 if interleave else 2):
+            pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat).view(b, hi - lo, *pulled_shape[2:])
+            if interleave:  # a contiguous add of the interleaved image (the patch-major view's add ran ~4x slower)
+                grad_x1[:, lo:hi].add_(patch_image(pulled, size))
+            else:
+                patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled)
             del pulled
         if all(p == 1 for p in self.patch):
             with _conv_gemm_label():
@@ -392,9 +399,10 @@ def flat_channels(t: Tensor) -> Tensor:
     )
 
 
-def _halves(n: int) -> tuple[tuple[int, int], ...]:
-    """[0, n) in two ranges (one when n is 1)."""
-    return ((0, n),) if n < 2 else ((0, n // 2), (n // 2, n))
+def _parts(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) in ``parts`` ranges of near-equal size (fewer when n is smaller)."""
+    bounds = sorted({round(i * n / parts) for i in range(parts + 1)})
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _batched(m: Tensor, x: Tensor) -> Tensor:
@@ -414,13 +422,50 @@ def patch_major(x: Tensor, patch: Sequence[int]) -> Tensor:
 
 
 def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:
-    """(B, c, *patch, *low) patch-major products -> the (B, c, *size) image, zero where no patch reaches."""
+    """(B, c, *patch, *low) patch-major products -> the (B, c, *size) image, zero where no patch reaches.
+
+    Patches two pixels wide that tile the image are interleaved by :func:`_interleave_pairs` when no
+    gradient is recorded; otherwise a permuted copy (its inner loop runs over the two pixels of a patch row).
+    """
     m = (products.dim() - 2) // 2
     patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
+    if _pairs_interleave(products.shape, products.dtype, size) and not (
+        products.requires_grad and torch.is_grad_enabled()
+    ):
+        return _interleave_pairs(
+            products, torch.empty(*products.shape[:2], *size, dtype=products.dtype, device=products.device)
+        )
     order = [d for i in range(m) for d in (2 + m + i, 2 + i)]
     image = products.permute(0, 1, *order).reshape(*products.shape[:2], *(lo * p for lo, p in zip(low, patch)))
     padding = [x for s, lo, p in zip(reversed(size), reversed(low), reversed(patch)) for x in (0, s - lo * p)]
     return F.pad(image, padding) if any(padding) else image
+
+
+INTERLEAVED_DTYPES = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+"""Real dtypes whose pixel pairs view as one complex number (:func:`_interleave_pairs`)."""
+
+
+def _pairs_interleave(shape: Sequence[int], dtype: torch.dtype, size: Sequence[int]) -> bool:
+    """Whether :func:`_interleave_pairs` takes patch-major products of ``shape`` and ``dtype`` for an image of ``size``."""
+    m = (len(shape) - 2) // 2
+    patch, low = shape[2 : 2 + m], shape[2 + m :]
+    return patch[-1] == 2 and dtype in INTERLEAVED_DTYPES and all(lo * p == s for lo, p, s in zip(low, patch, size))
+
+
+def _interleave_pairs(products: Tensor, image: Tensor) -> Tensor:
+    """Write (B, c, *patch, *low) patch-major products, patches two pixels wide that tile ``image``, into it.
+
+    Viewed as complex numbers, an image row's pixel pairs (patch column 0, 1) are the products' two last
+    patch columns as real and imaginary parts, so ``torch.complex`` writes them with one vectorised
+    interleave; ``image`` must be contiguous.
+    """
+    m = (products.dim() - 2) // 2
+    patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
+    pairs = [d for lo, p in zip(low[:-1], patch[:-1]) for d in (lo, p)] + [low[-1], 2]
+    complex_image = torch.view_as_complex(image.view(*image.shape[:2], *pairs))  # (B, c, low0, p0, ..., low_last)
+    order = [0, 1, *(3 + 2 * i for i in range(m - 1)), *(2 + 2 * i for i in range(m))]
+    torch.complex(products.select(m + 1, 0), products.select(m + 1, 1), out=complex_image.permute(order))
+    return image
 
 
 @torch.no_grad()

