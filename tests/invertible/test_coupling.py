@@ -5,6 +5,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from irecon.invertible.coupling import (
+    FUSED_CONV_RELU,
     AdditiveCoupling,
     ResidualBlock,
     conv_weight,
@@ -200,3 +201,18 @@ def test_layer_backward_runs_shapes_only_on_meta(group_bytes: int) -> None:
     y, grad = torch.empty(1, 6, 8, 10, device="meta"), torch.empty(1, 6, 8, 10, device="meta")
     param_grads, _ = layer.backward_(y, grad, ())
     assert [g.shape for g in param_grads] == [p.shape for p in layer.op_parameters]
+
+
+@pytest.mark.skipif(not FUSED_CONV_RELU, reason="this torch has no oneDNN convolution with a fused ReLU")
+def test_fused_conv_relu_equals_conv_then_relu() -> None:
+    """float32 on the CPU with no gradient recorded, the 3x3 conv and its ReLU are one oneDNN kernel: the same values."""
+    torch.manual_seed(3)
+    block = ResidualBlock(3, 3, hidden=6, stride=2)
+    w = block.weights()
+    h = torch.randn(2, 6, 7, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fused = block.mix_conv(h, w)
+    reference = block.mix_conv(h.requires_grad_(), w)
+    assert reference.grad_fn is not None  # the unfused path, differentiable
+    assert torch.allclose(fused, reference.detach(), rtol=0, atol=1e-5)
+    assert fused.min() == 0 and fused.is_contiguous(memory_format=torch.channels_last)

@@ -59,6 +59,8 @@ class BlockWeights(NamedTuple):
     mix: Tensor
     mix_bias: Tensor | None
     up: Tensor
+    down_source: Tensor | None = None
+    """The patchify conv's own weight when ``down`` has another matrix folded into it."""
 
 
 def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
@@ -99,7 +101,7 @@ class ResidualBlock(nn.Module):
         (n_in, C) matrix, goes into the patchify conv's weight, which then reads ``fold @ x`` from a C-channel x."""
         swap = swap or {}
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        down = conv_weight(self.down, swap)
+        source = down = conv_weight(self.down, swap)
         if fold is not None:  # W' = sum_s W[:, s] fold[s]: one (C, s) x (s, k prod(patch)) product
             k, s = down.shape[:2]
             folded = torch.mm(fold.t().to(down.dtype), down.transpose(0, 1).reshape(s, -1))
@@ -110,6 +112,7 @@ class ResidualBlock(nn.Module):
             conv_weight(self.mix, swap).contiguous(memory_format=layout),
             None if self.mix.bias is None else swap.get(id(self.mix.bias), self.mix.bias),
             conv_weight(self.up, swap),
+            None if fold is None else source,
         )
 
     def down_conv(self, x1: Tensor, w: BlockWeights) -> Tensor:
@@ -132,7 +135,12 @@ class ResidualBlock(nn.Module):
         return h.view(b, *x1.shape[2:], -1).movedim(-1, 1)
 
     def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
-        """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution."""
+        """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution (one oneDNN kernel where :func:`_fused_relu` says)."""
+        if _fused_relu(h, w.mix):
+            m = h.dim() - 2
+            return torch.ops.mkldnn._convolution_pointwise(
+                h, w.mix, w.mix_bias, [1] * m, [1] * m, [1] * m, 1, "relu", [], ""
+            )
         return F.relu(self.conv_fn(h, w.mix, w.mix_bias, padding=1), inplace=True)
 
     def hidden(self, x1: Tensor, w: BlockWeights) -> Tensor:
@@ -365,10 +373,10 @@ def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
     plist = conv.parametrizations.weight
     if len(plist) == 1 and isinstance(plist[0], _WeightNorm) and plist[0].dim == 0 and len(originals) == 2:
         g, v = originals
-        norm = torch.linalg.vector_norm(v.detach().flatten(1), dim=1).view_as(g)
-        grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
-            grad_w.to(v.dtype).contiguous(), v.detach(), g.detach(), norm, 0
-        )
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(v, dim=list(range(1, v.dim())), keepdim=True)
+            grad = grad_w if grad_w.dtype == v.dtype else grad_w.to(v.dtype)
+            grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(grad.contiguous(), v, g, norm, 0)
         return {id(g): grad_g, id(v): grad_v}
     aliases = tuple(t.detach().requires_grad_(t.requires_grad) for t in originals)
     wanted = [a for a in aliases if a.requires_grad]
@@ -377,6 +385,24 @@ def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
         found = iter(torch.autograd.grad(value, wanted, grad_w.to(value.dtype), allow_unused=True))
     grads = {id(t): next(found) for t, a in zip(originals, aliases) if a.requires_grad}
     return {key: grad for key, grad in grads.items() if grad is not None}
+
+
+FUSED_CONV_RELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+"""Whether this torch has oneDNN's convolution with a fused ReLU (the CPU kernel its compiler emits)."""
+
+
+def _fused_relu(x: Tensor, weight: Tensor) -> bool:
+    """Whether relu(conv(x)) runs as one oneDNN kernel: float32 2-D on the CPU, no gradient recorded, channels-last
+    input and weight (a ReLU pass less over G's hidden activations; the same values)."""
+    return (
+        FUSED_CONV_RELU
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and weight.is_contiguous(memory_format=torch.channels_last)
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    )
 
 
 def profiler_label(name: str) -> contextlib.AbstractContextManager:

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from irecon.invertible.coupling import (
     ROTATION_GEMM,
     AdditiveCoupling,
-    conv_weight,
     flat_channels,
     glu_grads_,
     patch_image,
@@ -57,12 +56,11 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         return self.rotation.op(transpose=True).transform(self.coupling.transform(x, data), data)
 
     def _factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """(A, V, Q): U = I - A V^T from the vectors' WY factors (their dtype) and Q = U[:split] in ``dtype``."""
+        """(A, V, U): U = I - A V^T = [Q; R] in ``dtype`` from the vectors' WY factors A, V (their dtype)."""
         with autocast(self.rotation.vectors.device.type, enabled=False):
             a, v = wy_factors(self.rotation.vectors, transpose=False)
-            split = self.coupling.split
-            q = torch.eye(split, v.shape[0], dtype=v.dtype, device=v.device).sub_(a[:split] @ v.t())
-        return a, v, q.to(dtype)
+            u = torch.eye(v.shape[0], dtype=v.dtype, device=v.device).addmm_(a, v.t(), alpha=-1)
+        return a, v, u.to(dtype)
 
     @torch.no_grad()
     def _add_g_(self, x: Tensor, sign: int) -> None:
@@ -70,8 +68,8 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         Several: each group added to the conditioned half in place, then the rank-n update x <- x - sign V S."""
         block = self.coupling.block
         split = self.coupling.split
-        a, v, q = self._factors(x.dtype)
-        w = block.weights(fold=q)
+        a, v, u = self._factors(x.dtype)
+        w = block.weights(fold=u[:split])
         h = block.hidden(x, w)
         flat = x.view(x.shape[0], x.shape[1], -1)
         projected: Tensor | None = None  # S = A_2^T g, patch-major
@@ -79,10 +77,9 @@ class InvertibleLayer(nn.Module, InvertibleOp):
             values, gates = block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
             values.mul_(gates.sigmoid_())
             if (lo, hi) == (0, block.n_out):
-                r_t = _r_transpose(a, v, split).to(x.dtype).expand(x.shape[0], -1, -1)
                 image = _image_order(values, block.patch, x)
-                with profiler_label(ROTATION_GEMM):
-                    flat.baddbmm_(r_t, image, alpha=sign)
+                with profiler_label(ROTATION_GEMM):  # R^T g
+                    flat.baddbmm_(u[split:].t().expand(x.shape[0], -1, -1), image, alpha=sign)
                 return
             patch_major(x[:, split + lo : split + hi], block.patch).add_(values, alpha=sign)
             projected = _project(a[split + lo : split + hi], values, projected)
@@ -115,7 +112,7 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         wanted = [any(t.requires_grad for t in weight_originals(conv)) for conv in convs]
         b, c = y.shape[:2]
         with torch.no_grad():
-            a, v, q = self._factors(y.dtype)
+            a, v, u = self._factors(y.dtype)
             v_state = v.to(y.dtype)
             state, grad = y.view(b, c, -1), grad_y.view(b, c, -1)
             y2, g2 = y[:, split:], grad_y[:, split:]
@@ -161,25 +158,27 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                 values, gates = buf.chunk(2, dim=1)
                 values.mul_(gates.sigmoid_())  # g = a s
                 image = _image_order(values, block.patch, y)
-                r_t = _r_transpose(a, v, split).to(y.dtype)
+                r = u[split:]
                 with profiler_label(ROTATION_GEMM):
-                    state.baddbmm_(r_t.expand(b, -1, -1), image, alpha=-1)
+                    state.baddbmm_(r.t().expand(b, -1, -1), image, alpha=-1)
                     if want_rotation:  # dL/dR = sum g ḡ^T, and R = [0 I] - A_2 V^T
                         grad_r = torch.bmm(image, grad.transpose(1, 2)).sum(0).to(a.dtype)
                         with autocast(y.device.type, enabled=False):
                             grad_a.append(-grad_r @ v)
                             grad_v.append(-grad_r.t() @ a[split:])
                     del image
-                    grad_g = torch.bmm(r_t.t().expand(b, -1, -1), grad).view(b, block.n_out, *y.shape[2:])
+                    grad_g = torch.bmm(r.expand(b, -1, -1), grad).view(b, block.n_out, *y.shape[2:])
                 grad_g = patch_major(grad_g, block.patch).to(buf.dtype)
                 glu_grads_(values, gates, grad_g)  # [dL/db | dL/da]
 
+            q = u[:split]
             w = block.weights(fold=q)
             found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
             if grad_down is not None:
                 with autocast(y.device.type, enabled=False):
                     rank_n = (torch.cat(grad_a), grad_v[0]) if want_rotation else None
-                    self._fold_grads(found, grad_down, rank_n, q, a, v)
+                    assert w.down_source is not None
+                    self._fold_grads(found, grad_down, rank_n, q, w.down_source, a, v)
         return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
     def _fold_grads(
@@ -188,11 +187,13 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         grad_down: Tensor,
         rank_n: tuple[Tensor, Tensor] | None,
         q: Tensor,
+        source: Tensor,
         a: Tensor,
         v: Tensor,
     ) -> None:
         """Add to ``found`` the gradients of the patchify conv's own weight sources and of the vectors (if
-        ``rank_n``, the rank-n update's dL/dA_2 and dL/dV), from dL/d(folded weight W' = W Q); skip frozen ones."""
+        ``rank_n``, the rank-n update's dL/dA_2 and dL/dV), from dL/d(folded weight W' = W Q), W = ``source``; skip
+        frozen ones."""
         block = self.coupling.block
         k, c = grad_down.shape[:2]
         grad_rows = grad_down.transpose(0, 1).reshape(c, -1).to(a.dtype)  # (C, k prod(patch))
@@ -202,20 +203,13 @@ class InvertibleLayer(nn.Module, InvertibleOp):
             found.update(weight_grads(block.down, grad_source))
         if rank_n is None:
             return
-        source = conv_weight(block.down, {}).to(a.dtype)
+        source = source.to(a.dtype)
         # dL/dQ sums W^T dL/dW' over the hidden channels and the patch; Q = [I 0] - A_1 V^T
         grad_q = torch.mm(source.transpose(0, 1).reshape(split, -1), grad_rows.t())
         grad_a = torch.cat([-grad_q @ v, rank_n[0].to(a.dtype)])
         grad_v = torch.addmm(rank_n[1].to(a.dtype), grad_q.t(), a[:split], alpha=-1)
         vectors = self.rotation.vectors
         found[id(vectors)] = wy_factors_backward(vectors, False, a, grad_a, grad_v).to(vectors.dtype)
-
-
-def _r_transpose(a: Tensor, v: Tensor, split: int) -> Tensor:
-    """R^T = [0; I] - V A_2^T (C, n_out) for U = I - A V^T = [Q; R]."""
-    r_t = torch.mm(v, a[split:].t()).neg_()
-    r_t[split:].diagonal().add_(1)
-    return r_t
 
 
 def _project(rows: Tensor, values: Tensor, total: Tensor | None) -> Tensor:
