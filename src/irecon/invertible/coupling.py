@@ -28,7 +28,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _WeightNorm, weight_norm
 from torch.profiler import record_function
 
@@ -65,11 +64,15 @@ class BlockWeights(NamedTuple):
 
 def conv_weight(conv: nn.Module, swap: Mapping[int, Tensor]) -> Tensor:
     """The conv's weight, through its weight-norm parametrization if any; ``swap`` replaces tensors by id."""
-    originals = weight_originals(conv)
-    if not parametrize.is_parametrized(conv, "weight"):
-        return swap.get(id(originals[0]), originals[0])
-    plist = conv.parametrizations.weight
-    value = plist[0](*(swap.get(id(t), t) for t in originals))
+    originals = [swap.get(id(t), t) for t in weight_originals(conv)]
+    plist = _weight_parametrizations(conv)
+    if plist is None:
+        return originals[0]
+    first = plist[0]
+    if isinstance(first, _WeightNorm) and len(originals) == 2:  # the parametrization's own kernel, called directly
+        value = torch._weight_norm(originals[1], originals[0], first.dim)
+    else:
+        value = first(*originals)
     for extra in list(plist)[1:]:
         value = extra(value)
     return value
@@ -355,12 +358,21 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         return tuple(found.get(id(p)) if p.requires_grad else None for p in self.op_parameters), ()
 
 
+def _weight_parametrizations(conv: nn.Module) -> nn.Module | None:
+    """The conv's weight's ParametrizationList, or None: read from the module dicts (what
+    ``parametrize.is_parametrized`` and attribute access find, without their cost: the engine asks several times
+    per op and step)."""
+    plists = conv._modules.get("parametrizations")
+    return None if plists is None else plists._modules.get("weight")
+
+
 def weight_originals(conv: nn.Module) -> tuple[Tensor, ...]:
     """The leaf tensors the conv's weight is computed from (a weight norm's g and v, or the weight itself)."""
-    if not parametrize.is_parametrized(conv, "weight"):
-        return (conv.weight,)
-    plist = conv.parametrizations.weight
-    return (plist.original0, plist.original1) if hasattr(plist, "original0") else (plist.original,)
+    plist = _weight_parametrizations(conv)
+    if plist is None:
+        return (conv._parameters["weight"],)
+    found = plist._parameters
+    return (found["original0"], found["original1"]) if "original0" in found else (found["original"],)
 
 
 def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
@@ -368,9 +380,9 @@ def weight_grads(conv: nn.Module, grad_w: Tensor) -> dict[int, Tensor]:
     w = g v / ||v|| by torch's own backward kernel (dL/dg = <G, v> / ||v||, dL/dv = g / ||v|| (G - dL/dg v / ||v||)),
     no autograd graph; other parametrizations by autograd."""
     originals = weight_originals(conv)
-    if not parametrize.is_parametrized(conv, "weight"):
+    plist = _weight_parametrizations(conv)
+    if plist is None:
         return {id(originals[0]): grad_w.to(originals[0].dtype)}
-    plist = conv.parametrizations.weight
     if len(plist) == 1 and isinstance(plist[0], _WeightNorm) and plist[0].dim == 0 and len(originals) == 2:
         g, v = originals
         with torch.no_grad():
