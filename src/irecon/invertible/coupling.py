@@ -99,9 +99,12 @@ class ResidualBlock(nn.Module):
         self.mix = weight_norm(conv(hidden, hidden, kernel_size=3, padding=1))
         self.up = weight_norm(conv_t(hidden, 2 * n_out, kernel_size=self.patch, stride=self.patch, bias=False))
 
-    def weights(self, swap: Mapping[int, Tensor] | None = None, fold: Tensor | None = None) -> BlockWeights:
+    def weights(
+        self, swap: Mapping[int, Tensor] | None = None, fold: Tensor | None = None, keep_source: bool = False
+    ) -> BlockWeights:
         """Every weight computed once; ``swap`` maps parameter ids to the tensors to use instead. ``fold``, an
-        (n_in, C) matrix, goes into the patchify conv's weight, which then reads ``fold @ x`` from a C-channel x."""
+        (n_in, C) matrix, goes into the patchify conv's weight, which then reads ``fold @ x`` from a C-channel x;
+        ``keep_source`` keeps the patchify conv's own weight too (``down_source``, for the gradients)."""
         swap = swap or {}
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         source = down = conv_weight(self.down, swap)
@@ -115,7 +118,7 @@ class ResidualBlock(nn.Module):
             conv_weight(self.mix, swap).contiguous(memory_format=layout),
             None if self.mix.bias is None else swap.get(id(self.mix.bias), self.mix.bias),
             conv_weight(self.up, swap),
-            None if fold is None else source,
+            source if fold is not None and keep_source else None,
         )
 
     def down_conv(self, x1: Tensor, w: BlockWeights) -> Tensor:

@@ -174,7 +174,7 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                 glu_grads_(values, gates, grad_g.to(buf.dtype))  # [dL/db | dL/da]
 
             q = u[:split]
-            w = block.weights(fold=q)
+            w = block.weights(fold=q, keep_source=True)
             found, grad_down = block.backward_(y, w, undo_glu, grad_y, [wanted[0] or want_rotation, *wanted[1:]])
             if grad_down is not None:
                 with autocast(y.device.type, enabled=False):
