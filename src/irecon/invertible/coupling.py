@@ -165,16 +165,9 @@ class ResidualBlock(nn.Module):
         if in_place:  # the GEMM adds into grad_x1 where it lies
             with _conv_gemm_label():
                 grad_x1.view(b, c, -1).baddbmm_(weight.reshape(k, c).t().expand(b, -1, -1), flat)
-        size = x1.shape[2:]
-        pulled_shape = (b, c, *self.patch, *grad.shape[2:])
-        interleave = not in_place and _pairs_interleave(pulled_shape, flat.dtype, size)
-        # half of x1's size at a time; interleaved, a quarter into the patch-major and a quarter into the image temporary
-        for lo, hi in () if in_place else _parts(c, 4 if interleave else 2):
-            pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat).view(b, hi - lo, *pulled_shape[2:])
-            if interleave:  # a contiguous add of the interleaved image (the patch-major view's add ran ~4x slower)
-                grad_x1[:, lo:hi].add_(patch_image(pulled, size))
-            else:
-                patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled)
+        for lo, hi in () if in_place else _halves(c):  # half of x1's size at a time
+            pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat)
+            patch_major(grad_x1[:, lo:hi], self.patch).add_(pulled.view(b, hi - lo, *self.patch, *grad.shape[2:]))
             del pulled
         if all(p == 1 for p in self.patch):
             with _conv_gemm_label():
@@ -440,10 +433,9 @@ def flat_channels(t: Tensor) -> Tensor:
     )
 
 
-def _parts(n: int, parts: int) -> list[tuple[int, int]]:
-    """[0, n) in ``parts`` ranges of near-equal size (fewer when n is smaller)."""
-    bounds = sorted({round(i * n / parts) for i in range(parts + 1)})
-    return list(zip(bounds[:-1], bounds[1:]))
+def _halves(n: int) -> tuple[tuple[int, int], ...]:
+    """[0, n) in two ranges (one when n is 1)."""
+    return ((0, n),) if n < 2 else ((0, n // 2), (n // 2, n))
 
 
 def _batched(m: Tensor, x: Tensor) -> Tensor:

@@ -168,10 +168,8 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                             grad_v.append(-grad_r.t() @ a[split:])
                     del image
                     grad_g = torch.bmm(r.expand(b, -1, -1), grad).view(b, block.n_out, *y.shape[2:])
-                grad_g = patch_major(grad_g, block.patch)
-                if any(p != 1 for p in block.patch):  # one strided copy, then the gate's passes read it in order
-                    grad_g = torch.empty_like(values).copy_(grad_g)
-                glu_grads_(values, gates, grad_g.to(buf.dtype))  # [dL/db | dL/da]
+                grad_g = patch_major(grad_g, block.patch).to(buf.dtype)
+                glu_grads_(values, gates, grad_g)  # [dL/db | dL/da]
 
             q = u[:split]
             w = block.weights(fold=q, keep_source=True)
