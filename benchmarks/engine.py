@@ -6,17 +6,16 @@ under plain autograd), and ``official`` (the official i-RIM form: no output head
 on the state's two image channels, memory-free). Each form of each tree runs in its own worker
 process; the workers take turns step by step, so every measurement sees the same machine load, and
 the report gives medians and ratios of medians. Each worker then profiles one step (torch.profiler,
-self CPU time; ``--profile-steps N``: N steps together, per-step means): total, share of G's
+self CPU time; ``--profile-steps N``: N steps, per-step means): total, share of G's
 convolution kernels (torch's conv ops, plus the GEMMs irecon runs as convolutions under the
 ``irecon::conv_gemm`` label), share of the GEMMs that apply each layer's orthogonal 1x1 conv folded
 into its coupling (``irecon::rotation_gemm``, counted apart), top ops, and the
 ``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
-copy the result onto the same tensor: no data moves). The labels' own self time is left out of the
-total: it is the profiler's cost of the labels (irecon opens them only under the profiler), not the
-step's. Each report checks this on the same steps profiled again with the labels switched off (where
-the tree has them): that profile's total is printed next to the one the shares use, and the two agree
-within the run-to-run spread (about 1 %; 287 against 288 ms in one run, while the labels' self time,
-16 ms, is many times what entering and leaving an empty label costs, ~4 us each).
+copy the result onto the same tensor: no data moves). The labels cost time of their own under the
+profiler (irecon opens them only there; ~50-90 us of self time around a GEMM, ~4 us empty). So the
+total comes from steps profiled without them: each labelled step, which attributes the time, is
+followed by one profiled with the labels switched off (where the tree has them), and the shares are
+of those steps' total; the labelled steps' total less the labels' self time is printed beside it.
 
 Compare with the tree of another commit (``--baseline``), e.g. the one before the engine work:
 
@@ -98,29 +97,38 @@ class Stepper:
     def profile(self, top: int, steps: int = 1) -> dict:
         """Self CPU time per step over ``steps`` steps: total, convolution share, top ops, state-sized copies.
 
-        Times come from a profile without shapes (its total is within a few % of an unprofiled step;
-        recording shapes added ~30 % to it, unevenly across ops); the copies from a second one with shapes.
+        Times come from profiles without shapes, one step each (their total is within a few % of an unprofiled
+        step; recording shapes added ~30 % to it, unevenly across ops). Each labelled step, which attributes the
+        time to the convolutions, is followed by a step profiled with irecon's labels switched off, whose total
+        is the shares' denominator; the copies come from a further profile with shapes.
         """
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
+        self_time: dict[str, float] = {}  # per event name, summed over the labelled steps
+        counts: dict[str, int] = {}
+        gemm = rotation = 0.0
+        without_labels = 0.0  # summed over the steps profiled with the labels switched off
+        unlabelled = False  # whether this tree has labels to switch off
+        for _ in range(steps):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
                 self.step()
-        events = prof.key_averages()
-        labels = sum(e.self_cpu_time_total for e in events if e.key in LABELS)
-        total = sum(e.self_cpu_time_total for e in events) - labels
-        conv = sum(e.self_cpu_time_total for e in events if _is_conv(e.key))
-        kernels = [e for e in prof.events() if e.name not in LABELS and not _is_conv(e.name)]
-        gemm = sum(e.self_cpu_time_total for e in kernels if _label_of(e) == CONV_GEMM_LABEL)
-        rotation = sum(e.self_cpu_time_total for e in kernels if _label_of(e) == ROTATION_GEMM_LABEL)
-        ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-        unlabelled = None
-        with _labels_off() as switched:
-            if switched:
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    for _ in range(steps):
+            for e in prof.key_averages():
+                self_time[e.key] = self_time.get(e.key, 0.0) + e.self_cpu_time_total
+                counts[e.key] = counts.get(e.key, 0) + e.count
+            kernels = [e for e in prof.events() if e.name not in LABELS and not _is_conv(e.name)]
+            gemm += sum(e.self_cpu_time_total for e in kernels if _label_of(e) == CONV_GEMM_LABEL)
+            rotation += sum(e.self_cpu_time_total for e in kernels if _label_of(e) == ROTATION_GEMM_LABEL)
+            with _labels_off() as switched:
+                unlabelled = switched
+                if switched:
+                    with profile(activities=[ProfilerActivity.CPU]) as prof:
                         self.step()
-                unlabelled = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3 / steps
+                    without_labels += sum(e.self_cpu_time_total for e in prof.key_averages())
+        labels = sum(t for key, t in self_time.items() if key in LABELS)
+        labelled = sum(self_time.values()) - labels
+        total = without_labels if unlabelled else labelled
+        conv = sum(t for key, t in self_time.items() if _is_conv(key))
+        ranked = sorted(self_time, key=self_time.__getitem__, reverse=True)[:top]
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(steps):
                 self.step()
@@ -138,8 +146,9 @@ class Stepper:
             "conv_gemm_share": gemm / total,
             "rotation_gemm_share": rotation / total,
             "labels_ms": labels / 1e3 / steps,
-            "unlabelled_ms": unlabelled,
-            "top": [(e.key, e.self_cpu_time_total / 1e3 / steps, e.count // steps) for e in ranked],
+            "labelled_ms": labelled / 1e3 / steps,
+            "unlabelled": unlabelled,
+            "top": [(key, self_time[key] / 1e3 / steps, counts[key] // steps) for key in ranked],
             "state_copies": len(copies) // steps,
             "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3 / steps,
         }
@@ -248,10 +257,16 @@ def compare(args: argparse.Namespace) -> None:
     for w in workers:
         p = w.ask("profile")
         rotation = p.get("rotation_gemm_share", 0.0)
-        unlabelled = "" if p.get("unlabelled_ms") is None else f"; without the labels {p['unlabelled_ms']:.0f} ms"
+        if p.get("unlabelled"):
+            basis = (
+                f"steps profiled in turn without irecon's labels; the labelled ones less the labels' own "
+                f"{p['labels_ms']:.1f} ms: {p['labelled_ms']:.0f} ms"
+            )
+        else:
+            basis = f"the labels' own {p.get('labels_ms', 0.0):.1f} ms left out"
         print(
             f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU (mean of {args.profile_steps}; "
-            f"the labels' own {p.get('labels_ms', 0.0):.1f} ms left out{unlabelled}), G's convolutions "
+            f"{basis}), G's convolutions "
             f"{100 * (p['conv_share'] + p['conv_gemm_share']):.1f}% ({100 * p['conv_share']:.1f}% conv ops + "
             f"{100 * p['conv_gemm_share']:.1f}% convs run as GEMMs), the folded orthogonal 1x1 conv's GEMMs "
             f"{100 * rotation:.1f}%, state-sized copy_ calls {p['state_copies']} ({p['state_copy_ms']:.1f} ms)"
