@@ -12,10 +12,11 @@ convolution kernels (torch's conv ops, plus the GEMMs irecon runs as convolution
 into its coupling (``irecon::rotation_gemm``, counted apart), top ops, and the
 ``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
 copy the result onto the same tensor: no data moves). The labels cost time of their own under the
-profiler (irecon opens them only there; ~50-90 us of self time around a GEMM, ~4 us empty). So the
-total comes from steps profiled without them: each labelled step, which attributes the time, is
-followed by one profiled with the labels switched off (where the tree has them), and the shares are
-of those steps' total; the labelled steps' total less the labels' self time is printed beside it.
+profiler (irecon opens them only there; ~50-90 us of self time around a GEMM, ~4 us empty), so
+their self time is left out of the total. The report checks that: each labelled step is followed
+by one profiled with the labels switched off (where the tree has them), and the median totals of
+the two kinds are printed side by side (a mean would take the odd slow step, e.g. page faults in
+the state's copies, from one kind only).
 
 Compare with the tree of another commit (``--baseline``), e.g. the one before the engine work:
 
@@ -98,35 +99,35 @@ class Stepper:
         """Self CPU time per step over ``steps`` steps: total, convolution share, top ops, state-sized copies.
 
         Times come from profiles without shapes, one step each (their total is within a few % of an unprofiled
-        step; recording shapes added ~30 % to it, unevenly across ops). Each labelled step, which attributes the
-        time to the convolutions, is followed by a step profiled with irecon's labels switched off, whose total
-        is the shares' denominator; the copies come from a further profile with shapes.
+        step; recording shapes added ~30 % to it, unevenly across ops), less the labels' own self time. Each
+        labelled step is followed by a step profiled with irecon's labels switched off: the two kinds' median
+        totals check that correction. The copies come from a further profile with shapes.
         """
         from torch.profiler import ProfilerActivity, profile
 
         self_time: dict[str, float] = {}  # per event name, summed over the labelled steps
         counts: dict[str, int] = {}
         gemm = rotation = 0.0
-        without_labels = 0.0  # summed over the steps profiled with the labels switched off
-        unlabelled = False  # whether this tree has labels to switch off
+        labelled: list[float] = []  # per labelled step: its total less the labels' self time
+        unlabelled: list[float] = []  # per step profiled with the labels switched off
         for _ in range(steps):
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 self.step()
-            for e in prof.key_averages():
+            averages = prof.key_averages()
+            for e in averages:
                 self_time[e.key] = self_time.get(e.key, 0.0) + e.self_cpu_time_total
                 counts[e.key] = counts.get(e.key, 0) + e.count
+            labelled.append(sum(e.self_cpu_time_total for e in averages if e.key not in LABELS))
             kernels = [e for e in prof.events() if e.name not in LABELS and not _is_conv(e.name)]
             gemm += sum(e.self_cpu_time_total for e in kernels if _label_of(e) == CONV_GEMM_LABEL)
             rotation += sum(e.self_cpu_time_total for e in kernels if _label_of(e) == ROTATION_GEMM_LABEL)
             with _labels_off() as switched:
-                unlabelled = switched
                 if switched:
                     with profile(activities=[ProfilerActivity.CPU]) as prof:
                         self.step()
-                    without_labels += sum(e.self_cpu_time_total for e in prof.key_averages())
+                    unlabelled.append(sum(e.self_cpu_time_total for e in prof.key_averages()))
         labels = sum(t for key, t in self_time.items() if key in LABELS)
-        labelled = sum(self_time.values()) - labels
-        total = without_labels if unlabelled else labelled
+        total = sum(labelled)
         conv = sum(t for key, t in self_time.items() if _is_conv(key))
         ranked = sorted(self_time, key=self_time.__getitem__, reverse=True)[:top]
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -146,8 +147,8 @@ class Stepper:
             "conv_gemm_share": gemm / total,
             "rotation_gemm_share": rotation / total,
             "labels_ms": labels / 1e3 / steps,
-            "labelled_ms": labelled / 1e3 / steps,
-            "unlabelled": unlabelled,
+            "labelled_median_ms": statistics.median(labelled) / 1e3,
+            "unlabelled_median_ms": statistics.median(unlabelled) / 1e3 if unlabelled else None,
             "top": [(key, self_time[key] / 1e3 / steps, counts[key] // steps) for key in ranked],
             "state_copies": len(copies) // steps,
             "state_copy_ms": sum(e.self_cpu_time_total for e in copies) / 1e3 / steps,
@@ -257,13 +258,12 @@ def compare(args: argparse.Namespace) -> None:
     for w in workers:
         p = w.ask("profile")
         rotation = p.get("rotation_gemm_share", 0.0)
-        if p.get("unlabelled"):
-            basis = (
-                f"steps profiled in turn without irecon's labels; the labelled ones less the labels' own "
-                f"{p['labels_ms']:.1f} ms: {p['labelled_ms']:.0f} ms"
+        basis = f"the labels' own {p.get('labels_ms', 0.0):.1f} ms left out"
+        if p.get("unlabelled_median_ms") is not None:
+            basis += (
+                f"; median step {p['labelled_median_ms']:.0f} ms so, {p['unlabelled_median_ms']:.0f} ms "
+                "profiled in turn without the labels"
             )
-        else:
-            basis = f"the labels' own {p.get('labels_ms', 0.0):.1f} ms left out"
         print(
             f"\n{w.label} {w.form}: profiled step {p['total_ms']:.0f} ms self CPU (mean of {args.profile_steps}; "
             f"{basis}), G's convolutions "
