@@ -205,7 +205,8 @@ def test_layer_backward_runs_shapes_only_on_meta(group_bytes: int) -> None:
 
 @pytest.mark.skipif(not FUSED_CONV_RELU, reason="this torch has no oneDNN convolution with a fused ReLU")
 def test_fused_conv_relu_equals_conv_then_relu() -> None:
-    """float32 on the CPU with no gradient recorded, the 3x3 conv and its ReLU are one oneDNN kernel: the same values."""
+    """float32 on the CPU with no gradient recorded, the 3x3 conv and the strided patchify conv each run with their
+    ReLU as one oneDNN kernel: the same values."""
     torch.manual_seed(3)
     block = ResidualBlock(3, 3, hidden=6, stride=2)
     w = block.weights()
@@ -214,5 +215,12 @@ def test_fused_conv_relu_equals_conv_then_relu() -> None:
         fused = block.mix_conv(h, w)
     reference = block.mix_conv(h.requires_grad_(), w)
     assert reference.grad_fn is not None  # the unfused path, differentiable
+    assert torch.allclose(fused, reference.detach(), rtol=0, atol=1e-5)
+    assert fused.min() == 0 and fused.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 8, 10)  # the strided patchify conv: NCHW input and weight
+    with torch.no_grad():
+        fused = block.down_relu(x, w)
+    reference = block.down_relu(x.requires_grad_(), w)
+    assert reference.grad_fn is not None
     assert torch.allclose(fused, reference.detach(), rtol=0, atol=1e-5)
     assert fused.min() == 0 and fused.is_contiguous(memory_format=torch.channels_last)

@@ -121,24 +121,32 @@ class ResidualBlock(nn.Module):
             source if fold is not None and keep_source else None,
         )
 
-    def down_conv(self, x1: Tensor, w: BlockWeights) -> Tensor:
-        """The patchify conv, before its ReLU; with a one-pixel patch a GEMM that reads x1 where it lies."""
-        if any(p != 1 for p in self.patch):
-            h = self.conv_fn(x1, w.down, w.down_bias, stride=self.patch)  # NCHW like x1: x1 is not copied
+    def down_relu(self, x1: Tensor, w: BlockWeights) -> Tensor:
+        """The patchify conv and its ReLU; with a one-pixel patch a GEMM that reads x1 where it lies."""
+        if any(p != 1 for p in self.patch):  # NCHW weight like x1: x1 is not copied
+            if _fused_relu(x1, w.down):
+                m = len(self.patch)
+                h = torch.ops.mkldnn._convolution_pointwise(
+                    x1, w.down, w.down_bias, [0] * m, self.patch, [1] * m, 1, "relu", [], ""
+                )
+            else:
+                h = F.relu(self.conv_fn(x1, w.down, w.down_bias, stride=self.patch), inplace=True)
             return h.contiguous(memory_format=torch.channels_last) if self.channels_last else h
         b, c = x1.shape[:2]
         weight, flat = w.down.reshape(-1, c), x1.reshape(b, c, -1)
         if not self.channels_last:
             with _conv_gemm_label():
                 if w.down_bias is None:
-                    return torch.bmm(weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
-                bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
-                return torch.baddbmm(bias, weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
+                    h = torch.bmm(weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
+                else:
+                    bias = w.down_bias.view(1, -1, 1).expand(b, -1, flat.shape[2])
+                    h = torch.baddbmm(bias, weight.expand(b, -1, -1), flat).view(b, -1, *x1.shape[2:])
+            return F.relu(h, inplace=True)
         with _conv_gemm_label():
             h = torch.bmm(flat.transpose(1, 2), weight.t().expand(b, -1, -1))
             if w.down_bias is not None:  # faster than baddbmm's copy of the expanded bias, in this layout
                 h.add_(w.down_bias)
-        return h.view(b, *x1.shape[2:], -1).movedim(-1, 1)
+        return F.relu(h, inplace=True).view(b, *x1.shape[2:], -1).movedim(-1, 1)
 
     def mix_conv(self, h: Tensor, w: BlockWeights) -> Tensor:
         """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution (one oneDNN kernel where :func:`_fused_relu` says)."""
@@ -151,7 +159,7 @@ class ResidualBlock(nn.Module):
 
     def hidden(self, x1: Tensor, w: BlockWeights) -> Tensor:
         """The two ReLU convs: (B, n_in, ...) -> (B, k, ...) at 1/d resolution."""
-        return self.mix_conv(F.relu(self.down_conv(x1, w), inplace=True), w)
+        return self.mix_conv(self.down_relu(x1, w), w)
 
     @torch.no_grad()
     def down_backward_(self, x1: Tensor, down: Tensor, grad: Tensor, grad_x1: Tensor) -> Tensor:
@@ -227,7 +235,7 @@ class ResidualBlock(nn.Module):
         Returns the mix and up weights' source tensors' and the biases' gradients by id, and dL/d(the patchify
         weight in ``w``), None unless wanted.
         """
-        h0 = F.relu(self.down_conv(x1, w), inplace=True)
+        h0 = self.down_relu(x1, w)
         h = self.mix_conv(h0, w)
         grad_h, grad_up = self.up_backward_(h, w.up, undo_glu, wanted[2])
         torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)  # ReLU, in place
@@ -400,15 +408,16 @@ FUSED_CONV_RELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkl
 
 
 def _fused_relu(x: Tensor, weight: Tensor) -> bool:
-    """Whether relu(conv(x)) runs as one oneDNN kernel: float32 2-D on the CPU, no gradient recorded, channels-last
-    input and weight (a ReLU pass less over G's hidden activations; the same values)."""
+    """Whether relu(conv(x)) runs as one oneDNN kernel: float32 2-D on the CPU, no gradient recorded, input and
+    weight both channels last or both contiguous (a ReLU pass less over G's hidden activations; the same values)."""
+    layout = torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     return (
         FUSED_CONV_RELU
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and weight.is_contiguous(memory_format=torch.channels_last)
+        and x.is_contiguous(memory_format=layout)
+        and weight.is_contiguous(memory_format=layout)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     )
 
