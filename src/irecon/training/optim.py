@@ -29,8 +29,8 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 def build_optimizer(parameters: Iterable[Tensor], lr: float, shard: bool, world_size: int) -> torch.optim.Optimizer:
     """Adam at ``lr``; with ``shard`` and more than one rank (process group joined), ZeRO-sharded Adam.
 
-    Fused (one kernel for every parameter) where torch has the fused kernel for the parameters'
-    device: on CPU a tiny-2d step's update took 0.6 ms against 3.2 ms parameter by parameter.
+    Fused (one kernel for every parameter, not a loop of small ops per parameter) where torch has the fused
+    kernel for the parameters' device.
     """
     params = list(parameters)
     fused = fused_adam(params)
