@@ -9,11 +9,10 @@ from irecon.invertible.coupling import (
     AdditiveCoupling,
     ResidualBlock,
     conv_weight,
-    patch_image,
-    patch_major,
     weight_grads,
 )
 from irecon.invertible.layers import InvertibleLayer
+from irecon.invertible.patches import patch_image, patch_major
 from irecon.memory.meters import StorageTracker
 
 
@@ -83,22 +82,6 @@ def test_up_products_equal_the_transposed_conv(dims: int, shape: tuple[int, ...]
     state = torch.zeros(shape[0], 2, *shape[2:], dtype=torch.float64)
     patch_major(state, block.patch).copy_(chunk[:, :2])
     assert torch.allclose(state, reference[:, 1:3], atol=1e-13)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "shape,size",
-    [((2, 3, 2, 2, 5, 4), (10, 8)), ((1, 2, 4, 2, 3, 3), (12, 6)), ((2, 3, 1, 2, 2, 3, 5, 4), (3, 10, 8))],
-)
-def test_interleaved_patch_image_equals_the_permuted_copy(
-    shape: tuple[int, ...], size: tuple[int, ...], dtype: torch.dtype
-) -> None:
-    """Patches two pixels wide that tile the image: the complex interleave (no gradient recorded) writes the very
-    values the permuted copy does."""
-    products = torch.randn(shape, dtype=dtype, requires_grad=True)
-    with torch.no_grad():
-        interleaved = patch_image(products, size)
-    assert torch.equal(interleaved, patch_image(products, size).detach())
 
 
 WEIGHT_NORMED = {

@@ -10,16 +10,14 @@ from torch import Tensor, nn
 from irecon.invertible.coupling import (
     ROTATION_GEMM,
     AdditiveCoupling,
-    flat_channels,
     glu_grads_,
-    patch_image,
-    patch_major,
     profiler_label,
     weight_grads,
     weight_originals,
 )
 from irecon.invertible.engine import Grads, InvertibleOp, autocast, detached_alias, grads_or_none
 from irecon.invertible.householder import HouseholderConv, wy_factors, wy_factors_backward
+from irecon.invertible.patches import flat_channels, patch_image, patch_major
 
 
 class InvertibleLayer(nn.Module, InvertibleOp):
