@@ -12,7 +12,7 @@ convolution kernels (torch's conv ops, plus the GEMMs irecon runs as convolution
 into its coupling (``irecon::rotation_gemm``, counted apart), top ops, and the
 ``aten::copy_`` calls of at least a state's size (not those inside an in-place ``baddbmm_``, which
 copy the result onto the same tensor: no data moves). The labels cost time of their own under the
-profiler (irecon opens them only there; ~50-90 us of self time around a GEMM, ~4 us empty), so
+profiler (irecon opens them only there; tens of microseconds of self time around a GEMM), so
 their self time is left out of the total. The report checks that: each labelled step is followed
 by one profiled with the labels switched off (where the tree has them), and the median totals of
 the two kinds are printed side by side (a mean would take the odd slow step, e.g. page faults in
