@@ -43,7 +43,7 @@ def coupling_2d() -> Case:
 
 
 def coupling_2d_tiled() -> Case:
-    """Patches that tile the image: pixel pairs interleaved into the image, not added through strided views."""
+    """Patches that tile the image: no pixel is left without a patch."""
     op = AdditiveCoupling(7, hidden=5, stride=2).double()
     return op, torch.randn(2, 7, 8, 10, dtype=torch.float64), _data(1, (8, 10))
 
