@@ -129,7 +129,7 @@ class Stepper:
         labels = sum(t for key, t in self_time.items() if key in LABELS)
         total = sum(labelled)
         conv = sum(t for key, t in self_time.items() if _is_conv(key))
-        ranked = sorted(self_time, key=self_time.__getitem__, reverse=True)[:top]
+        ranked = sorted((key for key in self_time if key not in LABELS), key=self_time.__getitem__, reverse=True)[:top]
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(steps):
                 self.step()
