@@ -216,6 +216,10 @@ class ResidualBlock(nn.Module):
         products = _batched(up.reshape(k, -1).t(), flat_channels(h))
         return products.view(b, up.shape[1], *up.shape[2:], *h.shape[2:])
 
+    def wanted(self) -> list[bool]:
+        """Which of (down, mix, up) need a weight gradient (:meth:`backward_`'s ``wanted``)."""
+        return [any(t.requires_grad for t in weight_originals(conv)) for conv in (self.down, self.mix, self.up)]
+
     def chunks(self, h: Tensor) -> Iterator[tuple[int, int]]:
         """The output-channel ranges [lo, hi) the in-place paths treat one at a time for hidden activations ``h``:
         as few as keep each group's values and gates within ``group_bytes``."""
@@ -348,7 +352,7 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
     def backward_(self, y: Tensor, grad_y: Tensor, data: Sequence[Tensor]) -> tuple[Grads, Grads]:
         """G differentiated by hand at y1 = x1, no autograd graph (:meth:`ResidualBlock.backward_`)."""
         block = self.block
-        wanted = [any(t.requires_grad for t in weight_originals(conv)) for conv in (block.down, block.mix, block.up)]
+        wanted = block.wanted()
         y1, y2 = y[:, : self.split], y[:, self.split :]
         g1, g2 = grad_y[:, : self.split], grad_y[:, self.split :]
         patch = block.patch

@@ -104,10 +104,8 @@ class InvertibleLayer(nn.Module, InvertibleOp):
         """
         block = self.coupling.block
         split = self.coupling.split
-        vectors = self.rotation.vectors
-        convs = (block.down, block.mix, block.up)
-        want_rotation = vectors.requires_grad
-        wanted = [any(t.requires_grad for t in weight_originals(conv)) for conv in convs]
+        want_rotation = self.rotation.vectors.requires_grad
+        wanted = block.wanted()
         b, c = y.shape[:2]
         with torch.no_grad():
             a, v, u = self._factors(y.dtype)

@@ -42,9 +42,7 @@ def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:
     """
     m = (products.dim() - 2) // 2
     patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
-    if _pairs_interleave(products.shape, products.dtype, size) and not (
-        products.requires_grad and torch.is_grad_enabled()
-    ):
+    if _pairs_interleave(products, size):
         return _interleave_pairs(
             products, torch.empty(*products.shape[:2], *size, dtype=products.dtype, device=products.device)
         )
@@ -54,15 +52,17 @@ def patch_image(products: Tensor, size: Sequence[int]) -> Tensor:
     return F.pad(image, padding) if any(padding) else image
 
 
-INTERLEAVED_DTYPES = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-"""Real dtypes whose pixel pairs view as one complex number (:func:`_interleave_pairs`)."""
-
-
-def _pairs_interleave(shape: Sequence[int], dtype: torch.dtype, size: Sequence[int]) -> bool:
-    """Whether :func:`_interleave_pairs` takes patch-major products of ``shape`` and ``dtype`` for an image of ``size``."""
-    m = (len(shape) - 2) // 2
-    patch, low = shape[2 : 2 + m], shape[2 + m :]
-    return patch[-1] == 2 and dtype in INTERLEAVED_DTYPES and all(lo * p == s for lo, p, s in zip(low, patch, size))
+def _pairs_interleave(products: Tensor, size: Sequence[int]) -> bool:
+    """Whether :func:`_interleave_pairs` takes these products for an image of ``size``: float32 or float64 patches two
+    pixels wide that tile it, no gradient recorded (``torch.complex`` with ``out`` has none)."""
+    m = (products.dim() - 2) // 2
+    patch, low = products.shape[2 : 2 + m], products.shape[2 + m :]
+    return (
+        patch[-1] == 2
+        and products.dtype in (torch.float32, torch.float64)
+        and all(lo * p == s for lo, p, s in zip(low, patch, size))
+        and not (products.requires_grad and torch.is_grad_enabled())
+    )
 
 
 def _interleave_pairs(products: Tensor, image: Tensor) -> Tensor:
