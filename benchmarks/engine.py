@@ -232,12 +232,30 @@ class Worker:
         self.process.wait()
 
 
+def _machine() -> str:
+    """The CPU's model name, its core count, torch's CPU kernels and the load average: the shares and times
+    depend on the CPU (its convolution kernels against its Python and dispatch speed)."""
+    import torch
+
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} "
+        f"kernels), load average {os.getloadavg()[0]:.1f}"
+    )
+
+
 def compare(args: argparse.Namespace) -> None:
     here = Path(__file__).resolve().parents[1]
     trees = [("this", here)] + ([("base", Path(args.baseline).resolve())] if args.baseline else [])
     workers = [Worker(label, tree, form, args) for label, tree in trees for form in args.forms]
     for w in workers:
         w.ask("")
+    machine = _machine()
     for r in range(args.repeats):
         order = workers if r % 2 == 0 else workers[::-1]
         for w in order:
@@ -246,6 +264,7 @@ def compare(args: argparse.Namespace) -> None:
         f"{args.model}{f' steps={args.steps}' if args.steps else ''}, batch {args.batch}, "
         f"{args.size[0]}x{args.size[1]}, float32, {args.threads} thread(s), {args.repeats} interleaved steps each"
     )
+    print(f"  on {machine} (at the start; {os.getloadavg()[0]:.1f} after the steps)")
     median = {(w.label, w.form): statistics.median(w.times) for w in workers}
     for w in workers:
         print(f"  {w.label:>4} {w.form:<12} median step {median[w.label, w.form]:.3f} s")
