@@ -150,6 +150,34 @@ def test_layer_backward_holds_one_output_group_and_its_gradient_at_a_time(stride
     assert peak <= 3 * hidden + 3 * group + 3 * rank_n + 8192
 
 
+def _forward_peak(op: AdditiveCoupling | InvertibleLayer) -> int:
+    """Bytes ``op.transform_`` allocates beyond its input on a (1, 16, 32, 32) state (storage tracker)."""
+    x = torch.randn(1, 16, 32, 32)
+    with StorageTracker(device="cpu") as tracker:
+        tracker.track(op, x)
+        base = tracker.memory_allocated()
+        tracker.reset_peak_memory_stats()
+        op.transform_(x, ())
+        return tracker.max_memory_allocated() - base
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_forward_holds_one_output_group_at_a_time(stride: int) -> None:
+    """The in-place forward (inference's path) frees each group of G's output before it computes the next:
+    the hidden activations, one group's values and gates, and for the folded layer the rank-n update's
+    n-channel tensors (n = 3 reflections)."""
+    torch.manual_seed(4)
+    coupling = AdditiveCoupling(16, hidden=4, stride=stride)
+    layer = InvertibleLayer(16, hidden=4, stride=stride)
+    for block in (coupling.block, layer.coupling.block):
+        block.group_bytes = 2 * 4 * 32 * 32 * 4  # two groups of 4 output channels
+    hidden = 4 * (32 // stride) ** 2 * 4
+    group = 2 * 4 * 32 * 32 * 4
+    rank_n = 3 * 32 * 32 * 4
+    assert _forward_peak(coupling) <= hidden + group + 4096
+    assert _forward_peak(layer) <= hidden + group + 2 * rank_n + 4096
+
+
 @pytest.mark.parametrize(("size", "groups"), [((1, 32, 32), 1), ((2, 320, 320), 7), ((1, 320, 320), 4)])
 def test_output_groups_stay_within_the_byte_budget(size: tuple[int, int, int], groups: int) -> None:
     block = AdditiveCoupling(64, hidden=8, stride=2).block

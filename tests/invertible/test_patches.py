@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from irecon.invertible.patches import flat_channels, patch_columns, patch_image, patch_major
+from irecon.invertible.patches import flat_channels, patch_image, patch_major, write_patch_columns
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -31,18 +31,21 @@ def test_patch_image_inverts_the_patch_major_view(patch: tuple[int, ...]) -> Non
 
 
 @pytest.mark.parametrize("patch", [(1, 1), (2, 2), (4, 2), (1, 2, 4)])
-def test_patch_columns_write_the_state_as_one_op_on_its_patch_major_view(patch: tuple[int, ...]) -> None:
+def test_write_patch_columns_writes_the_state_as_one_op_on_its_patch_major_view(patch: tuple[int, ...]) -> None:
     """An in-place update run column by column over the patch changes the state exactly as the same update
     on its whole patch-major view, and nothing outside the view."""
     state = torch.randn(2, 5, *(p * (3 + i) for i, p in enumerate(patch)), dtype=torch.float64)
     values, gates = torch.randn(2, *patch_major(state[:, 1:4], patch).shape, dtype=torch.float64)
     whole = state.clone()
     patch_major(whole[:, 1:4], patch).addcmul_(values, gates, value=-1)
-    columns = 0
-    for column, a, s in patch_columns(patch_major(state[:, 1:4], patch), values, gates):
-        column.addcmul_(a, s, value=-1)
-        columns += 1
-    assert columns == patch[-1]
+    columns = []
+
+    def addcmul_(column: torch.Tensor, a: torch.Tensor, s: torch.Tensor, value: float) -> torch.Tensor:
+        columns.append(column.shape)
+        return column.addcmul_(a, s, value=value)
+
+    write_patch_columns(addcmul_, patch_major(state[:, 1:4], patch), values, gates, value=-1)
+    assert len(columns) == patch[-1]
     assert torch.equal(state, whole)
 
 

@@ -32,7 +32,7 @@ from torch.nn.utils.parametrizations import _WeightNorm, weight_norm
 from torch.profiler import record_function
 
 from irecon.invertible.engine import Grads, InvertibleOp
-from irecon.invertible.patches import flat_channels, patch_columns, patch_image, patch_major
+from irecon.invertible.patches import flat_channels, patch_image, patch_major, write_patch_columns
 
 CONV_GEMM = "irecon::conv_gemm"
 """Profiler label of the GEMMs (and their bias terms) that compute G's patchify and transposed convolutions
@@ -177,8 +177,7 @@ class ResidualBlock(nn.Module):
         for lo, hi in () if in_place else _halves(c):  # half of x1's size at a time
             pulled = _batched(weight[:, lo:hi].reshape(k, -1).t(), flat)
             target = patch_major(grad_x1[:, lo:hi], self.patch)
-            for column, products in patch_columns(target, pulled.view(target.shape)):
-                column.add_(products)
+            write_patch_columns(Tensor.add_, target, pulled.view(target.shape))
             del pulled
         if all(p == 1 for p in self.patch):
             with _conv_gemm_label():
@@ -342,8 +341,8 @@ class AdditiveCoupling(nn.Module, InvertibleOp):
         h = self.block.hidden(x1, w)
         for lo, hi in self.block.chunks(h):
             values, gates = self.block.up_products(h, w.up, lo, hi).chunk(2, dim=1)
-            for column, a, s in patch_columns(patch_major(x2[:, lo:hi], self.block.patch), values, gates.sigmoid_()):
-                column.addcmul_(a, s, value=sign)
+            target = patch_major(x2[:, lo:hi], self.block.patch)
+            write_patch_columns(Tensor.addcmul_, target, values, gates.sigmoid_(), value=sign)
             del values, gates  # before the next chunk is computed
 
     def transform_(self, x: Tensor, data: Sequence[Tensor]) -> None:
@@ -461,8 +460,7 @@ def _glu_grad_(buf: Tensor, y2: Tensor, g2: Tensor) -> None:
     """
     values, gates = buf.chunk(2, dim=1)
     values.mul_(gates.sigmoid_())
-    for column, products in patch_columns(y2, values):
-        column.sub_(products)
+    write_patch_columns(Tensor.sub_, y2, values)
     glu_grads_(values, gates, g2)
 
 

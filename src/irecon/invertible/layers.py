@@ -17,7 +17,7 @@ from irecon.invertible.coupling import (
 )
 from irecon.invertible.engine import Grads, InvertibleOp, autocast, detached_alias, grads_or_none
 from irecon.invertible.householder import HouseholderConv, wy_factors, wy_factors_backward
-from irecon.invertible.patches import flat_channels, patch_columns, patch_image, patch_major
+from irecon.invertible.patches import flat_channels, patch_image, patch_major, write_patch_columns
 
 
 class InvertibleLayer(nn.Module, InvertibleOp):
@@ -79,8 +79,9 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                 with profiler_label(ROTATION_GEMM):  # R^T g
                     flat.baddbmm_(u[split:].t().expand(x.shape[0], -1, -1), image, alpha=sign)
                 return
-            for column, products in patch_columns(patch_major(x[:, split + lo : split + hi], block.patch), values):
-                column.add_(products, alpha=sign)
+            write_patch_columns(
+                Tensor.add_, patch_major(x[:, split + lo : split + hi], block.patch), values, alpha=sign
+            )
             projected = _project(a[split + lo : split + hi], values, projected)
             del values, gates  # before the next group is computed
         assert projected is not None
@@ -129,8 +130,7 @@ class InvertibleLayer(nn.Module, InvertibleOp):
                 pulled_flat = pulled[0]
                 values, gates = buf.chunk(2, dim=1)
                 values.mul_(gates.sigmoid_())  # g = a s
-                for column, products in patch_columns(patch_major(y2[:, lo:hi], block.patch), values):
-                    column.sub_(products)
+                write_patch_columns(Tensor.sub_, patch_major(y2[:, lo:hi], block.patch), values)
                 a_group = a[split + lo : split + hi]
                 projected[0] = _project(a_group, values, projected[0])
                 flat_values = values.reshape(b, hi - lo, -1)
