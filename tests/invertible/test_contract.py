@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from irecon.invertible.coupling import AdditiveCoupling
+from irecon.invertible.coupling import NARROW_ROWS, AdditiveCoupling
 from irecon.invertible.engine import InvertibleOp
 from irecon.invertible.householder import HouseholderConv, HouseholderOp
 from irecon.invertible.layers import DataConsistencyLayer, InvertibleLayer
@@ -60,8 +60,9 @@ def coupling_3d() -> Case:
     return op, torch.randn(1, 6, 3, 8, 6, dtype=torch.float64), _data(1, (3, 8, 6), batch=1)
 
 
-def coupling_stride_1() -> Case:
-    op = AdditiveCoupling(6, hidden=4, stride=1).double()
+def coupling_stride_1(hidden: int = 4) -> Case:
+    """``hidden`` above ``NARROW_ROWS``: the 2-D GEMM products in pixel rows; else in (B, k, N) order."""
+    op = AdditiveCoupling(6, hidden=hidden, stride=1).double()
     return op, torch.randn(2, 6, 7, 5, dtype=torch.float64), _data(1, (7, 5))
 
 
@@ -89,13 +90,14 @@ def layer(
     plain_weights: bool = False,
     spatial: tuple[int, ...] = (9, 11),
     one_channel_groups: bool = False,
+    hidden: int = 5,
 ) -> Callable[[], Case]:
     """U^T C U with the rotation folded into the coupling; ``frozen``: 'vectors' or 'down' (the patchify conv).
     2-D ``spatial`` (9, 11) leaves pixels no patch covers; 3-D is (3, 8, 6), which the patches tile."""
 
     def make() -> Case:
         spatial_shape = spatial if dims == 2 else (3, 8, 6)
-        op = InvertibleLayer(7 if dims == 2 else 6, hidden=5, stride=stride, dims=dims).double()  # 2-D: split 3 | 4
+        op = InvertibleLayer(7 if dims == 2 else 6, hidden=hidden, stride=stride, dims=dims).double()  # 2-D: 3 | 4
         if frozen == "vectors":
             op.rotation.vectors.requires_grad_(False)
         elif frozen == "down":
@@ -139,6 +141,7 @@ CASES = {
     "coupling-3d": coupling_3d,
     "coupling-groups": coupling_groups,
     "coupling-stride-1": coupling_stride_1,
+    "coupling-stride-1-wide": lambda: coupling_stride_1(hidden=NARROW_ROWS + 4),
     "coupling-partly-frozen": coupling_partly_frozen,
     "coupling-plain-weights": coupling_plain_weights,
     "layer-2d": layer(2, 2),
@@ -146,6 +149,8 @@ CASES = {
     "layer-2d-stride-1": layer(2, 1),
     "layer-2d-groups": layer(2, 2, spatial=(8, 10), one_channel_groups=True),
     "layer-2d-stride-1-groups": layer(2, 1, one_channel_groups=True),
+    "layer-2d-wide": layer(2, 2, hidden=NARROW_ROWS + 4),
+    "layer-2d-stride-1-wide": layer(2, 1, hidden=NARROW_ROWS + 4),
     "layer-3d-groups": layer(3, 2, one_channel_groups=True),
     "layer-3d": layer(3, 2),
     "layer-frozen-rotation": layer(2, 2, frozen="vectors"),

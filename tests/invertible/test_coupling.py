@@ -6,6 +6,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from irecon.invertible.coupling import (
     FUSED_CONV_RELU,
+    NARROW_ROWS,
     AdditiveCoupling,
     ResidualBlock,
     conv_weight,
@@ -219,9 +220,9 @@ def test_fused_conv_relu_equals_conv_then_relu() -> None:
     """float32 on the CPU with no gradient recorded, the 3x3 conv and the strided patchify conv each run with their
     ReLU as one oneDNN kernel: the same values."""
     torch.manual_seed(3)
-    block = ResidualBlock(3, 3, hidden=6, stride=2)
+    block = ResidualBlock(3, 3, hidden=NARROW_ROWS + 2, stride=2)
     w = block.weights()
-    h = torch.randn(2, 6, 7, 9).contiguous(memory_format=torch.channels_last)
+    h = torch.randn(2, NARROW_ROWS + 2, 7, 9).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         fused = block.mix_conv(h, w)
     reference = block.mix_conv(h.requires_grad_(), w)
@@ -235,3 +236,17 @@ def test_fused_conv_relu_equals_conv_then_relu() -> None:
     assert reference.grad_fn is not None
     assert torch.allclose(fused, reference.detach(), rtol=0, atol=1e-5)
     assert fused.min() == 0 and fused.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("hidden", "stride"), [(NARROW_ROWS, 1), (NARROW_ROWS, 2), (NARROW_ROWS + 1, 1)])
+def test_2d_hidden_activations_are_channels_last_unless_narrow(hidden: int, stride: int) -> None:
+    """The 3x3 conv reads channels-last activations; its output, the up GEMM's operand, is in (B, k, N) order
+    when k <= NARROW_ROWS."""
+    block = ResidualBlock(4, 4, hidden=hidden, stride=stride)
+    with torch.no_grad():
+        w = block.weights()
+        h0 = block.down_relu(torch.randn(2, 4, 8, 10), w)
+        h = block.mix_conv(h0, w)
+    assert h0.is_contiguous(memory_format=torch.channels_last) and not h0.is_contiguous()
+    assert h.is_contiguous() == (hidden <= NARROW_ROWS)
+    assert h.is_contiguous(memory_format=torch.channels_last) == (hidden > NARROW_ROWS)
