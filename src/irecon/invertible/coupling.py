@@ -200,12 +200,12 @@ class ResidualBlock(nn.Module):
             write_patch_columns(Tensor.add_, target, pulled.view(target.shape))
             del pulled
         if all(p == 1 for p in self.patch):
-            rows = x1.reshape(b, c, -1).to(flat.dtype)
+            x1_flat = x1.reshape(b, c, -1).to(flat.dtype)
             with _conv_gemm_label():
                 if k <= NARROW_ROWS:  # (k, c) from a copy of the grad in (B, k, N) order: 2x faster at k = 8
-                    return torch.bmm(flat.contiguous(), rows.transpose(1, 2)).sum(0).reshape(down.shape)
+                    return torch.bmm(flat.contiguous(), x1_flat.transpose(1, 2)).sum(0).reshape(down.shape)
                 # (c, k) from x1's rows and the channels-last grad's rows (2x faster than the (k, c) product)
-                return torch.bmm(rows, flat.transpose(1, 2)).sum(0).t().reshape(down.shape)
+                return torch.bmm(x1_flat, flat.transpose(1, 2)).sum(0).t().reshape(down.shape)
         m = len(self.patch)
         mask = [False, True, False]
         weight_grad = torch.ops.aten.convolution_backward(  # all NCHW, as x1 is: no copy of x1
