@@ -232,7 +232,7 @@ class Worker:
         self.process.wait()
 
 
-def _machine() -> str:
+def describe_machine() -> str:
     """The CPU's model name, its core count, torch's CPU kernels and the load average: the shares and times
     depend on the CPU (its convolution kernels against its Python and dispatch speed)."""
     import torch
@@ -255,7 +255,7 @@ def compare(args: argparse.Namespace) -> None:
     workers = [Worker(label, tree, form, args) for label, tree in trees for form in args.forms]
     for w in workers:
         w.ask("")
-    machine = _machine()
+    machine = describe_machine()
     for r in range(args.repeats):
         order = workers if r % 2 == 0 else workers[::-1]
         for w in order:

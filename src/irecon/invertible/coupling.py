@@ -49,9 +49,10 @@ four groups for the paper's 64-channel state at 320x320, one for the tiny preset
 
 NARROW_ROWS = 8
 """Hidden widths k up to which a 2-D block's GEMMs with k values per pixel (the stride-1 patchify conv, the up
-conv, their gradients) use (B, k, N) order, not the channels-last rows the 3x3 conv reads (whose backward runs
-3x faster on them at k = 8): MKL's products on k-wide rows ran 2.5-7x slower than in (B, k, N) order at k = 8,
-layout copy included (AMD EPYC, torch 2.13's MKL 2024.2, 320x320), and 0.6-1.5x as fast at k = 12-128."""
+conv, their gradients) use (B, k, N) order and a layout copy each way, not the channels-last rows the 3x3 conv
+reads. benchmarks/narrow_rows.py prints the figures: on a 2-core AMD EPYC (torch 2.13's MKL), a stride-1
+paper-2d layer at 320x320 ran 2.0x (forward) and 2.3x (backward) faster so at k = 8, about as fast at 12 and
+slower at 16-32."""
 
 GluStep = Callable[[Tensor, int, int], None]
 """``undo_glu(buf, lo, hi)`` of :meth:`ResidualBlock.backward_`."""
@@ -166,8 +167,7 @@ class ResidualBlock(nn.Module):
         """The 3x3 (3x3x3) conv and its ReLU at 1/d resolution (one oneDNN kernel where :func:`_fused_relu` says).
 
         Its output is the up GEMM's operand: with k <= ``NARROW_ROWS`` channels it is copied out of channels
-        last into (B, k, N) order (at k = 8 the GEMMs on the channels-last view ran 3x slower than copy and
-        GEMM; the up weight's gradient 2.5x).
+        last into (B, k, N) order.
         """
         if _fused_relu(h, w.mix):
             m = h.dim() - 2
@@ -202,7 +202,7 @@ class ResidualBlock(nn.Module):
         if all(p == 1 for p in self.patch):
             x1_flat = x1.reshape(b, c, -1).to(flat.dtype)
             with _conv_gemm_label():
-                if k <= NARROW_ROWS:  # (k, c) from a copy of the grad in (B, k, N) order: 2x faster at k = 8
+                if k <= NARROW_ROWS:  # (k, c) from a copy of the grad in (B, k, N) order
                     return torch.bmm(flat.contiguous(), x1_flat.transpose(1, 2)).sum(0).reshape(down.shape)
                 # (c, k) from x1's rows and the channels-last grad's rows (2x faster than the (k, c) product)
                 return torch.bmm(x1_flat, flat.transpose(1, 2)).sum(0).t().reshape(down.shape)
